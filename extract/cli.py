@@ -1,0 +1,180 @@
+"""Command-line options of the extract stage (``pipeline.py extract|info|backbones|layers``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+
+
+def _csv_list(text: str) -> tuple[str, ...]:
+    return tuple(s.strip() for s in text.split(",") if s.strip())
+
+
+def add_model_arguments(p: argparse.ArgumentParser) -> None:
+    """Options that pick the backbone; shared by extract, layers and run."""
+    p.add_argument("--backbone", required=True, help="efficientnet_lite0, resnet50, vit_b_16, timm:NAME, ...")
+    p.add_argument("--weights", default=None,
+                   help="DEFAULT (default), a torchvision enum name (IMAGENET1K_V1), none, or a state-dict FILE")
+
+
+def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -> None:
+    if with_io:
+        p.add_argument("--data", required=True, help="image folder (train/ val/ test/ or class folders) or a CSV")
+        p.add_argument("--out", required=True, help="the HDF5 store to write (FILE.h5)")
+        add_model_arguments(p)
+    g = p.add_argument_group("features")
+    g.add_argument("--layers", type=_csv_list, default=None,
+                   help="comma list of modules to hook: NAME (output) or NAME:in (input); default: the "
+                        "classifier's input")
+    g.add_argument("--pool", type=_csv_list, default=None, help="comma list of avg,max,avgmax,gem,cls,flatten "
+                   "(default avg; vectors are stored as they are)")
+    g.add_argument("--dtype", choices=("float32", "float16"), default=None, help="storage dtype (default float32)")
+    g.add_argument("--compression", choices=("gzip", "lzf"), default=None, help="HDF5 compression (default none)")
+    g = p.add_argument_group("speed")
+    g.add_argument("--batch-size", type=int, default=None, help="images per forward (default 32)")
+    g.add_argument("--workers", type=int, default=None, help="DataLoader decode workers (default: per device)")
+    g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default=None,
+                   help="autocast precision (default fp32; auto = bf16/fp16 where the hardware is native)")
+    g.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
+                   help="keep NCHW memory format")
+    g.add_argument("--draft", action="store_true", default=None,
+                   help="decode large JPEGs at reduced scale (faster; features change slightly)")
+    g = p.add_argument_group("input checks")
+    g.add_argument("--max-pixels", type=int, default=None,
+                   help="refuse images above this many pixels (decompression-bomb guard; 0 = no limit)")
+    g.add_argument("--image-root", default=None, help="folder the CSV's paths are relative to (default: its folder)")
+    g.add_argument("--allow-outside-root", action="store_true", default=None,
+                   help="accept CSV paths that leave the image root (../, absolute)")
+    if with_io:
+        p.add_argument("--overwrite", action="store_true", default=None,
+                       help="replace a store at --out that holds another spec")
+
+
+def split_weights(value: str | None) -> tuple[str, str | None]:
+    """``--weights`` takes a name or a file; a path-like value is a file."""
+    if value is None:
+        return "DEFAULT", None
+    if value.endswith(WEIGHT_FILE_SUFFIXES) or "/" in value or Path(value).is_file():
+        return "file", value
+    return value, None
+
+
+def config_from_args(args: argparse.Namespace, **override: object):  # -> ExtractConfig
+    from extract.runner import ExtractConfig
+
+    weights, weights_file = split_weights(getattr(args, "weights", None))
+    given = {
+        "data": getattr(args, "data", None), "backbone": getattr(args, "backbone", None),
+        "out": getattr(args, "out", None), "layers": args.layers, "pools": args.pool, "weights": weights,
+        "weights_file": weights_file, "batch_size": args.batch_size, "workers": args.workers,
+        "device": args.device, "precision": args.precision, "dtype": args.dtype, "compression": args.compression,
+        "channels_last": args.channels_last, "draft": args.draft, "image_root": args.image_root,
+        "allow_outside_root": args.allow_outside_root, "overwrite": getattr(args, "overwrite", None),
+        "progress": not getattr(args, "quiet", False) and sys.stderr.isatty(),
+    }
+    if args.max_pixels is not None:
+        given["max_pixels"] = args.max_pixels or None
+    given.update(override)
+    return ExtractConfig(**{k: v for k, v in given.items() if v is not None})  # unset: the library default stands
+
+
+def main_extract(args: argparse.Namespace) -> int:
+    from extract.runner import extract
+
+    summary = extract(config_from_args(args))
+    print(summary.line())
+    for path, msg in summary.errors[:10]:
+        print(f"  skipped {path}: {msg}")
+    if len(summary.errors) > 10:
+        print(f"  ... and {len(summary.errors) - 10} more (see `pipeline.py info {summary.store}`)")
+    return 0
+
+
+def main_info(args: argparse.Namespace) -> int:
+    from extract.store import read_info
+
+    info = read_info(args.store, allow_partial=True)
+    spec, prov = info.spec, info.provenance
+    state = "complete" if info.complete else f"INCOMPLETE ({info.n_done}/{info.n_rows} rows written)"
+    print(f"{info.path}: {state}, schema v1, cache key {info.cache_key[:12]}")
+    print(f"  backbone   {spec['backbone']}  weights {spec['weights']}"
+          f"  sha256 {(spec.get('weights_sha256') or '-')[:12]}")
+    t = spec["transform"]
+    print(f"  transform  resize {t['resize']} {t['interpolation']}, crop {t['crop']}, mean {t['mean']}, std {t['std']}"
+          f"{', draft' if spec.get('draft') else ''}")
+    print(f"  precision  {spec['precision']}, stored {info.dtype}")
+    print(f"  rows       {info.n_rows} ({info.n_ok} readable, {len(info.errors)} errors); "
+          f"splits {info.split_counts}")
+    print(f"  classes    {len(info.class_names)}: {', '.join(info.class_names[:20])}"
+          f"{' ...' if len(info.class_names) > 20 else ''}")
+    for key, dim in info.features.items():
+        mark = " (default)" if key == info.default_feature else ""
+        print(f"  feature    {key}  dim {dim}{mark}")
+    print(f"  made with  torch {prov.get('torch')}, torchvision {prov.get('torchvision')}, "
+          f"on {prov.get('device')} at {prov.get('created')}")
+    for path, msg in info.errors[: args.errors]:
+        print(f"  error      {path}: {msg}")
+    return 0
+
+
+def main_backbones(args: argparse.Namespace) -> int:
+    from extract.backbones import list_backbones
+
+    names = list_backbones()
+    if args.filter:
+        names = [n for n in names if args.filter in n]
+    print("\n".join(names))
+    print("(any timm model as timm:NAME when timm is installed)", file=sys.stderr)
+    return 0
+
+
+def main_layers(args: argparse.Namespace) -> int:
+    """Print hookable modules with their output shapes on one dummy image."""
+    import torch
+
+    from extract.backbones import create_backbone
+    from extract.hooks import FeatureHooks, Tap
+
+    weights, weights_file = split_weights(args.weights)
+    bb = create_backbone(args.backbone, "none" if weights == "DEFAULT" else weights, weights_file)
+    names = [n for n, _ in bb.model.named_modules() if n and (args.all or n.count(".") <= args.depth)]
+    taps = [Tap(n, "output") for n in names]
+    with FeatureHooks(bb.model, taps, ["avg"], stop_early=False) as hooks, torch.inference_mode():
+        try:
+            hooks(torch.zeros(1, 3, bb.transform.crop, bb.transform.crop))
+        except Exception:  # noqa: BLE001 - an unused module just shows no shape
+            pass
+        shapes = hooks.raw_shapes
+    print(f"default layer: {bb.default_layer}")
+    for t in taps:
+        print(f"{t.layer:40s} {tuple(shapes.get(t, ())) or '-'}")
+    return 0
+
+
+def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("extract", parents=parents, help="extract pooled features from images into an HDF5 store",
+                       description="Run a frozen backbone over images and stream pooled features to HDF5. "
+                                   "A second run with the same options is a cache hit; an interrupted run resumes.")
+    add_extract_arguments(p)
+    p.set_defaults(func=main_extract)
+
+    p = sub.add_parser("info", parents=parents, help="show what a feature store holds")
+    p.add_argument("store", help="FILE.h5 (or its unfinished FILE.h5.partial)")
+    p.add_argument("--errors", type=int, default=20, help="how many error rows to list (default 20)")
+    p.set_defaults(func=main_info)
+
+    p = sub.add_parser("backbones", parents=parents, help="list backbone names")
+    p.add_argument("filter", nargs="?", help="substring to filter by")
+    p.set_defaults(func=main_backbones)
+
+    p = sub.add_parser("layers", parents=parents, help="list a backbone's hookable layers and their shapes")
+    add_model_arguments(p)
+    p.add_argument("--depth", type=int, default=1, help="max dots in a listed name (default 1)")
+    p.add_argument("--all", action="store_true", help="list every module")
+    p.set_defaults(func=main_layers)

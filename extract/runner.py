@@ -1,0 +1,270 @@
+"""The extraction loop: manifest -> frozen backbone + hooks -> pooled features -> store.
+
+Python API for notebooks::
+
+    from extract.runner import ExtractConfig, extract
+    summary = extract(ExtractConfig(data="hymenoptera", backbone="efficientnet_lite0", out="h.h5"))
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from extract import __version__
+from extract.backbones import Backbone, create_backbone
+from extract.hooks import FeatureHooks, Tap
+from extract.preprocess import ImageRows, build_transform, collate
+from extract.sources import build_manifest
+from extract.store import FeatureSpec, Manifest, open_for_write, write_lock
+
+log = logging.getLogger(__name__)
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Every option of an extraction; the ones that change numbers go into the cache key."""
+
+    data: str
+    backbone: str
+    out: str
+    layers: tuple[str, ...] = ("default",)
+    pools: tuple[str, ...] = ("avg",)
+    weights: str = "DEFAULT"
+    weights_file: str | None = None
+    batch_size: int = 32
+    workers: int | None = None  # None: chosen for the device and core count
+    device: str = "auto"
+    precision: str = "fp32"
+    dtype: str = "float32"  # storage dtype of the features
+    compression: str | None = None
+    channels_last: bool = True
+    max_pixels: int | None = 178_956_970
+    draft: bool = False  # JPEG draft decoding at reduced scale (faster, numbers change slightly)
+    image_root: str | None = None
+    allow_outside_root: bool = False
+    overwrite: bool = False
+    progress: bool = True
+
+
+@dataclass
+class ExtractSummary:
+    store: str
+    status: str  # hit | new | resume
+    rows: int
+    written: int
+    skipped: int
+    seconds: float
+    images_per_s: float
+    file_mb: float
+    features: dict[str, int] = field(default_factory=dict)
+    errors: list[tuple[str, str]] = field(default_factory=list)
+
+    def line(self) -> str:
+        if self.status == "hit":
+            return f"cache hit: {self.store} already holds these {self.rows} rows ({self.file_mb:.1f} MB)"
+        what = "resumed" if self.status == "resume" else "wrote"
+        return (f"{what} {self.written} rows of {self.rows} to {self.store} in {self.seconds:.1f} s "
+                f"({self.images_per_s:.1f} img/s, {self.file_mb:.1f} MB); skipped {self.skipped} unreadable")
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda: no CUDA device is available")
+    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
+        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+    return torch.device(name)
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
+    except (OSError, IndexError):
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+    if precision != "auto":
+        return precision
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu":
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+    return "fp32"
+
+
+def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def resolve_taps(backbone: Backbone, layers: tuple[str, ...]) -> list[Tap]:
+    names = [backbone.default_layer if name in ("default", "") else name for name in layers]
+    taps = [Tap.parse(n) for n in dict.fromkeys(names)]
+    return taps
+
+
+def probe_features(backbone: Backbone, taps: list[Tap], pools: tuple[str, ...]) -> list[FeatureSpec]:
+    """One forward on a dummy image: validates layers and learns each feature's dim before any I/O."""
+    crop = backbone.transform.crop
+    with FeatureHooks(backbone.model, taps, pools) as hooks, torch.inference_mode():
+        out = hooks(torch.zeros(1, 3, crop, crop))
+        shapes = dict(hooks.raw_shapes)
+    specs = []
+    for key, value in out.items():
+        name, pool = key.rsplit("/", 1)
+        tap = next(t for t in taps if t.name == name)
+        specs.append(FeatureSpec(tap.layer, tap.side, pool, int(value.shape[1]), shapes[tap]))
+    return specs
+
+
+def cache_spec(cfg: ExtractConfig, backbone: Backbone, features: list[FeatureSpec], manifest: Manifest,
+               precision: str) -> dict:
+    """Everything that decides the stored numbers. Missing one here is the stale-cache bug."""
+    return {
+        "backbone": backbone.name,
+        "weights": backbone.weights,
+        "weights_sha256": backbone.weights_sha256,
+        "features": [f.key for f in features],
+        "transform": backbone.transform.to_dict(),
+        "draft": cfg.draft,
+        "max_pixels": cfg.max_pixels,
+        "precision": precision,
+        "dtype": cfg.dtype,
+        "manifest": manifest.fingerprint,
+        "rows": len(manifest),
+    }
+
+
+def cache_key(spec: dict) -> str:
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
+
+
+def _provenance(cfg: ExtractConfig, backbone: Backbone, device: torch.device) -> dict:
+    import torchvision
+
+    return {
+        **backbone.provenance(),
+        "tool_version": __version__,
+        "torch": torch.__version__,
+        "torchvision": torchvision.__version__,
+        "python": platform.python_version(),
+        "host": platform.node(),
+        "device": str(device),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "argv": sys.argv,
+        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+    }
+
+
+def default_workers(device: torch.device) -> int:
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return min(8, cores)
+    # On a CPU decode competes with the forward for cores; one worker overlaps I/O with compute.
+    return 1 if cores <= 4 else cores // 4
+
+
+def extract(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbone | None = None) -> ExtractSummary:
+    """Run (or resume, or skip as a cache hit) one extraction job."""
+    if cfg.batch_size < 1:
+        raise ValueError(f"--batch-size {cfg.batch_size}: must be >= 1")
+    if cfg.dtype not in ("float32", "float16"):
+        raise ValueError(f"--dtype {cfg.dtype!r}: expected float32 or float16")
+    device = pick_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    manifest = manifest or build_manifest(cfg.data, cfg.image_root, cfg.allow_outside_root)
+    backbone = backbone or create_backbone(cfg.backbone, cfg.weights, cfg.weights_file)
+    taps = resolve_taps(backbone, cfg.layers)
+    features = probe_features(backbone, taps, cfg.pools)
+    default_key = next(f.key for f in features if f.layer + (":in" if f.side == "input" else "") == taps[0].name)
+    spec = cache_spec(cfg, backbone, features, manifest, precision)
+    out = Path(cfg.out)
+    t0 = time.perf_counter()
+    with write_lock(out):
+        writer = open_for_write(out, manifest, features, cache_key=cache_key(spec), spec=spec,
+                                provenance=_provenance(cfg, backbone, device), default_feature=default_key,
+                                dtype=cfg.dtype, compression=cfg.compression, overwrite=cfg.overwrite)
+        if writer.status == "hit":
+            return _summary(out, "hit", len(manifest), 0, 0.0, features)
+        log.info("%s %s: %d of %d rows to extract", "resuming" if writer.status == "resume" else "writing",
+                 out, len(writer.pending), len(manifest))
+        try:
+            written = _run_loop(cfg, backbone, taps, manifest, writer, device, precision)
+            path = writer.finish()
+        finally:
+            writer.close()
+    return _summary(path, writer.status, len(manifest), written, time.perf_counter() - t0, features)
+
+
+def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest: Manifest, writer,
+              device: torch.device, precision: str) -> int:
+    model = backbone.model.to(device)
+    if cfg.channels_last and device.type != "mps":
+        model = model.to(memory_format=torch.channels_last)
+    draft = max(backbone.transform.resize, backbone.transform.crop) if cfg.draft else None
+    dataset = ImageRows(manifest.root, manifest.paths, writer.pending, build_transform(backbone.transform),
+                        cfg.max_pixels, draft)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
+                        collate_fn=collate, pin_memory=device.type == "cuda",
+                        persistent_workers=False, prefetch_factor=4 if workers else None)
+    written = 0
+    bar = tqdm(total=len(dataset), unit="img", disable=not cfg.progress, dynamic_ncols=True, smoothing=0.1)
+    with FeatureHooks(model, taps, cfg.pools) as hooks, torch.inference_mode(), bar:
+        for rows, images, errors in loader:
+            feats = {}
+            if images is not None:
+                x = images.to(device, non_blocking=True)
+                if cfg.channels_last and device.type != "mps":
+                    x = x.contiguous(memory_format=torch.channels_last)
+                with _autocast(device, precision):
+                    out = hooks(x)
+                feats = {k: v.float().cpu().numpy() for k, v in out.items()}
+            all_rows = np.concatenate([rows.numpy(), np.array(sorted(errors), dtype=np.int64)])
+            if len(all_rows):
+                for k in feats:  # error rows keep the NaN fill value
+                    feats[k] = np.concatenate([feats[k], np.full((len(errors), feats[k].shape[1]), np.nan, np.float32)])
+                writer.write(all_rows, feats, errors)
+            for row, msg in errors.items():
+                log.warning("skipped %s: %s", manifest.paths[row], msg)
+            written += len(rows) + len(errors)
+            bar.update(len(rows) + len(errors))
+    return written
+
+
+def _summary(path: Path, status: str, rows: int, written: int, seconds: float,
+             features: list[FeatureSpec]) -> ExtractSummary:
+    from extract.store import read_info
+
+    info = read_info(path, allow_partial=False)
+    return ExtractSummary(
+        store=str(path), status=status, rows=rows, written=written, skipped=len(info.errors),
+        seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
+        file_mb=path.stat().st_size / 1e6, features={f.key: f.dim for f in features}, errors=info.errors,
+    )

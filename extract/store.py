@@ -1,0 +1,411 @@
+"""The HDF5 feature store: rows written by index, resumable, atomically completed.
+
+A store is the only thing the two stages share, so this module imports neither
+torch nor scikit-learn. Layout (schema version 1)::
+
+    /                      attrs: schema_version, complete, cache_key, spec (json),
+                           provenance (json), class_names (json), default_feature
+    /paths    (N,) str     relative to the source root
+    /labels   (N,) int64   -1 where unlabeled
+    /split    (N,) str     train / val / test / all
+    /done     (N,) bool    row written (resume skips these)
+    /ok       (N,) bool    False where the image could not be read (features are NaN)
+    /errors   (E,) {row, message}
+    /features/<layer>/<pool>  (N, D) float32|float16, attrs: layer, side, pool, raw_shape
+
+The file is written as ``OUT.partial`` and renamed to ``OUT`` only once every row
+is flushed, so a file at the final path is always complete and an interrupted run
+resumes from the partial one. Rows are flushed batch by batch; a SIGKILL can lose
+at most the batch in flight, never corrupt earlier rows (``done`` is set after the
+features it vouches for).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fcntl
+import json
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import h5py
+import numpy as np
+
+SCHEMA_VERSION = 1
+PARTIAL_SUFFIX = ".partial"
+ERROR_DTYPE = np.dtype([("row", "<i8"), ("message", "S400")])
+_STR = h5py.string_dtype("utf-8")
+
+
+class StoreError(ValueError):
+    """A store that cannot be used as asked; the message names the file."""
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """One pooled feature set in a store: a hooked layer and a pooling."""
+
+    layer: str  # dotted module name, e.g. "layer4" or "fc"
+    side: str  # "output" or "input" of that module
+    pool: str  # avg | max | avgmax | gem | cls | flatten | none
+    dim: int
+    raw_shape: tuple[int, ...] = ()  # per-sample shape before pooling
+
+    @property
+    def key(self) -> str:
+        name = self.layer + (":in" if self.side == "input" else "")
+        return f"{name}/{self.pool}"
+
+
+@dataclass(frozen=True)
+class StoreInfo:
+    """What a store holds, read from its metadata without loading features."""
+
+    path: Path
+    complete: bool
+    cache_key: str
+    spec: dict
+    provenance: dict
+    class_names: list[str]
+    default_feature: str
+    features: dict[str, int]  # key -> dim
+    dtype: str
+    n_rows: int
+    n_done: int
+    n_ok: int
+    errors: list[tuple[str, str]] = field(default_factory=list)
+    split_counts: dict[str, int] = field(default_factory=dict)
+
+
+def partial_path(path: str | os.PathLike) -> Path:
+    return Path(str(path) + PARTIAL_SUFFIX)
+
+
+def _open_h5(path: Path, mode: str = "r") -> h5py.File:
+    try:
+        f = h5py.File(path, mode)
+    except FileNotFoundError:
+        raise StoreError(f"{path}: no such feature store") from None
+    except OSError as e:
+        raise StoreError(
+            f"{path}: not a readable HDF5 feature store (truncated or not HDF5?): {e}"
+        ) from None
+    if "schema_version" not in f.attrs or "cache_key" not in f.attrs:
+        f.close()
+        raise StoreError(f"{path}: an HDF5 file, but not a feature store (no schema_version)")
+    version = int(f.attrs["schema_version"])
+    if version > SCHEMA_VERSION:
+        f.close()
+        raise StoreError(f"{path}: schema version {version} is newer than this tool's {SCHEMA_VERSION}")
+    return f
+
+
+def resolve_path(path: str | os.PathLike, allow_partial: bool = False) -> Path:
+    """The file to read: ``path`` itself, or its ``.partial`` twin when allowed."""
+    path = Path(path)
+    if path.exists():
+        return path
+    if partial_path(path).exists():
+        if allow_partial:
+            return partial_path(path)
+        raise StoreError(
+            f"{path}: only an incomplete store exists ({partial_path(path).name}); "
+            "rerun the extraction to finish it, or pass --allow-partial"
+        )
+    raise StoreError(f"{path}: no such feature store")
+
+
+def _feature_keys(f: h5py.File) -> dict[str, int]:
+    keys: dict[str, int] = {}
+    if "features" in f:
+        for layer, group in f["features"].items():
+            for pool, ds in group.items():
+                keys[f"{layer}/{pool}"] = int(ds.shape[1])
+    return keys
+
+
+def read_info(path: str | os.PathLike, allow_partial: bool = True) -> StoreInfo:
+    path = resolve_path(path, allow_partial=allow_partial)
+    with _open_h5(path) as f:
+        done = f["done"][:]
+        ok = f["ok"][:]
+        paths = f["paths"]
+        err = f["errors"][:]
+        errors = [(paths[int(r)].decode() if isinstance(paths[int(r)], bytes) else str(paths[int(r)]),
+                   m.decode("utf-8", "replace")) for r, m in err]
+        splits = f["split"].asstr()[:]
+        names, counts = np.unique(splits[done & ok], return_counts=True)
+        feats = _feature_keys(f)
+        dtype = str(f[f"features/{next(iter(feats))}"].dtype) if feats else "float32"
+        return StoreInfo(
+            path=path,
+            complete=bool(f.attrs.get("complete", False)),
+            cache_key=str(f.attrs["cache_key"]),
+            spec=json.loads(f.attrs["spec"]),
+            provenance=json.loads(f.attrs["provenance"]),
+            class_names=json.loads(f.attrs["class_names"]),
+            default_feature=str(f.attrs["default_feature"]),
+            features=feats,
+            dtype=dtype,
+            n_rows=int(len(done)),
+            n_done=int(done.sum()),
+            n_ok=int((done & ok).sum()),
+            errors=errors,
+            split_counts={str(k): int(v) for k, v in zip(names, counts)},
+        )
+
+
+def resolve_feature(info: StoreInfo, name: str | None) -> str:
+    """Map a user's ``--layer`` (``layer4``, ``layer4/avgmax``, None) to a feature key."""
+    if not name or name == "default":
+        return info.default_feature
+    if name in info.features:
+        return name
+    matches = [k for k in info.features if k.split("/")[0] in (name, name + ":in")]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise StoreError(f"{info.path}: layer {name!r} has several poolings; pick one of {matches}")
+    close = difflib.get_close_matches(name, list(info.features), n=5, cutoff=0.3)
+    raise StoreError(
+        f"{info.path}: no feature set {name!r}; "
+        f"it holds {sorted(info.features)}" + (f" (closest: {close})" if close else "")
+    )
+
+
+def read_rows(
+    path: str | os.PathLike,
+    feature: str | None = None,
+    splits: Sequence[str] | None = None,
+    allow_partial: bool = False,
+    chunk_rows: int = 8192,
+) -> dict[str, np.ndarray]:
+    """Features, labels, paths and splits of the readable rows, read chunk by chunk.
+
+    Rows that failed to decode, or are not yet written in a partial store, are left out.
+    """
+    info = read_info(path, allow_partial=allow_partial)
+    if not info.complete and not allow_partial:
+        raise StoreError(f"{info.path}: store is incomplete; rerun the extraction or pass --allow-partial")
+    key = resolve_feature(info, feature)
+    with _open_h5(info.path) as f:
+        split = f["split"].asstr()[:]
+        keep = f["done"][:] & f["ok"][:]
+        if splits is not None:
+            keep &= np.isin(split, list(splits))
+        rows = np.flatnonzero(keep)
+        ds = f[f"features/{key}"]
+        X = np.empty((len(rows), ds.shape[1]), dtype=ds.dtype)
+        # Read contiguous row ranges chunk by chunk: fancy indexing in h5py is slow.
+        for start in range(0, ds.shape[0], chunk_rows):
+            stop = min(start + chunk_rows, ds.shape[0])
+            sel = (rows >= start) & (rows < stop)
+            if sel.any():
+                X[sel] = ds[start:stop][rows[sel] - start]
+        return {
+            "X": X,
+            "y": f["labels"][:][rows],
+            "paths": f["paths"].asstr()[:][rows],
+            "split": split[rows],
+            "rows": rows,
+            "feature": np.array(key),
+        }
+
+
+# --------------------------------------------------------------------------- writing
+
+
+@contextmanager
+def write_lock(path: Path) -> Iterator[None]:
+    """An advisory lock next to the store, so a second writer fails fast and clearly."""
+    lock_path = Path(str(path) + ".lock")
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise StoreError(f"{path}: cannot create lock file {lock_path}: {e.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise StoreError(f"{path}: another process is writing this store (lock {lock_path} is held)") from None
+        yield
+    finally:
+        os.close(fd)  # releases the flock; the lock file may stay, it is harmless
+        try:
+            os.unlink(lock_path)
+        except OSError:
+            pass
+
+
+def _spec_diff(old: dict, new: dict) -> str:
+    keys = sorted(set(old) | set(new))
+    diff = [k for k in keys if old.get(k) != new.get(k)]
+    return ", ".join(diff) or "cache key only"
+
+
+@dataclass
+class Manifest:
+    """The rows of a store: what to extract, in order. Built by ``sources``."""
+
+    root: str
+    paths: list[str]
+    labels: np.ndarray
+    splits: list[str]
+    class_names: list[str]
+    fingerprint: str  # sha256 over paths, sizes, mtimes, labels and splits
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+class StoreWriter:
+    """Writes one store; created by :func:`open_for_write`, used as a context manager."""
+
+    def __init__(self, path: Path, f: h5py.File, status: str):
+        self.path = path
+        self.status = status  # "new" | "resume" | "hit"
+        self._f = f
+        self.pending = np.flatnonzero(~f["done"][:]) if f is not None else np.empty(0, np.int64)
+
+    def write(self, rows: np.ndarray, features: dict[str, np.ndarray], errors: dict[int, str] | None = None) -> None:
+        """Write a batch at its row indices, then mark those rows done and flush."""
+        rows = np.asarray(rows, dtype=np.int64)
+        order = np.argsort(rows, kind="stable")
+        rows = rows[order]
+        lo, hi = int(rows[0]), int(rows[-1]) + 1
+        contiguous = hi - lo == len(rows)
+        for key, values in features.items():
+            ds = self._f[f"features/{key}"]
+            values = np.asarray(values)[order].astype(ds.dtype, copy=False)
+            if contiguous:
+                ds[lo:hi] = values
+            else:
+                ds[rows] = values
+        if errors:
+            bad = np.array(sorted(errors), dtype=np.int64)
+            self._f["ok"][bad] = False
+            e = self._f["errors"]
+            n = e.shape[0]
+            e.resize((n + len(bad),))
+            e[n:] = np.array([(r, errors[int(r)].encode("utf-8", "replace")[:400]) for r in bad], dtype=ERROR_DTYPE)
+        if contiguous:
+            self._f["done"][lo:hi] = True
+        else:
+            self._f["done"][rows] = True
+        self._f.flush()
+
+    def finish(self) -> Path:
+        """Mark the store complete and move it to its final path."""
+        done = self._f["done"][:]
+        if not done.all():
+            raise StoreError(f"{self.path}: {int((~done).sum())} rows were never written; rerun to resume")
+        self._f.attrs["complete"] = True
+        self._f.attrs["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        self._f.close()
+        os.replace(partial_path(self.path), self.path)
+        return self.path
+
+    def close(self) -> None:
+        if self._f is not None and self._f.id.valid:
+            self._f.close()
+
+
+def _chunk_rows(dim: int, itemsize: int) -> int:
+    # ~1 MiB chunks: big enough for fast sequential reads, small enough for resume granularity.
+    return int(max(16, min(4096, (1 << 20) // max(1, dim * itemsize))))
+
+
+def _create(path: Path, manifest: Manifest, features: Sequence[FeatureSpec], *, cache_key: str, spec: dict,
+            provenance: dict, default_feature: str, dtype: str, compression: str | None) -> None:
+    n = len(manifest)
+    tmp = partial_path(path)
+    with h5py.File(tmp, "w") as f:
+        f.attrs.update(
+            schema_version=SCHEMA_VERSION,
+            complete=False,
+            cache_key=cache_key,
+            spec=json.dumps(spec, sort_keys=True),
+            provenance=json.dumps(provenance, sort_keys=True),
+            class_names=json.dumps(manifest.class_names),
+            default_feature=default_feature,
+            source_root=manifest.root,
+        )
+        f.create_dataset("paths", data=np.array(manifest.paths, dtype=object), dtype=_STR)
+        f.create_dataset("labels", data=np.asarray(manifest.labels, dtype=np.int64))
+        f.create_dataset("split", data=np.array(manifest.splits, dtype=object), dtype=_STR)
+        f.create_dataset("done", shape=(n,), dtype=bool, fillvalue=False)
+        f.create_dataset("ok", shape=(n,), dtype=bool, fillvalue=True)
+        f.create_dataset("errors", shape=(0,), maxshape=(None,), dtype=ERROR_DTYPE, chunks=(256,))
+        np_dtype = np.dtype(dtype)
+        for fs in features:
+            rows = min(max(n, 1), _chunk_rows(fs.dim, np_dtype.itemsize))
+            ds = f.create_dataset(
+                f"features/{fs.key}", shape=(n, fs.dim), dtype=np_dtype, chunks=(rows, fs.dim),
+                compression=compression, fillvalue=np.nan,
+            )
+            ds.attrs.update(layer=fs.layer, side=fs.side, pool=fs.pool, raw_shape=json.dumps(list(fs.raw_shape)))
+
+
+def open_for_write(
+    path: str | os.PathLike,
+    manifest: Manifest,
+    features: Sequence[FeatureSpec],
+    *,
+    cache_key: str,
+    spec: dict,
+    provenance: dict,
+    default_feature: str,
+    dtype: str = "float32",
+    compression: str | None = None,
+    overwrite: bool = False,
+) -> StoreWriter:
+    """Decide between cache hit, resume and a fresh store; never destroy a store silently.
+
+    Must be called inside :func:`write_lock` for the same path.
+    """
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise StoreError(f"{path}: output directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK):
+        raise StoreError(f"{path}: output directory {path.parent} is not writable")
+    if path.exists():
+        try:
+            with _open_h5(path) as f:
+                old_key, old_spec = str(f.attrs["cache_key"]), json.loads(f.attrs["spec"])
+                old_complete = bool(f.attrs.get("complete", False))
+        except StoreError:
+            if not overwrite:
+                raise StoreError(f"{path}: exists but is not a readable feature store; "
+                                 "pass --overwrite to replace it") from None
+        else:
+            if old_key == cache_key and old_complete:
+                return StoreWriter(path, None, "hit")
+            if not overwrite:
+                raise StoreError(
+                    f"{path}: holds features for another spec (differs in: {_spec_diff(old_spec, spec)}); "
+                    "pass --overwrite to replace it or choose another --out"
+                )
+    tmp = partial_path(path)
+    if tmp.exists():
+        try:
+            with _open_h5(tmp) as f:
+                same = str(f.attrs["cache_key"]) == cache_key
+                old_spec = json.loads(f.attrs["spec"])
+        except StoreError:
+            same, old_spec = False, None  # an unreadable partial of ours holds nothing to keep
+        if same:
+            f = h5py.File(tmp, "r+")
+            return StoreWriter(path, f, "resume")
+        if old_spec is not None and not overwrite:
+            raise StoreError(
+                f"{tmp}: an unfinished extraction with another spec (differs in: {_spec_diff(old_spec, spec)}); "
+                "pass --overwrite to discard it"
+            )
+        tmp.unlink()
+    _create(path, manifest, features, cache_key=cache_key, spec=spec, provenance=provenance,
+            default_feature=default_feature, dtype=dtype, compression=compression)
+    return StoreWriter(path, h5py.File(tmp, "r+"), "new")

@@ -1,0 +1,70 @@
+#!/usr/bin/env python3
+"""Transfer learning on cached CNN features: extract once, then compare classifiers in seconds.
+
+    python pipeline.py extract  --data DIR|CSV --backbone NAME --out F.h5
+    python pipeline.py classify --features F.h5 --models all --out RUN_DIR
+    python pipeline.py predict  --model M.joblib IMAGES...|DIR --out preds.csv
+    python pipeline.py info F.h5
+
+Exit codes: 0 ok, 1 failure, 2 bad input (one line on stderr names the culprit), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+log = logging.getLogger("pipeline")
+
+
+def _common() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(add_help=False)
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    g.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only, no progress bar")
+    return p
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pipeline.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    parents = [_common()]
+    from extract import cli as extract_cli
+
+    extract_cli.add_subcommands(sub, parents)
+    try:
+        from classify import cli as classify_cli
+    except ImportError:  # the classify stage is optional for an extraction-only install
+        classify_cli = None
+    if classify_cli is not None and hasattr(classify_cli, "add_subcommands"):
+        classify_cli.add_subcommands(sub, parents)
+    return parser
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    for noisy in ("PIL", "matplotlib", "h5py"):
+        logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(args)
+    try:
+        return int(args.func(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted: rows written so far are kept; rerun the same command to resume", file=sys.stderr)
+        return 130
+    except (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except Exception:  # noqa: BLE001 - the last line of defence prints the trace once
+        log.exception("failed")
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,125 @@
+"""End-to-end extraction on real images: rows, errors, cache hit, resume, refusal, CLI."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from extract.runner import ExtractConfig, extract
+from extract.store import StoreError, partial_path, read_info, read_rows
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+
+
+def small_set(tmp_path, per_class=3):
+    """A few real sample photos in split folders, plus one broken file."""
+    import shutil
+
+    out = tmp_path / "imgs"
+    for split in ("train", "val"):
+        for cls in ("ants", "bees"):
+            files = sorted((SAMPLE / split / cls).glob("*.jpg"))[:per_class]
+            (out / split / cls).mkdir(parents=True)
+            for f in files:
+                shutil.copy(f, out / split / cls / f.name)
+    (out / "train" / "bees" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    return out
+
+
+def cfg(data, out, **kw):
+    base = dict(data=str(data), backbone="efficientnet_lite0", out=str(out), batch_size=4, workers=0, progress=False)
+    base.update(kw)
+    return ExtractConfig(**base)
+
+
+def test_extract_rows_errors_and_cache_hit(tmp_path):
+    data = small_set(tmp_path)
+    out = tmp_path / "f.h5"
+    s = extract(cfg(data, out))
+    assert s.status == "new" and s.rows == 13 and s.skipped == 1
+    info = read_info(out)
+    assert info.complete and info.n_ok == 12 and info.features == {"_fc:in/none": 1280}
+    assert info.errors[0][0] == "train/bees/zz_broken.jpg"
+    assert info.spec["weights"] == "IMAGENET1K" and info.provenance["torch"]
+    d = read_rows(out)
+    assert d["X"].shape == (12, 1280) and np.isfinite(d["X"]).all()
+    assert list(d["split"]).count("val") == 6
+    again = extract(cfg(data, out))
+    assert again.status == "hit" and again.written == 0
+
+
+def test_several_layers_and_pools_in_one_pass(tmp_path):
+    data = small_set(tmp_path, per_class=1)
+    out = tmp_path / "multi.h5"
+    extract(cfg(data, out, layers=("default", "_blocks.15", "_bn1"), pools=("avg", "avgmax", "gem")))
+    info = read_info(out)
+    assert info.default_feature == "_fc:in/none"
+    assert info.features["_blocks.15/avgmax"] == 2 * info.features["_blocks.15/avg"]
+    assert info.features["_bn1/gem"] == 1280
+    a, b = read_rows(out, "_bn1/avg")["X"], read_rows(out, "_bn1/avgmax")["X"]
+    assert np.array_equal(b[:, :1280], a)
+
+
+def test_key_mismatch_refused_then_overwrite(tmp_path):
+    data = small_set(tmp_path, per_class=1)
+    out = tmp_path / "f.h5"
+    extract(cfg(data, out))
+    before = out.read_bytes()
+    with pytest.raises(StoreError, match="differs in: .*features"):
+        extract(cfg(data, out, pools=("max",), layers=("_bn1",)))
+    assert out.read_bytes() == before
+    with pytest.raises(StoreError, match="differs in: .*precision"):
+        extract(cfg(data, out, precision="bf16"))
+    s = extract(cfg(data, out, precision="bf16", overwrite=True))
+    assert s.status == "new" and read_info(out).spec["precision"] == "bf16"
+
+
+def test_resume_after_interruption_is_identical(tmp_path, monkeypatch):
+    data = small_set(tmp_path, per_class=3)
+    ref = tmp_path / "ref.h5"
+    extract(cfg(data, ref, batch_size=2))
+
+    from extract import store
+
+    out = tmp_path / "f.h5"
+    real_write, calls = store.StoreWriter.write, []
+
+    def flaky_write(self, *a, **k):
+        if len(calls) == 3:
+            raise KeyboardInterrupt  # Ctrl-C after three flushed batches
+        calls.append(1)
+        return real_write(self, *a, **k)
+
+    monkeypatch.setattr(store.StoreWriter, "write", flaky_write)
+    with pytest.raises(KeyboardInterrupt):
+        extract(cfg(data, out, batch_size=2))
+    assert not out.exists() and partial_path(out).exists()
+    assert read_info(out).n_done == 6
+    monkeypatch.setattr(store.StoreWriter, "write", real_write)
+    s = extract(cfg(data, out, batch_size=2))
+    assert s.status == "resume" and s.written == 7
+    a, b = read_rows(ref), read_rows(out)
+    assert list(a["paths"]) == list(b["paths"])
+    assert np.abs(a["X"] - b["X"]).max() < 1e-5
+    assert read_info(out).errors == read_info(ref).errors
+
+
+def test_cli_extract_and_info(tmp_path):
+    data = small_set(tmp_path, per_class=1)
+    out = tmp_path / "c.h5"
+    run = lambda *a: subprocess.run([sys.executable, str(ROOT / "pipeline.py"), *a], capture_output=True, text=True)
+    r = run("extract", "--data", str(data), "--backbone", "efficientnet_lite0", "--out", str(out), "--workers", "0")
+    assert r.returncode == 0, r.stderr
+    assert "wrote 5 rows" in r.stdout and "skipped 1" in r.stdout
+    r = run("info", str(out))
+    assert r.returncode == 0 and "_fc:in/none  dim 1280 (default)" in r.stdout
+    r = run("extract", "--data", str(data), "--backbone", "resnet5O", "--out", str(out))
+    assert r.returncode == 2 and "closest: resnet50" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    r = run("extract", "--data", str(tmp_path / "missing"), "--backbone", "efficientnet_lite0", "--out", str(out))
+    assert r.returncode == 2 and "missing" in r.stderr
+    r = run("extract", "--data", str(data), "--backbone", "efficientnet_lite0", "--out", str(out),
+            "--layers", "_blocks.99")
+    assert r.returncode == 2 and "closest" in r.stderr
