@@ -18,19 +18,21 @@ import sys
 log = logging.getLogger("pipeline")
 
 
-def _common() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(add_help=False)
+def _add_common(p: argparse.ArgumentParser, default: object = False) -> argparse.ArgumentParser:
+    """-v/-q work before or after the subcommand (SUPPRESS keeps a subparser from resetting them)."""
     g = p.add_mutually_exclusive_group()
-    g.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    g.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only, no progress bar")
+    g.add_argument("-v", "--verbose", action="store_true", default=default, help="log debug messages")
+    g.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="log warnings and errors only, no progress bar")
     return p
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pipeline.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
+    _add_common(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    parents = [_common()]
+    parents = [_add_common(argparse.ArgumentParser(add_help=False), default=argparse.SUPPRESS)]
     from extract import cli as extract_cli
 
     extract_cli.add_subcommands(sub, parents)

@@ -57,25 +57,26 @@ def list_images(root: str | os.PathLike) -> list[str]:
     """Image files under ``root`` as sorted posix paths relative to it.
 
     Hidden files and folders (a name starting with ``.``) are skipped. Symlinked folders are
-    followed once (a link loop is not re-entered). Links to missing files are kept when the
-    name looks like an image: ``load_image`` reports them, so they are counted, not lost.
+    followed (a link back to a folder above is not, so a loop ends), and a folder reached by two
+    paths is listed under both: the result depends only on the tree, not on the walk order.
+    Links to missing files are kept when the name looks like an image: ``load_image`` reports
+    them, so they are counted, not lost.
     """
     root = Path(root)
     found: list[str] = []
-    seen: set[tuple[int, int]] = set()
 
-    def walk(folder: Path, prefix: str) -> None:
+    def walk(folder: Path, prefix: str, ancestors: frozenset[tuple[int, int]]) -> None:
         try:
             st = folder.stat()
-            if (st.st_dev, st.st_ino) in seen:
-                return
-            seen.add((st.st_dev, st.st_ino))
             entries = list(os.scandir(folder))
         except OSError as e:
             if not prefix:  # the root itself: the caller asked for it, so fail loudly
                 raise
             warnings.warn(f"skipping unreadable folder {folder}: {e.strerror or e}", stacklevel=3)
             return
+        if (st.st_dev, st.st_ino) in ancestors:  # a link back up the tree: a loop
+            return
+        ancestors = ancestors | {(st.st_dev, st.st_ino)}
         for entry in entries:
             if entry.name.startswith("."):
                 continue
@@ -84,11 +85,11 @@ def list_images(root: str | os.PathLike) -> list[str]:
             except OSError:
                 is_dir = False
             if is_dir:
-                walk(Path(entry.path), f"{prefix}{entry.name}/")
+                walk(Path(entry.path), f"{prefix}{entry.name}/", ancestors)
             elif _is_image_name(entry.name):
                 found.append(prefix + entry.name)
 
-    walk(root, "")
+    walk(root, "", frozenset())
     return sorted(found)
 
 
@@ -175,8 +176,8 @@ def _to_rgb(img: Image.Image) -> Image.Image:
 
     White, not black: transparent areas of logos, icons and product shots are meant to show
     the page behind them, which is nearly always white, and a black fill would add hard
-    edges a CNN reads as content. (Premultiplied or alpha-less pixels under the mask
-    can be arbitrary garbage, so they must not be kept as-is either.)
+    edges a CNN reads as content. Simply dropping alpha is worse: the colour stored under
+    fully transparent pixels is arbitrary and would show.
     """
     if img.mode in _HIGH_BIT_MODES or img.mode == "F":
         return _high_bit_to_l(img).convert("RGB")
@@ -190,13 +191,34 @@ def _to_rgb(img: Image.Image) -> Image.Image:
     return img.convert("RGB")  # L, 1, P, CMYK, YCbCr, LAB, HSV, RGBX
 
 
+def _decode(f: BinaryIO, max_pixels: int | None, draft_size: int | None) -> Image.Image:
+    fmt = None
+    try:
+        img = Image.open(f)
+        fmt = img.format
+        _check_size(img.size, max_pixels)
+        if draft_size is not None and fmt in _JPEG_FORMATS:
+            img.draft("RGB", (draft_size, draft_size))
+        img.load()  # decode now, inside the try, so truncation is reported for this file
+    except ImageError:
+        raise
+    except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, struct.error...
+        raise ImageError(_decode_reason(e, fmt)) from e
+    _apply_exif_orientation(img)
+    try:
+        return _to_rgb(img)
+    except Exception as e:  # noqa: BLE001 - an exotic mode PIL cannot convert
+        raise ImageError(f"cannot convert {fmt or 'image'} mode {img.mode} to RGB: {e}") from e
+
+
 def load_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_PIXELS,
                draft_size: int | None = None) -> Image.Image:
     """Decode ``path`` into an upright, fully loaded RGB image; the file is closed on return.
 
     ``max_pixels`` refuses images whose header declares more pixels (``None``: no limit); it
     replaces PIL's global guard, which is switched off here because it warns once per file
-    and cannot be set per call. Animated files give their first frame.
+    and cannot be set per call. PIL's warnings about odd files are silenced. Animated files
+    give their first frame.
 
     ``draft_size`` (JPEG only) lets libjpeg decode at 1/2, 1/4 or 1/8 scale: Pillow picks the
     largest power-of-two factor that keeps *both* sides >= ``draft_size``. Pass the
@@ -210,23 +232,15 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
         raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
     if draft_size is not None and (isinstance(draft_size, bool) or draft_size < 1):
         raise ValueError(f"draft_size must be a positive int or None, got {draft_size!r}")
-    Image.MAX_IMAGE_PIXELS = None  # our own check below replaces it (see docstring)
-    with _open_file(path) as f:
-        fmt = None
-        try:
-            img = Image.open(f)
-            fmt = img.format
-            _check_size(img.size, max_pixels)
-            if draft_size is not None and fmt in _JPEG_FORMATS:
-                img.draft("RGB", (draft_size, draft_size))
-            img.load()  # decode now, inside the try, so truncation is reported for this file
-        except ImageError as e:
-            e.path = os.fspath(path)
-            raise
-        except Exception as e:  # noqa: BLE001 - PIL raises OSError, SyntaxError, ValueError, struct.error...
-            raise ImageError(_decode_reason(e, fmt), path) from e
-        _apply_exif_orientation(img)
-        try:
-            return _to_rgb(img)
-        except Exception as e:  # noqa: BLE001 - an exotic mode PIL cannot convert
-            raise ImageError(f"cannot convert {fmt or 'image'} mode {img.mode} to RGB: {e}", path) from e
+    Image.MAX_IMAGE_PIXELS = None  # our own check replaces it (see docstring)
+    try:
+        with _open_file(path) as f, warnings.catch_warnings():
+            # PIL warns about odd files ("Corrupt EXIF data", "Truncated File Read"...), each with
+            # its own text, so a million-file run would print thousands; the row's outcome (an
+            # image or an ImageError) is the record. (catch_warnings is process-wide state:
+            # fine in DataLoader worker processes, racy if several threads decode at once.)
+            warnings.simplefilter("ignore")
+            return _decode(f, max_pixels, draft_size)
+    except ImageError as e:
+        e.path = os.fspath(path)
+        raise

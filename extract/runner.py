@@ -190,8 +190,27 @@ def default_workers(device: torch.device) -> int:
     return 1 if cores <= 4 else cores // 4
 
 
-def extract(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbone | None = None) -> ExtractSummary:
-    """Run (or resume, or skip as a cache hit) one extraction job."""
+@dataclass
+class Plan:
+    """A resolved job: everything known before the first image is read."""
+
+    cfg: ExtractConfig
+    device: torch.device
+    precision: str
+    manifest: Manifest
+    backbone: Backbone
+    taps: list[Tap]
+    features: list[FeatureSpec]
+    default_key: str
+    spec: dict
+
+    @property
+    def cache_key(self) -> str:
+        return cache_key(self.spec)
+
+
+def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbone | None = None) -> Plan:
+    """Validate options, list the images, build the backbone and probe its layers; read no image yet."""
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size {cfg.batch_size}: must be >= 1")
     if cfg.dtype not in ("float32", "float16"):
@@ -202,24 +221,34 @@ def extract(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Back
     backbone = backbone or create_backbone(cfg.backbone, cfg.weights, cfg.weights_file)
     taps = resolve_taps(backbone, cfg.layers)
     features = probe_features(backbone, taps, cfg.pools)
-    default_key = next(f.key for f in features if f.layer + (":in" if f.side == "input" else "") == taps[0].name)
+    default_key = next(f.key for f in features if f.key.rsplit("/", 1)[0] == taps[0].name)
     spec = cache_spec(cfg, backbone, features, manifest, precision)
-    out = Path(cfg.out)
+    return Plan(cfg, device, precision, manifest, backbone, taps, features, default_key, spec)
+
+
+def extract(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbone | None = None) -> ExtractSummary:
+    """Run (or resume, or skip as a cache hit) one extraction job."""
+    return execute(plan(cfg, manifest, backbone))
+
+
+def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
+    """Write a planned job to ``out`` (default: the config's ``out``)."""
+    out = Path(out or p.cfg.out)
     t0 = time.perf_counter()
     with write_lock(out):
-        writer = open_for_write(out, manifest, features, cache_key=cache_key(spec), spec=spec,
-                                provenance=_provenance(cfg, backbone, device), default_feature=default_key,
-                                dtype=cfg.dtype, compression=cfg.compression, overwrite=cfg.overwrite)
+        writer = open_for_write(out, p.manifest, p.features, cache_key=p.cache_key, spec=p.spec,
+                                provenance=_provenance(p.cfg, p.backbone, p.device), default_feature=p.default_key,
+                                dtype=p.cfg.dtype, compression=p.cfg.compression, overwrite=p.cfg.overwrite)
         if writer.status == "hit":
-            return _summary(out, "hit", len(manifest), 0, 0.0, features)
+            return _summary(out, "hit", len(p.manifest), 0, 0.0, p.features)
         log.info("%s %s: %d of %d rows to extract", "resuming" if writer.status == "resume" else "writing",
-                 out, len(writer.pending), len(manifest))
+                 out, len(writer.pending), len(p.manifest))
         try:
-            written = _run_loop(cfg, backbone, taps, manifest, writer, device, precision)
+            written = _run_loop(p.cfg, p.backbone, p.taps, p.manifest, writer, p.device, p.precision)
             path = writer.finish()
         finally:
             writer.close()
-    return _summary(path, writer.status, len(manifest), written, time.perf_counter() - t0, features)
+    return _summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p.features)
 
 
 def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest: Manifest, writer,

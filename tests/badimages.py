@@ -219,6 +219,13 @@ def exif_rotated(d: Path) -> Expect:
 
 
 @case
+def corrupt_exif_jpeg(d: Path) -> Expect:
+    """Pixels fine, EXIF block cut short: loads as stored (PIL's "Corrupt EXIF" warning silenced)."""
+    Image.new("RGB", (30, 20), (0, 200, 0)).save(d / "bad_exif.jpg", exif=b"Exif\x00\x00II*\x00\x08\x00\x00\x00\xff\xff")
+    return Expect("bad_exif.jpg", size=(30, 20), pixels={(15, 10): (0, 200, 0)}, tol=3)
+
+
+@case
 def animated_gif(d: Path) -> Expect:
     frames = [Image.new("RGB", (24, 16), c) for c in ((250, 0, 0), (0, 250, 0), (0, 0, 250))]
     frames[0].save(d / "anim.gif", save_all=True, append_images=frames[1:], duration=100, loop=0)
