@@ -4,6 +4,8 @@
     python pipeline.py extract  --data DIR|CSV --backbone NAME --out F.h5
     python pipeline.py classify --features F.h5 --models all --out RUN_DIR
     python pipeline.py predict  --model M.joblib IMAGES...|DIR --out preds.csv
+    python pipeline.py run      --data DIR --backbones efficientnet_lite0,resnet50 --out RUN_DIR
+    python pipeline.py report   RUN_DIR
     python pipeline.py info F.h5
 
 Exit codes: 0 ok, 1 failure, 2 bad input (one line on stderr names the culprit), 130 interrupted.
@@ -12,6 +14,7 @@ Exit codes: 0 ok, 1 failure, 2 bad input (one line on stderr names the culprit),
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import sys
 
@@ -36,12 +39,8 @@ def build_parser() -> argparse.ArgumentParser:
     from extract import cli as extract_cli
 
     extract_cli.add_subcommands(sub, parents)
-    try:
-        from classify import cli as classify_cli
-    except ImportError:  # the classify stage is optional for an extraction-only install
-        classify_cli = None
-    if classify_cli is not None and hasattr(classify_cli, "add_subcommands"):
-        classify_cli.add_subcommands(sub, parents)
+    for module in ("classify.cli", "driver.cli", "report.cli"):
+        importlib.import_module(module).add_subcommands(sub, parents)
     return parser
 
 

@@ -70,7 +70,7 @@ def _manifest(root: Path, paths: list[str], labels: list[int], splits: list[str]
     if not paths:
         raise SourceError(f"{root}: no images found (extensions: {', '.join(sorted(IMAGE_EXTENSIONS))})")
     y = np.asarray(labels, dtype=np.int64)
-    return Manifest(str(root), paths, y, splits, classes, fingerprint(root, paths, y, splits))
+    return Manifest(str(root.resolve()), paths, y, splits, classes, fingerprint(root, paths, y, splits))
 
 
 def from_folder(root: str | os.PathLike) -> Manifest:

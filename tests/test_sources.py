@@ -111,6 +111,6 @@ def test_from_files(tmp_path):
     a = img(tmp_path / "x" / "a.jpg")
     img(tmp_path / "y" / "b.png")
     m = from_files([a, tmp_path / "y"])
-    assert m.paths == ["x/a.jpg", "y/b.png"] and m.root == str(tmp_path)
+    assert m.paths == ["x/a.jpg", "y/b.png"] and m.root == str(tmp_path.resolve())
     with pytest.raises(SourceError, match="no such file"):
         from_files([tmp_path / "zzz.jpg"])

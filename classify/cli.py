@@ -1,0 +1,90 @@
+"""Command-line options of the classify stage: ``pipeline.py classify`` or ``python -m classify.cli``.
+
+Options default to None so that the library's defaults stand (one place to change them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DESCRIPTION = ("Fit the classifier zoo on a feature store's train split, compare on val (test reported once), "
+               "save each model with its feature spec, and write metrics.json, metrics.csv and summary.md.")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from classify.models import DEFAULT_MODELS
+
+    p.add_argument("--features", required=True, metavar="F.h5", help="the HDF5 feature store (from extract)")
+    p.add_argument("--layer", default=None,
+                   help="feature set: a layer (layer4) or key (layer4/avgmax); default: the store's default")
+    p.add_argument("--models", default=None,
+                   help=f"comma list of model names (below), all, or default (default: {','.join(DEFAULT_MODELS)})")
+    p.add_argument("--jobs", type=int, default=None, help="parallel sweep workers (default 1; -1: all cores)")
+    p.add_argument("--seed", type=int, default=None, help="seed for CV folds, models and torch heads (default 0)")
+    p.add_argument("--allow-partial", action="store_true", default=None,
+                   help="use the rows written so far of an unfinished store (F.h5.partial)")
+    p.add_argument("--preprocess", default=None,
+                   help="override every model's preprocessing: comma list of standardize, l2, pca:N, or none")
+    p.add_argument("--tensorboard", default=None, metavar="DIR",
+                   help="write per-epoch TensorBoard scalars of the torch heads under DIR")
+    p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for models/ and the reports")
+
+
+def options_from_args(args: argparse.Namespace) -> dict:
+    """Keyword arguments for :func:`run_classify`; options left unset are dropped."""
+    given = {"feature": args.layer, "models": args.models, "jobs": args.jobs, "seed": args.seed,
+             "allow_partial": args.allow_partial, "preprocess": args.preprocess, "tensorboard": args.tensorboard}
+    return {k: v for k, v in given.items() if v is not None}
+
+
+def main(args: argparse.Namespace) -> int:
+    from classify.report import markdown_table
+    from classify.train import run_classify
+
+    results = run_classify(args.features, out_dir=args.out, **options_from_args(args))
+    print(markdown_table(results))
+    out = Path(args.out)
+    print(f"\nreports: {out / 'summary.md'}, {out / 'metrics.json'}, {out / 'metrics.csv'}; models: {out / 'models'}")
+    return 0
+
+
+def _epilog() -> str:
+    from classify.models import describe_models
+
+    return "models [default preprocessing]:\n" + describe_models()
+
+
+def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    """The hook pipeline.py calls: adds ``classify``."""
+    p = sub.add_parser("classify", parents=parents, help="train and compare classifiers on a feature store",
+                       description=DESCRIPTION, epilog=_epilog(), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=main)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m classify.cli", description=DESCRIPTION, epilog=_epilog(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    add_arguments(p)
+    return p
+
+
+def _main_standalone(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    try:
+        return main(args)
+    except ValueError as e:  # StoreError included: one line naming the culprit
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main_standalone())

@@ -1,0 +1,124 @@
+"""Scores of a fitted classifier on one split, as plain JSON-ready data.
+
+Every number comes from sklearn's own metric functions except top-k, which ranks the
+classifier's probabilities (or decision scores) directly so that it works when a split
+lacks some of the trained classes.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
+                             f1_score, log_loss)
+from sklearn.pipeline import Pipeline
+
+MAX_TOP_K = 5
+
+
+@dataclass
+class ModelResult:
+    """One model's run: what was chosen, how long it took, how it scored."""
+
+    model: str
+    feature: str
+    preprocess: list[str]
+    params: dict  # chosen by the sweep (best_params_) or by early stopping
+    fit_s: float
+    val: dict  # evaluate() on val
+    val_source: str  # "val split" or "holdout from train"
+    test: dict | None = None  # evaluate() on test, computed once
+    model_path: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return to_jsonable(asdict(self))
+
+
+def to_jsonable(obj: Any) -> Any:
+    """numpy scalars and arrays, tuples and NaN made JSON-safe (NaN -> None)."""
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, np.ndarray):
+        return to_jsonable(obj.tolist())
+    if isinstance(obj, np.generic):
+        obj = obj.item()
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if obj is None or isinstance(obj, (str, int, float, bool)):
+        return obj
+    return str(obj)
+
+
+def chosen_params(model: Any) -> dict:
+    """The sweep's ``best_params_`` (without the ``clf__`` prefix), or what the final step chose."""
+    if hasattr(model, "best_params_"):
+        return to_jsonable({k.removeprefix("clf__").removeprefix("estimator__"): v
+                            for k, v in model.best_params_.items()})
+    final = model[-1] if isinstance(model, Pipeline) else model
+    return to_jsonable(dict(getattr(final, "chosen_params_", {})))
+
+
+def class_scores(model: Any, X: np.ndarray) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """(probabilities, scores) with one column per ``model.classes_``; probabilities are None
+    for a model without ``predict_proba`` (then scores come from ``decision_function``)."""
+    if hasattr(model, "predict_proba"):
+        proba = np.asarray(model.predict_proba(X))  # its own dtype: log_loss's sum-to-1 check scales with it
+        return proba, proba
+    if hasattr(model, "decision_function"):
+        s = np.asarray(model.decision_function(X), dtype=np.float64)
+        return None, np.column_stack([-s, s]) if s.ndim == 1 else s
+    return None, None
+
+
+def top_k_accuracy(y: np.ndarray, scores: np.ndarray, classes: np.ndarray, n_classes: int) -> dict[str, float]:
+    """``{"top1": ..., ..., "topK"}`` for k = 1 .. min(5, n_classes - 1) (just top1 for two classes)."""
+    order = np.argsort(-scores, axis=1, kind="stable")
+    return {f"top{k}": float((classes[order[:, :k]] == y[:, None]).any(axis=1).mean())
+            for k in range(1, max(1, min(MAX_TOP_K, n_classes - 1)) + 1)}
+
+
+def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, class_names: list[str],
+             paths: np.ndarray | None = None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, top-k, log loss (with probabilities), per-class
+    accuracy, confusion matrix, sklearn's classification report, and the misclassified rows."""
+    start = time.perf_counter()
+    pred = model.predict(X)
+    proba, scores = class_scores(model, X)
+    predict_s = time.perf_counter() - start
+    classes = np.asarray(model.classes_)
+    names = [class_names[int(c)] if 0 <= int(c) < len(class_names) else str(c) for c in classes]
+    name_of = dict(zip(classes.tolist(), names))
+    out: dict[str, Any] = {
+        "n": int(len(y)),
+        "accuracy": accuracy_score(y, pred),
+        "balanced_accuracy": balanced_accuracy_score(y, pred),
+        "macro_f1": f1_score(y, pred, average="macro", zero_division=0),
+        "top_k": top_k_accuracy(y, scores, classes, len(classes)) if scores is not None else {},
+        "log_loss": log_loss(y, proba, labels=classes) if proba is not None else None,
+        "per_class_accuracy": {name_of[c]: float(np.mean(pred[y == c] == c)) for c in classes if np.any(y == c)},
+        "confusion_matrix": {"labels": names, "matrix": confusion_matrix(y, pred, labels=classes)},
+        "report": classification_report(y, pred, labels=classes, target_names=names, output_dict=True,
+                                        zero_division=0),
+        "predict_s": predict_s,
+    }
+    wrong = np.flatnonzero(pred != y)
+    out["misclassified"] = [
+        {"path": str(paths[i]) if paths is not None else int(i), "true": name_of.get(int(y[i]), str(y[i])),
+         "predicted": name_of[pred[i]],
+         **({"confidence": float(proba[i].max())} if proba is not None else {})}
+        for i in wrong
+    ]
+    return to_jsonable(out)
+
+
+def dumps(results: list[ModelResult], **meta: Any) -> str:
+    """metrics.json: the run's metadata, then one entry per model."""
+    return json.dumps(to_jsonable({**meta, "results": [r.to_dict() for r in results]}), indent=2)

@@ -1,0 +1,124 @@
+"""Load one feature set of a store as train / val / test arrays.
+
+Train fits, val selects and is the reported score, test is reported once beside it. A store
+without a val split (one tree of class folders) gets a stratified 20% holdout from train,
+with a fixed seed so every model and every run compares on the same rows.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from classify.splits import stratified_holdout
+from extract.store import StoreError, read_info, read_rows, resolve_feature
+
+log = logging.getLogger(__name__)
+
+HOLDOUT_FRACTION = 0.2
+HOLDOUT_SEED = 0  # fixed: the val rows must not move with the model seed
+VAL_SPLIT = "val split"
+VAL_HOLDOUT = "holdout from train"
+
+
+@dataclass(frozen=True)
+class Split:
+    X: np.ndarray  # (n, d) float32
+    y: np.ndarray  # (n,) int64 index into class_names
+    paths: np.ndarray  # (n,) str, relative to the image root
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """One store's feature set, split, with what a saved model must remember of it."""
+
+    store: Path  # the file read (the .partial one when allow_partial)
+    feature: str  # e.g. "fc:in/none"
+    class_names: list[str]
+    spec: dict  # the store's spec: backbone, weights, transform, ...
+    cache_key: str
+    complete: bool
+    train: Split
+    val: Split
+    test: Split | None
+    val_source: str  # VAL_SPLIT or VAL_HOLDOUT
+
+    @property
+    def dim(self) -> int:
+        return int(self.train.X.shape[1])
+
+    def counts(self) -> dict[str, int]:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test) if self.test else 0}
+
+
+def _split(data: dict, mask: np.ndarray) -> Split:
+    return Split(np.asarray(data["X"][mask], dtype=np.float32), data["y"][mask].astype(np.int64), data["paths"][mask])
+
+
+def _names(labels: np.ndarray, class_names: list[str]) -> list[str]:
+    return [class_names[i] if 0 <= i < len(class_names) else str(i) for i in sorted(set(labels.tolist()))]
+
+
+def _check_train(path: Path, train: Split, class_names: list[str]) -> None:
+    if len(train) == 0:
+        raise ValueError(f"{path}: no labeled train rows; a classifier needs a train split with labels")
+    if len(set(train.y.tolist())) < 2:
+        raise ValueError(f"{path}: the train split has only one class ({_names(train.y, class_names)[0]!r}); "
+                         "a classifier needs at least two")
+
+
+def _check_others(path: Path, train: Split, others: dict[str, Split], class_names: list[str]) -> None:
+    """Classes no model can predict, and rows no model can read, each error naming the file."""
+    seen = set(train.y.tolist())
+    for name, split in others.items():
+        unseen = sorted(set(split.y.tolist()) - seen)
+        if unseen:
+            raise ValueError(f"{path}: {name} has classes with no train rows: "
+                             f"{_names(np.array(unseen), class_names)}; no model can predict them")
+    for name, split in {"train": train, **others}.items():
+        bad = int((~np.isfinite(split.X)).any(axis=1).sum())
+        if bad:
+            raise ValueError(f"{path}: {bad} {name} rows have NaN or infinite features; re-extract the store")
+
+
+def load_features(path: str | os.PathLike, feature: str | None = None, *, allow_partial: bool = False,
+                  holdout: float = HOLDOUT_FRACTION, holdout_seed: int = HOLDOUT_SEED) -> FeatureSet:
+    """Read ``feature`` (a key or layer name; None: the store's default) split for classification.
+
+    Rows without a label (-1) or outside train/val/test are left out. An incomplete store
+    raises :class:`StoreError` unless ``allow_partial`` (then only written rows are used).
+    """
+    info = read_info(path, allow_partial=allow_partial)
+    if not info.complete and not allow_partial:
+        raise StoreError(f"{info.path}: store is incomplete; rerun the extraction or pass --allow-partial")
+    key = resolve_feature(info, feature)
+    data = read_rows(info.path, feature=key, allow_partial=allow_partial)
+    labeled = data["y"] >= 0
+    ignored = int((~labeled | ~np.isin(data["split"], ["train", "val", "test"])).sum())
+    if ignored:
+        log.warning("%s: %d rows are unlabeled or outside train/val/test; not used", info.path, ignored)
+    if not info.complete:
+        log.warning("%s: incomplete store: using the %d of %d rows written so far", info.path, info.n_done, info.n_rows)
+    train, val, test = (_split(data, labeled & (data["split"] == s)) for s in ("train", "val", "test"))
+    _check_train(info.path, train, info.class_names)
+    val_source = VAL_SPLIT
+    if len(val) == 0:
+        keep, held = stratified_holdout(train.y, holdout, holdout_seed)
+        if len(held) == 0:
+            raise ValueError(f"{info.path}: no val split, and too few train rows for a {holdout:.0%} holdout")
+        train, val = (Split(train.X[i], train.y[i], train.paths[i]) for i in (keep, held))
+        val_source = VAL_HOLDOUT
+        log.info("%s: no val split; holding out %d of %d train rows (stratified, seed %d)",
+                 info.path, len(held), len(keep) + len(held), holdout_seed)
+    others = {"val": val, **({"test": test} if len(test) else {})}
+    _check_others(info.path, train, others, info.class_names)
+    return FeatureSet(store=info.path, feature=key, class_names=list(info.class_names), spec=dict(info.spec),
+                      cache_key=info.cache_key, complete=info.complete, train=train, val=val,
+                      test=test if len(test) else None, val_source=val_source)

@@ -1,0 +1,94 @@
+"""A run's reports: metrics.json (everything), metrics.csv (one row per model), summary.md.
+
+Each file is written to a temporary name and renamed, so a reader never sees half a report.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from classify.evaluate import ModelResult, dumps
+from classify.persist import atomic_write
+
+MAX_LISTED_ERRORS = 20
+
+
+def _sorted(results: list[ModelResult]) -> list[ModelResult]:
+    """Best val accuracy first; ties keep the order the models ran in."""
+    return sorted(results, key=lambda r: -(r.val["accuracy"] or 0.0))
+
+
+def csv_row(r: ModelResult) -> dict[str, Any]:
+    v = r.val
+    return {
+        "model": r.model, "feature": r.feature, "val_accuracy": v["accuracy"],
+        "val_balanced_accuracy": v["balanced_accuracy"], "val_macro_f1": v["macro_f1"], "val_log_loss": v["log_loss"],
+        **{f"val_{k}": x for k, x in v["top_k"].items()},
+        "test_accuracy": r.test["accuracy"] if r.test else None,
+        "fit_s": round(r.fit_s, 4), "predict_s": round(v["predict_s"], 4),
+        "params": json.dumps(r.params, sort_keys=True),
+    }
+
+
+def csv_text(results: list[ModelResult]) -> str:
+    rows = [csv_row(r) for r in results]
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buf.getvalue()
+
+
+def _fmt(x: Any, digits: int = 3) -> str:
+    return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
+
+
+def markdown_table(results: list[ModelResult]) -> str:
+    """The comparison table, sorted by val accuracy."""
+    k = max((len(r.val["top_k"]) for r in results), default=1)
+    has_test = any(r.test for r in results)
+    head = ["model", "val acc", "bal acc", "macro-F1", "log loss"] + ([f"top-{k}"] if k > 1 else []) \
+        + (["test acc"] if has_test else []) + ["fit s", "predict s", "params"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in _sorted(results):
+        v = r.val
+        cells = [r.model, _fmt(v["accuracy"]), _fmt(v["balanced_accuracy"]), _fmt(v["macro_f1"]), _fmt(v["log_loss"])]
+        cells += [_fmt(v["top_k"].get(f"top{k}"))] if k > 1 else []
+        cells += [_fmt(r.test["accuracy"] if r.test else None)] if has_test else []
+        params = ", ".join(f"{p}={x:.4g}" if isinstance(x, float) else f"{p}={x}" for p, x in r.params.items())
+        cells += [_fmt(r.fit_s, 2), _fmt(v["predict_s"], 3), params.replace("|", "/")]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summary_markdown(results: list[ModelResult], meta: dict) -> str:
+    counts = ", ".join(f"{k} {v}" for k, v in meta["counts"].items())
+    parts = [
+        "# Classifier comparison", "",
+        f"- store: `{meta['store']}` (feature `{meta['feature']}`, {meta['dim']}-d)",
+        f"- rows: {counts}; val: {meta['val_source']}; {meta['n_classes']} classes",
+        f"- seed {meta['seed']}, jobs {meta['jobs']}", "",
+        markdown_table(results), "",
+    ]
+    if results:
+        best = _sorted(results)[0]
+        wrong = best.val["misclassified"]
+        parts += [f"## Misclassified val rows of the best model ({best.model}): {len(wrong)}", ""]
+        parts += [f"- `{w['path']}`: {w['true']} -> {w['predicted']}" for w in wrong[:MAX_LISTED_ERRORS]]
+        if len(wrong) > MAX_LISTED_ERRORS:
+            parts.append(f"- ... and {len(wrong) - MAX_LISTED_ERRORS} more (metrics.json)")
+    return "\n".join(parts) + "\n"
+
+
+def write_reports(out_dir: Path, results: list[ModelResult], meta: dict) -> dict[str, Path]:
+    """metrics.json, metrics.csv and summary.md in ``out_dir``, each replaced atomically."""
+    return {
+        "json": atomic_write(out_dir / "metrics.json", dumps(results, **meta) + "\n"),
+        "csv": atomic_write(out_dir / "metrics.csv", csv_text(results)),
+        "summary": atomic_write(out_dir / "summary.md", summary_markdown(results, meta)),
+    }

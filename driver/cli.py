@@ -1,0 +1,90 @@
+"""``pipeline.py run``: options shared with extract/classify, plus a YAML/JSON config file."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from driver.config import load_file, resolve
+
+log = logging.getLogger(__name__)
+
+
+def _csv(text: str) -> list[str]:
+    return [s.strip() for s in text.split(",") if s.strip()]
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML or JSON file with the same option names; flags override it")
+    p.add_argument("--data", help="image folder or CSV (as for extract)")
+    p.add_argument("--out", help="run directory for results, models and the report")
+    p.add_argument("--backbones", type=_csv, help="comma list (default efficientnet_lite0)")
+    p.add_argument("--layers", type=_csv, help="comma list of layers per backbone; 'default' = classifier input")
+    p.add_argument("--pools", type=_csv, help="comma list of poolings (default avg)")
+    p.add_argument("--models", type=_csv, help="comma list of classifiers, 'default' or 'all'")
+    p.add_argument("--weights", help="weights for every backbone: DEFAULT, an enum name, none, or a FILE")
+    p.add_argument("--cache-dir", help="where feature stores live (default RUN_DIR/features); share it to reuse")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--device", help="auto, cpu, cuda, mps")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"))
+    p.add_argument("--jobs", type=int, help="parallel jobs for classifier sweeps (default 1)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--tensorboard", help="write torch-head training curves and misclassified images here")
+    p.add_argument("--image-root", help="folder a CSV's paths are relative to")
+
+
+FLAG_KEYS = ("data", "out", "backbones", "layers", "pools", "models", "weights", "cache_dir", "batch_size",
+             "workers", "device", "precision", "jobs", "seed", "tensorboard", "image_root")
+
+
+def main_run(args: argparse.Namespace) -> int:
+    from driver.run import run
+
+    file_values = load_file(args.config) if args.config else {}
+    cfg = resolve(file_values, {k: getattr(args, k) for k in FLAG_KEYS}, source=args.config or "--config")
+    summary = run(cfg, progress=not args.quiet and sys.stderr.isatty())
+    try:
+        from report import build_report, excerpt
+    except ImportError:
+        build_report = None
+    if build_report is not None:
+        paths = build_report(cfg.out)
+        print(excerpt(cfg.out))
+        print(f"report: {paths.get('html')}  (also {paths.get('md')})")
+    else:
+        print(f"results: {cfg.out}/results.json ({len(summary['results'])} rows)")
+    return 0
+
+
+def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("run", parents=parents, help="extract, classify and report in one command",
+                       description="Extract every feature set it lacks (stores are reused by cache key), run the "
+                                   "classifier zoo on each, and write one comparison report to RUN_DIR/report/.")
+    add_run_arguments(p)
+    p.set_defaults(func=main_run)
+    add_predict_subcommand(sub, parents)
+
+
+def main_predict(args: argparse.Namespace) -> int:
+    from driver.predict import predict
+
+    res = predict(args.model, args.images, args.out, features=args.features, weights_file=args.weights,
+                  progress=not args.quiet and sys.stderr.isatty())
+    print(f"wrote {res['rows']} predictions to {res['out']}" + (f"; {res['errors']} unreadable images listed with "
+                                                                 "their error" if res["errors"] else ""))
+    return 0
+
+
+def add_predict_subcommand(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("predict", parents=parents, help="classify new images with a saved model",
+                       description="Re-extract features for new images exactly as the model's training features "
+                                   "were made (backbone, weights, layer, pooling, transform), then predict. "
+                                   "Only load models you trust: a model file is a pickle.")
+    p.add_argument("--model", required=True, help="a .joblib model saved by classify (checked against its .sha256)")
+    p.add_argument("images", nargs="*", help="image files and/or folders")
+    p.add_argument("--features", help="predict on a feature store instead of images (must match the model's spec)")
+    p.add_argument("--weights", help="the backbone weights FILE, when the model was trained on one")
+    p.add_argument("--out", required=True, help="CSV to write: path, predicted, p_<class>..., error")
+    p.set_defaults(func=main_predict)

@@ -1,0 +1,100 @@
+"""The options of ``pipeline.py run``: one frozen dataclass, filled from defaults, a config file, then flags.
+
+A config file (YAML or JSON) uses the long option names, with dashes or underscores::
+
+    data: data/sample
+    backbones: [efficientnet_lite0, resnet50]
+    layers: [default, layer4]
+    models: default
+    out: runs/demo
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+
+
+class ConfigError(ValueError):
+    """A config file or option that cannot be used; names the file or key."""
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    data: str
+    out: str
+    backbones: tuple[str, ...] = ("efficientnet_lite0",)
+    layers: tuple[str, ...] = ("default",)
+    pools: tuple[str, ...] = ("avg",)
+    models: tuple[str, ...] = ("default",)
+    weights: str | None = None
+    cache_dir: str | None = None  # default: <out>/features; share one between runs to reuse stores
+    batch_size: int = 32
+    workers: int | None = None
+    device: str = "auto"
+    precision: str = "fp32"
+    jobs: int = 1
+    seed: int = 0
+    tensorboard: str | None = None
+    image_root: str | None = None
+    extra: dict = field(default_factory=dict, compare=False)
+
+    @property
+    def feature_dir(self) -> Path:
+        return Path(self.cache_dir) if self.cache_dir else Path(self.out) / "features"
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d.pop("extra")
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in d.items()}
+
+
+LIST_KEYS = {"backbones", "layers", "pools", "models"}
+
+
+def _as_tuple(key: str, value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(s.strip() for s in value.split(",") if s.strip())
+    if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
+        return tuple(value)
+    raise ConfigError(f"{key}: expected a list of names or a comma-separated string, got {value!r}")
+
+
+def load_file(path: str | Path) -> dict:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise ConfigError(f"--config {path}: {e.strerror}") from None
+    try:
+        if path.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as e:  # noqa: BLE001 - yaml and json raise different types
+        raise ConfigError(f"--config {path}: cannot parse: {str(e).splitlines()[0]}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"--config {path}: expected a mapping of option names to values")
+    return {k.replace("-", "_"): v for k, v in data.items()}
+
+
+def resolve(file_values: dict, flag_values: dict, source: str = "--config") -> RunConfig:
+    """Defaults < config file < flags given on the command line (None = not given)."""
+    known = {f.name for f in fields(RunConfig)} - {"extra"}
+    unknown = sorted(set(file_values) - known)
+    if unknown:
+        raise ConfigError(f"{source}: unknown keys {unknown}; valid: {sorted(known)}")
+    merged = {**file_values, **{k: v for k, v in flag_values.items() if v is not None and k in known}}
+    for key in ("data", "out"):
+        if not merged.get(key):
+            raise ConfigError(f"--{key} is required (on the command line or in the config file)")
+    for key in LIST_KEYS & set(merged):
+        merged[key] = _as_tuple(key, merged[key])
+    for key in ("batch_size", "jobs", "seed"):
+        if key in merged and not isinstance(merged[key], int):
+            raise ConfigError(f"{key}: expected an integer, got {merged[key]!r}")
+    return RunConfig(**merged)

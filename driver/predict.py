@@ -1,0 +1,112 @@
+"""``pipeline.py predict``: new images -> the exact features a model was trained on -> classes.
+
+The model file records the store spec it was trained on; the backbone, weights (by
+sha256), layer, pooling, transform, precision and decoding options are rebuilt from it
+and checked, so a model is never fed features made another way.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+SPEC_KEYS = ("backbone", "weights", "weights_sha256", "transform", "precision", "draft")
+
+
+class MismatchError(ValueError):
+    """Features made another way than the model's training features."""
+
+
+def check_store_matches(saved, store: str) -> str:  # noqa: ANN001 - classify.persist.SavedModel
+    """The feature key to use from ``store``; MismatchError if it was made differently."""
+    from extract.store import read_info, resolve_feature
+
+    info = read_info(store, allow_partial=False)
+    diff = [k for k in SPEC_KEYS if info.spec.get(k) != saved.spec.get(k)]
+    if diff:
+        k = diff[0]
+        raise MismatchError(f"{store}: made with {k}={info.spec.get(k)!r} but the model needs "
+                            f"{k}={saved.spec.get(k)!r} (differs in: {', '.join(diff)})")
+    if saved.feature not in info.features:
+        raise MismatchError(f"{store}: has no feature {saved.feature!r} (has {sorted(info.features)})")
+    if info.class_names and info.class_names != saved.class_names:
+        raise MismatchError(f"{store}: classes {info.class_names} differ from the model's {saved.class_names}")
+    return resolve_feature(info, saved.feature)
+
+
+def _extract_for(saved, files: list[str], work: Path, weights_file: str | None, progress: bool) -> Path:  # noqa: ANN001
+    from extract.hooks import Tap
+    from extract.runner import ExtractConfig, execute, plan
+    from extract.sources import from_files
+
+    layer, pool = saved.feature.rsplit("/", 1)
+    spec = saved.spec
+    wid = spec.get("weights", "DEFAULT")
+    if wid.startswith("file:") and not weights_file:
+        raise MismatchError(f"the model was trained on features from weights file {wid[5:]!r}; pass it with --weights")
+    cfg = ExtractConfig(
+        data="-", backbone=spec["backbone"], out=str(work / "predict.h5"), layers=(Tap.parse(layer).name,),
+        pools=("avg",) if pool == "none" else (pool,), weights="DEFAULT" if wid.startswith("file:") else wid,
+        weights_file=weights_file, precision=spec.get("precision", "fp32"), dtype=spec.get("dtype", "float32"),
+        draft=bool(spec.get("draft")), max_pixels=spec.get("max_pixels"), progress=progress,
+    )
+    p = plan(cfg, manifest=from_files(files))
+    if p.backbone.weights_sha256 != spec.get("weights_sha256"):
+        raise MismatchError(f"backbone weights sha256 {str(p.backbone.weights_sha256)[:12]} differ from the model's "
+                            f"{str(spec.get('weights_sha256'))[:12]}")
+    if p.backbone.transform.to_dict() != spec.get("transform"):
+        raise MismatchError(f"{spec['backbone']}: preprocessing {p.backbone.transform.to_dict()} differs from the "
+                            f"model's {spec.get('transform')}")
+    execute(p)
+    return Path(cfg.out)
+
+
+def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str | None = None,
+            weights_file: str | None = None, progress: bool = False) -> dict:
+    """Write ``path, predicted, p(<class>)...`` rows (plus error rows) to ``out_csv``."""
+    from classify.evaluate import class_scores
+    from classify.persist import atomic_write, load_model
+    from extract.store import read_info, read_rows
+
+    saved = load_model(model_path)
+    out = Path(out_csv)
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: directory {out.parent} does not exist")
+    with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
+        if features:
+            store, errors = features, []
+            key = check_store_matches(saved, store)
+        else:
+            if not inputs:
+                raise ValueError("predict: give IMAGES or a DIR, or --features F.h5")
+            store = str(_extract_for(saved, inputs, Path(tmp), weights_file, progress))
+            key = saved.feature
+            errors = read_info(store).errors
+        data = read_rows(store, feature=key)
+        expected = getattr(saved.model, "n_features_in_", None)
+        if expected is not None and data["X"].shape[1] != expected:
+            raise MismatchError(f"features have {data['X'].shape[1]} dims, the model expects {expected}")
+        pred = saved.model.predict(data["X"]) if len(data["X"]) else np.empty(0, int)
+        proba, _ = class_scores(saved.model, data["X"]) if len(data["X"]) else (None, None)
+        classes = list(np.asarray(saved.model.classes_))
+        names = saved.class_names
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "predicted", *[f"p_{n}" for n in names], "error"])
+        for i, path in enumerate(data["paths"]):
+            probs = [""] * len(names)
+            if proba is not None:
+                for j, c in enumerate(classes):
+                    probs[int(c)] = f"{proba[i, j]:.6f}"
+            w.writerow([path, names[int(pred[i])], *probs, ""])
+        for path, msg in errors:
+            w.writerow([path, "", *[""] * len(names), msg])
+        atomic_write(out, buf.getvalue())
+    return {"rows": len(data["paths"]), "errors": len(errors), "out": str(out),
+            "predicted": [names[int(c)] for c in pred], "paths": list(data["paths"])}

@@ -1,0 +1,86 @@
+"""``pipeline.py run``: extract what is missing, classify every feature set, write one report.
+
+Stores are named by cache key (``<backbone>-<key12>.h5`` in the feature dir), so a rerun,
+or another run sharing ``--cache-dir``, reuses them. All layers and poolings of one
+backbone come from one forward pass, so comparing layers costs no extra backbone passes.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import sys
+import time
+from pathlib import Path
+
+from driver.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
+
+
+def write_json(path: Path, data: object) -> None:
+    """Atomic: a reader never sees half a file, and a crash keeps the previous version."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    tmp.write_text(json.dumps(data, indent=2, default=str))
+    os.replace(tmp, path)
+
+
+def extract_all(cfg: RunConfig, progress: bool) -> list[dict]:
+    """One store per backbone (all layers and pools in one pass); returns one record per store."""
+    from extract.cli import split_weights
+    from extract.runner import ExtractConfig, execute, plan
+    from extract.sources import build_manifest
+
+    manifest = build_manifest(cfg.data, cfg.image_root)
+    weights, weights_file = split_weights(cfg.weights)
+    cfg.feature_dir.mkdir(parents=True, exist_ok=True)
+    records = []
+    for name in cfg.backbones:
+        if not name.startswith("efficientnet_lite") and weights == "DEFAULT" and weights_file is None:
+            log.info("%s: using torchvision DEFAULT weights from the torch hub cache", name)
+        ecfg = ExtractConfig(data=cfg.data, backbone=name, out="-", layers=cfg.layers, pools=cfg.pools,
+                             weights=weights, weights_file=weights_file, batch_size=cfg.batch_size,
+                             workers=cfg.workers, device=cfg.device, precision=cfg.precision,
+                             image_root=cfg.image_root, progress=progress)
+        p = plan(ecfg, manifest=manifest)
+        store = cfg.feature_dir / f"{safe_name(name)}-{p.cache_key[:12]}.h5"
+        summary = execute(p, store)
+        log.info("%s", summary.line())
+        records.append({
+            "backbone": name, "store": str(store.resolve()), "status": summary.status, "seconds": summary.seconds,
+            "images_per_s": summary.images_per_s, "rows": summary.rows, "skipped": summary.skipped,
+            "features": summary.features, "forward_passes": 0 if summary.status == "hit" else 1,
+        })
+    return records
+
+
+def run(cfg: RunConfig, progress: bool = True) -> dict:
+    from classify.train import run_classify
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", {**cfg.to_dict(), "argv": sys.argv})
+    t0 = time.perf_counter()
+    stores = extract_all(cfg, progress)
+    write_json(out / "extraction.json", stores)
+    results = []
+    for rec in stores:
+        for key in rec["features"]:
+            name = safe_name(f"{rec['backbone']}__{key}")
+            log.info("classifying %s %s with %s", rec["backbone"], key, ",".join(cfg.models))
+            tb = str(Path(cfg.tensorboard) / name) if cfg.tensorboard else None
+            res = run_classify(rec["store"], feature=key, models=list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
+                               out_dir=out / "classify" / name, tensorboard=tb)
+            for r in res:
+                row = r if isinstance(r, dict) else r.to_dict()
+                results.append({"backbone": rec["backbone"], "feature": key, "store": rec["store"], **row})
+    summary = {"config": cfg.to_dict(), "extraction": stores, "results": results,
+               "seconds": time.perf_counter() - t0}
+    write_json(out / "results.json", summary)
+    return summary

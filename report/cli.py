@@ -1,0 +1,28 @@
+"""``pipeline.py report RUN_DIR``: rebuild the comparison report from a run's saved results."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def main_report(args: argparse.Namespace) -> int:
+    from report.build import build_report, excerpt
+    from report.tb import log_misclassified
+
+    paths = build_report(args.run_dir)
+    if args.tensorboard:
+        log_misclassified(args.run_dir, args.tensorboard)
+    print(excerpt(args.run_dir, top=args.top))
+    print(f"report: {paths['html']}  (also {paths['md']}, {paths['leaderboard_csv']})")
+    return 0
+
+
+def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("report", parents=parents, help="rebuild the comparison report of a run (no retraining)",
+                       description="Read RUN_DIR/results.json and the feature stores it names, and write "
+                                   "RUN_DIR/report/: report.html (one offline file), report.md, leaderboard.json/csv "
+                                   "and the plots.")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `pipeline.py run`")
+    p.add_argument("--top", type=int, default=5, help="leaderboard rows to print (default 5)")
+    p.add_argument("--tensorboard", metavar="LOG_DIR", help="also log the best model's misclassified images here")
+    p.set_defaults(func=main_report)

@@ -1,0 +1,280 @@
+"""The comparison report, on a fabricated run: two tiny stores, a few JPEGs (one gone), a results.json."""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import csv
+import io
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from extract.store import FeatureSpec, Manifest, open_for_write, write_lock
+from report import ReportError, build_report, excerpt, log_misclassified
+from report.images import load_tile
+from report.render import fmt
+from report.results import load_run
+
+CLASSES = ["ants", "bees", "wasps"]
+SHA = "0123456789abcdef" * 4
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def make_images(root: Path) -> list[tuple[str, int, str]]:
+    """(path, label, split): 3 train + 2 val JPEGs per class, each class its own colour."""
+    rows = []
+    for c, name in enumerate(CLASSES):
+        for split, n in (("train", 3), ("val", 2)):
+            for i in range(n):
+                rel = f"{split}/{name}/{name}{i}.jpg"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                px = np.zeros((40, 56, 3), np.uint8)
+                px[..., c] = 120 + 40 * i
+                px[:, ::7, (c + 1) % 3] = 255  # stripes: never a flat image
+                Image.fromarray(px).save(root / rel, quality=90)
+                rows.append((rel, c, split))
+    return rows
+
+
+def make_store(path: Path, root: Path, rows: list, backbone: str, features: list[FeatureSpec]) -> None:
+    manifest = Manifest(str(root), [r[0] for r in rows], np.array([r[1] for r in rows]), [r[2] for r in rows],
+                        CLASSES, "fp")
+    spec = {"backbone": backbone, "weights": "IMAGENET1K_V1", "weights_sha256": SHA,
+            "features": [f.key for f in features],
+            "transform": {"resize": 256, "crop": 224, "interpolation": "bilinear", "mean": [0.485, 0.456, 0.406],
+                          "std": [0.229, 0.224, 0.225]}, "precision": "fp32", "dtype": "float32", "draft": False}
+    prov = {"torch": "2.x", "torchvision": "0.x", "device": "cpu", "created": "2025-01-01T00:00:00+0000"}
+    with write_lock(path):
+        w = open_for_write(path, manifest, features, cache_key=f"key-{backbone}", spec=spec, provenance=prov,
+                           default_feature=features[0].key)
+        n = len(rows)
+        w.write(np.arange(n), {f.key: np.ones((n, f.dim), "f4") for f in features},
+                errors={1: "cannot identify image file (truncated JPEG)"})
+        w.finish()
+
+
+def val_block(acc: float, bal: float, wrong: list[dict], log_loss: float | None) -> dict:
+    per = {"ants": acc, "bees": min(1.0, acc + 0.1), "wasps": max(0.0, acc - 0.1)}
+    return {"n": 6, "accuracy": acc, "balanced_accuracy": bal, "macro_f1": round(bal - 0.01, 6),
+            "top_k": {"top1": acc, "top2": min(1.0, acc + 0.2)}, "log_loss": log_loss, "per_class_accuracy": per,
+            "confusion_matrix": {"labels": CLASSES, "matrix": [[2, 0, 0], [1, 1, 0], [0, 1, 1]]}, "report": {},
+            "predict_s": 0.00123, "misclassified": wrong}
+
+
+def make_run(base: Path) -> Path:
+    data, run = base / "data", base / "run"
+    (run / "features").mkdir(parents=True)
+    rows = make_images(data)
+    stores = {"tiny_a": run / "features" / "tiny_a-abc.h5", "tiny_b": run / "features" / "tiny_b-def.h5"}
+    make_store(stores["tiny_a"], data, rows, "tiny_a", [FeatureSpec("fc", "input", "none", 8),
+                                                         FeatureSpec("layer4", "output", "avg", 4)])
+    make_store(stores["tiny_b"], data, rows, "tiny_b", [FeatureSpec("head", "input", "none", 6)])
+    (data / "val/bees/bees1.jpg").unlink()  # deliberately missing: drawn as a grey tile
+    wrong = [{"path": "val/bees/bees0.jpg", "true": "bees", "predicted": "ants", "confidence": 0.61},
+             {"path": "val/bees/bees1.jpg", "true": "bees", "predicted": "wasps", "confidence": 0.9},
+             {"path": "val/wasps/wasps0.jpg", "true": "wasps", "predicted": "bees"}]
+    scores = {  # (backbone, feature, model): (acc, balanced acc, fit s, params, log loss)
+        ("tiny_a", "fc:in/none", "logreg"): (0.9, 0.88, 0.5, {"C": 0.1}, 0.3),
+        ("tiny_a", "fc:in/none", "linear_svm"): (0.9, 0.85, 0.05, {"C": 1.0}, None),  # tie on acc: lower bal acc
+        ("tiny_a", "fc:in/none", "knn"): (0.5, 0.5, 0.001, {"n_neighbors": 5}, 2.0),
+        ("tiny_a", "layer4/avg", "logreg"): (0.7, 0.69, 0.4, {"C": 1.0}, 0.7),
+        ("tiny_a", "layer4/avg", "knn"): (0.6, 0.61, 0.002, {"n_neighbors": 3}, 1.1),
+        ("tiny_b", "head:in/none", "logreg"): (0.8, 0.8, 1.25, {"C": 10.0, "penalty": "l2|x"}, 0.5),
+        ("tiny_b", "head:in/none", "knn"): (0.4, 0.41, 0.003, {"n_neighbors": 1}, 3.0),
+    }
+    results = []
+    for (bb, feat, model), (acc, bal, fit, params, ll) in scores.items():
+        results.append({"backbone": bb, "feature": feat, "store": str(stores[bb]), "model": model, "preprocess": [],
+                        "params": params, "fit_s": fit, "val": val_block(acc, bal, wrong, ll),
+                        "val_source": "holdout from train",
+                        "test": {"accuracy": acc - 0.05} if model == "logreg" else None,
+                        "model_path": f"models/{bb}-{model}.joblib"})
+    extraction = [
+        {"backbone": "tiny_a", "store": str(stores["tiny_a"]), "status": "new", "seconds": 3.5, "images_per_s": 4.3,
+         "rows": 15, "skipped": 1, "features": {"fc:in/none": 8, "layer4/avg": 4}, "forward_passes": 1},
+        {"backbone": "tiny_b", "store": str(stores["tiny_b"]), "status": "hit", "seconds": 0.0, "images_per_s": 0.0,
+         "rows": 15, "skipped": 1, "features": {"head:in/none": 6}, "forward_passes": 0},
+    ]
+    summary = {"config": {"data": str(data), "out": str(run)}, "extraction": extraction, "results": results,
+               "seconds": 12.5}
+    (run / "results.json").write_text(json.dumps(summary, indent=2))
+    return run
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    return make_run(tmp_path_factory.mktemp("report"))
+
+
+@pytest.fixture(scope="module")
+def built(run_dir) -> dict[str, Path]:
+    return build_report(run_dir)
+
+
+def md_rows(md: str) -> list[list[str]]:
+    """The leaderboard table's body rows (the first table), cells stripped of bold."""
+    table = md.split("## Leaderboard", 1)[1].split("\n\n")[1].splitlines()
+    return [[c.strip().strip("*") for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table[2:]]
+
+
+def test_md_json_csv_agree(built):
+    rows = json.loads(built["leaderboard_json"].read_text())["rows"]
+    with built["leaderboard_csv"].open() as f:
+        csv_rows = list(csv.DictReader(f))
+    md = built["md"].read_text()
+    table = md_rows(md)
+    assert len(rows) == len(csv_rows) == len(table) == 7
+    for j, c, m in zip(rows, csv_rows, table):
+        assert (str(j["rank"]), j["backbone"], j["layer"], j["pooling"], j["model"]) == \
+               (c["rank"], c["backbone"], c["layer"], c["pooling"], c["model"]) == tuple(m[:5])
+        for key in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "fit_s", "predict_s"):
+            assert float(c[key]) == j[key]
+        assert (c["val_log_loss"] or None) == (None if j["val_log_loss"] is None else str(j["val_log_loss"]))
+        assert json.loads(c["params"]) == j["params"]
+        assert m[5:9] == [fmt(j["val_accuracy"]), fmt(j["val_balanced_accuracy"]), fmt(j["val_macro_f1"]),
+                          fmt(j["val_log_loss"])]
+    accs = [j["val_accuracy"] for j in rows]
+    assert accs == sorted(accs, reverse=True)
+    best = rows[0]
+    assert (best["backbone"], best["feature"], best["model"]) == ("tiny_a", "fc:in/none", "logreg")  # tie-break
+    assert csv_rows[0]["model"] == "logreg"
+    bold = [line for line in md.splitlines() if line.startswith("| **")]
+    assert len(bold) == 1 and "**logreg**" in bold[0] and "**fc:in**" in bold[0]
+    html = built["html"].read_text()
+    assert html.count('<tr class="best">') == 1 and re.search(r'<tr class="best"><td[^>]*>1</td>', html)
+
+
+def test_rebuild_is_byte_identical(run_dir, built):
+    before = {k: built[k].read_bytes() for k in ("leaderboard_json", "leaderboard_csv", "md", "html")}
+    again = build_report(run_dir)
+    assert {k: again[k].read_bytes() for k in before} == before
+    assert not [p for p in (run_dir / "report").iterdir() if p.name.startswith(".")]  # no temp files left
+
+
+def png_ok(raw: bytes) -> None:
+    im = Image.open(io.BytesIO(raw))
+    im.verify()
+    px = np.asarray(Image.open(io.BytesIO(raw)).convert("L"), dtype=float)
+    assert px.shape[0] > 100 and px.shape[1] > 100 and px.std() > 5, "blank image"
+
+
+def test_html_is_self_contained_and_pngs_valid(built):
+    html = built["html"].read_text()
+    assert not re.search(r"""(src|href)\s*=\s*["']?\s*(https?:)?//""", html, re.I)
+    assert "<link" not in html and "@import" not in html
+    srcs = re.findall(r"<img[^>]*\bsrc=\"([^\"]+)\"", html)
+    assert len(srcs) == html.count("<img") == 5
+    for src in srcs:
+        assert src.startswith("data:image/png;base64,")
+        png_ok(base64.b64decode(src.split(",", 1)[1]))
+    pngs = sorted(p.name for p in built["md"].parent.glob("*.png"))
+    assert pngs == ["accuracy_vs_fit_time.png", "confusion_matrix.png", "misclassified.png",
+                    "per_class_accuracy.png", "sample_inputs.png"]
+    for name in pngs:
+        png_ok((built["md"].parent / name).read_bytes())
+        assert f"]({name})" in built["md"].read_text()
+
+
+def test_content_notes_and_provenance(built):
+    md = built["md"].read_text()
+    assert "15 images · 2 backbones · 3 feature sets · 3 classifiers · 7 runs · 12.5 s total" in md
+    assert "stratified holdout from train" in md and "Test accuracy" in md
+    assert "tiny_a: 2 feature sets (fc:in/none, layer4/avg) from 1 forward pass per image" in md
+    assert "tiny_b: 1 feature set (head:in/none) read from a cached store, 0 forward passes" in md
+    assert f"IMAGENET1K_V1 (sha256 {SHA[:12]})" in md and "cache hit" in md and "extracted" in md
+    assert "train 8, val 6" in md  # one unreadable train image skipped
+    assert "`train/ants/ants1.jpg`: cannot identify image file (truncated JPEG)" in md
+    assert "misclassified 3 of 6 val images; 3 shown" in md
+    assert "penalty=l2\\|x" in md  # a pipe inside a cell cannot break the table
+
+
+def test_missing_image_is_a_grey_tile(tmp_path):
+    tile = load_tile(tmp_path / "nope.jpg")
+    assert tile.problem == "missing" and tile.pixels.shape == (160, 160, 3) and tile.pixels.std() == 0
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    assert load_tile(tmp_path / "bad.jpg").problem == "unreadable"
+
+
+def moved_copy(run_dir: Path, dest: Path, with_stores: bool) -> Path:
+    """The run copied elsewhere, its results naming stores at a path that no longer exists."""
+    shutil.copytree(run_dir, dest, ignore=shutil.ignore_patterns("report", *([] if with_stores else ["features"])))
+    text = (dest / "results.json").read_text().replace(str(run_dir / "features"), "/gone/features")
+    (dest / "results.json").write_text(text)
+    return dest
+
+
+def test_report_finds_stores_in_the_run_dir_or_does_without(tmp_path, run_dir, built):
+    found = build_report(moved_copy(run_dir, tmp_path / "with", with_stores=True))
+    assert f"sha256 {SHA[:12]}" in found["md"].read_text() and "store not found" not in found["md"].read_text()
+    gone = build_report(moved_copy(run_dir, tmp_path / "without", with_stores=False))
+    text = gone["md"].read_text()
+    assert "store `/gone/features/tiny_a-abc.h5`: store not found" in text
+    assert gone["leaderboard_csv"].read_bytes() == built["leaderboard_csv"].read_bytes()
+    assert "sample_inputs" not in gone and "misclassified" in gone  # grey tiles, not a crash
+
+
+def test_excerpt(run_dir, built):
+    text = excerpt(run_dir, top=3)
+    lines = text.splitlines()
+    assert lines[2].startswith("| **1**") and len([line for line in lines if line.startswith("|")]) == 5
+    assert "(4 more rows" in text
+
+
+def test_bad_run_dirs_are_one_line_errors(tmp_path):
+    with pytest.raises(ReportError, match=f"{tmp_path / 'nope'}: no such run directory"):
+        build_report(tmp_path / "nope")
+    with pytest.raises(ReportError, match="no results.json"):
+        load_run(tmp_path)
+    (tmp_path / "results.json").write_text("{not json")
+    with pytest.raises(ReportError, match=r"results.json: not valid JSON"):
+        load_run(tmp_path)
+    (tmp_path / "results.json").write_text(json.dumps({"results": [{"backbone": "b"}]}))
+    with pytest.raises(ReportError, match=r"results\[0\]: missing 'feature'"):
+        load_run(tmp_path)
+
+
+def test_cli(run_dir, capsys):
+    from report.cli import add_subcommands
+
+    parser = argparse.ArgumentParser()
+    add_subcommands(parser.add_subparsers(dest="command"), [])
+    args = parser.parse_args(["report", str(run_dir), "--top", "2"])
+    assert args.func(args) == 0
+    assert "report.html" in capsys.readouterr().out
+    args = parser.parse_args(["report", str(run_dir / "missing")])
+    with pytest.raises(ValueError, match="missing: no such run directory"):
+        args.func(args)
+
+
+def test_log_misclassified(run_dir, tmp_path):
+    pytest.importorskip("tensorboard")
+    assert log_misclassified(run_dir, tmp_path / "tb") == 3
+    assert list((tmp_path / "tb").glob("events.out.tfevents.*"))
+    results = json.loads((run_dir / "results.json").read_text())
+    assert log_misclassified(results, tmp_path / "tb2") == 3
+
+
+def test_html_renders_in_headless_chromium(built, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium (CI installs Debian's chromium package)")
+    base = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}"]
+    url = built["html"].resolve().as_uri()
+    shot = tmp_path / "shot.png"
+    subprocess.run(base + [f"--screenshot={shot}", "--window-size=1280,2000", url], check=True, timeout=120,
+                   capture_output=True)
+    px = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert px.shape == (2000, 1280) and px.std() > 10, "blank screenshot"
+    dom = subprocess.run(base + ["--virtual-time-budget=5000", "--dump-dom", url], check=True, timeout=120,
+                         capture_output=True, text=True).stdout
+    match = re.search(r'data-broken-images="(\d+)"', dom)
+    assert match, "the page's load script did not run"
+    assert match.group(1) == "0"
