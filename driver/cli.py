@@ -51,6 +51,10 @@ def main_run(args: argparse.Namespace) -> int:
         build_report = None
     if build_report is not None:
         paths = build_report(cfg.out)
+        if cfg.tensorboard:
+            from report import log_misclassified
+
+            log_misclassified(cfg.out, cfg.tensorboard)
         print(excerpt(cfg.out))
         print(f"report: {paths.get('html')}  (also {paths.get('md')})")
     else:

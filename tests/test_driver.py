@@ -1,0 +1,92 @@
+"""``pipeline.py run``: config precedence, one pass per backbone, store reuse, report, exit codes."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from driver.config import ConfigError, load_file, resolve
+from driver.run import run
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE = ROOT / "data" / "sample"
+
+
+def test_config_precedence_and_errors(tmp_path):
+    f = tmp_path / "run.yaml"
+    f.write_text("data: d\nout: o\nbackbones: [a, b]\nbatch-size: 8\nmodels: logreg,knn\n")
+    cfg = resolve(load_file(f), {"batch_size": 4, "out": None, "layers": ["default", "layer4"]})
+    assert cfg.backbones == ("a", "b") and cfg.batch_size == 4 and cfg.out == "o"
+    assert cfg.models == ("logreg", "knn") and cfg.layers == ("default", "layer4")
+    (tmp_path / "run.json").write_text(json.dumps({"data": "d", "out": "o", "colour": "red"}))
+    with pytest.raises(ConfigError, match=r"unknown keys \['colour'\]"):
+        resolve(load_file(tmp_path / "run.json"), {})
+    with pytest.raises(ConfigError, match="--data is required"):
+        resolve({}, {"out": "o"})
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    with pytest.raises(ConfigError, match="bad.yaml: cannot parse"):
+        load_file(tmp_path / "bad.yaml")
+    with pytest.raises(ConfigError, match="batch_size: expected an integer"):
+        resolve({"data": "d", "out": "o", "batch_size": "big"}, {})
+
+
+def small(tmp_path, n=4):
+    import shutil
+
+    for split in ("train", "val"):
+        for cls in ("ants", "bees"):
+            d = tmp_path / "imgs" / split / cls
+            d.mkdir(parents=True)
+            for f in sorted((SAMPLE / split / cls).glob("*.jpg"))[:n]:
+                shutil.copy(f, d / f.name)
+    return tmp_path / "imgs"
+
+
+def test_run_one_pass_many_feature_sets_and_reuse(tmp_path):
+    data = small(tmp_path)
+    cfg = resolve({}, {"data": str(data), "out": str(tmp_path / "run"), "layers": ["default", "_bn1"],
+                       "pools": ["avg", "max"], "models": ["logreg", "knn"], "cache_dir": str(tmp_path / "cache")})
+    first = run(cfg, progress=False)
+    (rec,) = first["extraction"]
+    assert rec["status"] == "new" and rec["forward_passes"] == 1
+    assert sorted(rec["features"]) == ["_bn1/avg", "_bn1/max", "_fc:in/none"]  # 3 feature sets, 1 pass
+    assert len(first["results"]) == 3 * 2
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["results"] == json.loads(json.dumps(first["results"], default=str))
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["layers"] == ["default", "_bn1"]
+    # A second run sharing the cache dir reuses the store by cache key: no backbone pass at all.
+    again = run(resolve({}, {**cfg.to_dict(), "out": str(tmp_path / "run2"), "models": ["logreg"]}), progress=False)
+    assert again["extraction"][0]["status"] == "hit" and again["extraction"][0]["forward_passes"] == 0
+    assert again["extraction"][0]["store"] == rec["store"]
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, str(ROOT / "pipeline.py"), *args], capture_output=True, text=True)
+
+
+def test_run_cli_writes_report_and_rebuilds(tmp_path):
+    data = small(tmp_path, n=3)
+    cfgfile = tmp_path / "c.yaml"
+    cfgfile.write_text(f"data: {data}\nout: {tmp_path / 'run'}\nmodels: [logreg, knn]\n")
+    r = cli("run", "--config", str(cfgfile), "--models", "linear", "--tensorboard", str(tmp_path / "tb"))
+    assert r.returncode == 0, r.stderr
+    assert "report:" in r.stdout and "linear" in r.stdout
+    board = tmp_path / "run" / "report" / "leaderboard.json"
+    before = board.read_bytes()
+    assert [row["model"] for row in json.loads(before)["rows"]] == ["linear"]  # flags override the file
+    r = cli("report", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    assert board.read_bytes() == before  # rebuilt from saved results, same numbers
+    assert any((tmp_path / "tb").rglob("events.out.tfevents.*"))  # the torch head's training curves
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["run", "--out", "x"], "--data is required"),
+    (["run", "--config", "/nonexistent.yaml"], "/nonexistent.yaml"),
+    (["report", "/nonexistent-run"], "/nonexistent-run"),
+])
+def test_bad_input_exit_2(args, needle):
+    r = cli(*args)
+    assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
