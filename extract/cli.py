@@ -54,6 +54,9 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
     if with_io:
         p.add_argument("--overwrite", action="store_true", default=None,
                        help="replace a store at --out that holds another spec")
+        p.add_argument("--shard", default=None, metavar="K/N",
+                       help="extract only the K-th of N contiguous slices (0-based) into its own store; "
+                            "join them with `pipeline.py merge`")
 
 
 def split_weights(value: str | None) -> tuple[str, str | None]:
@@ -76,6 +79,7 @@ def config_from_args(args: argparse.Namespace, **override: object):  # -> Extrac
         "device": args.device, "precision": args.precision, "dtype": args.dtype, "compression": args.compression,
         "channels_last": args.channels_last, "draft": args.draft, "image_root": args.image_root,
         "allow_outside_root": args.allow_outside_root, "overwrite": getattr(args, "overwrite", None),
+        "shard": getattr(args, "shard", None),
         "progress": not getattr(args, "quiet", False) and sys.stderr.isatty(),
     }
     if args.max_pixels is not None:
@@ -93,6 +97,17 @@ def main_extract(args: argparse.Namespace) -> int:
         print(f"  skipped {path}: {msg}")
     if len(summary.errors) > 10:
         print(f"  ... and {len(summary.errors) - 10} more (see `pipeline.py info {summary.store}`)")
+    return 0
+
+
+def main_merge(args: argparse.Namespace) -> int:
+    from extract.shards import merge
+    from extract.store import read_info
+
+    out = merge(args.shards, args.out, copy=args.copy, overwrite=args.overwrite)
+    info = read_info(out)
+    how = "copied" if args.copy else "linked (virtual datasets; keep the shard files beside it)"
+    print(f"merged {len(args.shards)} shards into {out}: {info.n_rows} rows, {info.n_ok} readable, {how}")
     return 0
 
 
@@ -163,6 +178,15 @@ def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.Argu
                                    "A second run with the same options is a cache hit; an interrupted run resumes.")
     add_extract_arguments(p)
     p.set_defaults(func=main_extract)
+
+    p = sub.add_parser("merge", parents=parents, help="join the shard stores of one job into one store",
+                       description="Check that the shards share one spec, are complete and cover the manifest "
+                                   "exactly once, then join them: HDF5 virtual datasets (no copy) or --copy.")
+    p.add_argument("shards", nargs="+", help="shard stores (any order)")
+    p.add_argument("--out", required=True, help="the merged store")
+    p.add_argument("--copy", action="store_true", help="copy the features instead of linking the shard files")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    p.set_defaults(func=main_merge)
 
     p = sub.add_parser("info", parents=parents, help="show what a feature store holds")
     p.add_argument("store", help="FILE.h5 (or its unfinished FILE.h5.partial)")

@@ -58,6 +58,7 @@ class ExtractConfig:
     image_root: str | None = None
     allow_outside_root: bool = False
     overwrite: bool = False
+    shard: str | None = None  # "K/N": this job's 1/N slice of the manifest (0-based K)
     progress: bool = True
 
 
@@ -223,6 +224,10 @@ def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbon
     features = probe_features(backbone, taps, cfg.pools)
     default_key = next(f.key for f in features if f.key.rsplit("/", 1)[0] == taps[0].name)
     spec = cache_spec(cfg, backbone, features, manifest, precision)
+    if cfg.shard:
+        from extract.shards import parse_shard, shard_manifest
+
+        manifest, spec["shard"] = shard_manifest(manifest, *parse_shard(cfg.shard))
     return Plan(cfg, device, precision, manifest, backbone, taps, features, default_key, spec)
 
 
