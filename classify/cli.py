@@ -33,6 +33,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="write per-epoch TensorBoard scalars of the torch heads under DIR")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for models/ and the reports")
+    p.add_argument("--engine", choices=("local", "ray"), default="local",
+                   help="run the sweeps here (default) or on a Ray cluster via joblib's Ray backend")
+    p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
 
 
 def options_from_args(args: argparse.Namespace) -> dict:
@@ -46,7 +49,13 @@ def main(args: argparse.Namespace) -> int:
     from classify.report import markdown_table
     from classify.train import run_classify
 
-    results = run_classify(args.features, out_dir=args.out, **options_from_args(args))
+    from classify.engine import parallel_engine
+
+    options = options_from_args(args)
+    if args.engine == "ray" and "jobs" not in options:
+        options["jobs"] = -1  # every CPU of the cluster
+    with parallel_engine(args.engine, args.address):
+        results = run_classify(args.features, out_dir=args.out, **options)
     print(markdown_table(results))
     out = Path(args.out)
     print(f"\nreports: {out / 'summary.md'}, {out / 'metrics.json'}, {out / 'metrics.csv'}; models: {out / 'models'}")

@@ -54,6 +54,12 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
     if with_io:
         p.add_argument("--overwrite", action="store_true", default=None,
                        help="replace a store at --out that holds another spec")
+        g = p.add_argument_group("engine")
+        g.add_argument("--engine", choices=("local", "ray"), default="local",
+                       help="local (default) or ray: Ray Data actors on a cluster (then --workers = Ray workers)")
+        g.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
+        g.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per Ray worker (default 0)")
+        g.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per Ray worker (default 1)")
         p.add_argument("--shard", default=None, metavar="K/N",
                        help="extract only the K-th of N contiguous slices (0-based) into its own store; "
                             "join them with `pipeline.py merge`")
@@ -91,7 +97,14 @@ def config_from_args(args: argparse.Namespace, **override: object):  # -> Extrac
 def main_extract(args: argparse.Namespace) -> int:
     from extract.runner import extract
 
-    summary = extract(config_from_args(args))
+    if args.engine == "ray":
+        from extract.ray_engine import extract_ray
+
+        cfg = config_from_args(args, workers=None)
+        summary = extract_ray(cfg, address=args.address, workers=args.workers or 2,
+                              gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
+    else:
+        summary = extract(config_from_args(args))
     print(summary.line())
     for path, msg in summary.errors[:10]:
         print(f"  skipped {path}: {msg}")

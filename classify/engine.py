@@ -1,0 +1,29 @@
+"""Where sweeps run: this process's joblib workers, or a Ray cluster through joblib's Ray backend."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Iterator
+
+ENGINES = ("local", "ray")
+
+
+@contextlib.contextmanager
+def parallel_engine(engine: str = "local", address: str | None = None) -> Iterator[None]:
+    """Inside this context every joblib ``Parallel`` (sklearn's sweeps included) uses the engine."""
+    if engine == "local":
+        yield
+        return
+    if engine != "ray":
+        raise ValueError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+    try:
+        import joblib
+        import ray
+        from ray.util.joblib import register_ray
+    except ImportError:
+        raise ValueError("--engine ray needs Ray: pip install -r requirements-ray.txt") from None
+    if not ray.is_initialized():
+        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+    register_ray()
+    with joblib.parallel_backend("ray"):
+        yield
