@@ -258,6 +258,30 @@ def bf16_agreement(fp32_store: Path, bf16_store: Path) -> dict:
     return {"mean_cosine": float(cos.mean()), "min_cosine": float(cos.min()), "logreg_val_acc": acc}
 
 
+def ray_overhead(data: Path, work: Path) -> None:
+    """Single-machine cost of --engine ray against the plain run, same images, model and precision."""
+    try:
+        import ray
+    except ImportError:
+        say("\n## Ray: not installed (pip install -r requirements-ray.txt), skipped")
+        return
+    from extract.ray_engine import extract_ray
+
+    say("\n## Ray engine overhead on one machine (efficientnet_lite0 bf16, hymenoptera)")
+    plain, _, _ = e2e(data, "efficientnet_lite0", "bf16", work)
+    out = work / "ray-bench.h5"
+    for p in (out, Path(str(out) + ".partial")):
+        p.unlink(missing_ok=True)
+    t = time.perf_counter()
+    s = extract_ray(ExtractConfig(data=str(data), backbone="efficientnet_lite0", out=str(out), precision="bf16",
+                                  progress=False), workers=CORES)
+    with_start = s.rows / (time.perf_counter() - t)
+    ray.shutdown()
+    say(f"plain {plain:.1f} img/s; ray {s.images_per_s:.1f} img/s excluding Ray start-up, {with_start:.1f} including: "
+        f"ray/plain = {s.images_per_s / plain:.2f} ({with_start / plain:.2f} with start-up)")
+    RESULTS["ray"] = {"plain_img_s": plain, "ray_img_s": s.images_per_s, "ray_with_startup_img_s": with_start}
+
+
 # --------------------------------------------------------------------------- main
 
 
@@ -330,6 +354,8 @@ def main() -> None:
         r4 = peak_rss_mb(big, args.work, "efficientnet_lite0", "bf16")
         say(f"\n## 4. Peak RSS: {n} images {r1:.0f} MB, {4 * n} images {r4:.0f} MB, ratio {r4 / r1:.3f}")
         RESULTS["rss_mb"] = {"n": n, "at_n": r1, "at_4n": r4, "ratio": r4 / r1}
+
+    ray_overhead(args.data, args.work)
 
     say("\n## 5. Reading and classifying cached features")
     mbs = read_speed(args.work)
