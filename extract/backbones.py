@@ -13,9 +13,10 @@ import difflib
 import hashlib
 import importlib
 import os
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from torch import nn
@@ -242,6 +243,18 @@ for _i, _size in ((0, 224), (1, 240), (2, 260)):
 # --------------------------------------------------------------------------- timm
 
 
+@contextmanager
+def _hf_offline() -> Iterator[None]:
+    """Read the Hugging Face cache only: fail at once offline instead of retrying the network."""
+    from huggingface_hub import constants
+
+    saved, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
+    try:
+        yield
+    finally:
+        constants.HF_HUB_OFFLINE = saved
+
+
 def _build_timm(name: str, weights: str, weights_file: str | None) -> Backbone:
     try:
         import timm
@@ -259,7 +272,8 @@ def _build_timm(name: str, weights: str, weights_file: str | None) -> Backbone:
         wid, sha = "none", None
     else:
         try:
-            model = timm.create_model(name, pretrained=True)
+            with _hf_offline():
+                model = timm.create_model(name, pretrained=True)
         except Exception as e:  # noqa: BLE001 - hub errors vary (offline, missing cache)
             raise BackboneError(
                 f"timm:{name} pretrained weights could not be loaded offline ({type(e).__name__}); "

