@@ -6,6 +6,7 @@
     python pipeline.py predict  --model M.joblib IMAGES...|DIR --out preds.csv
     python pipeline.py run      --data DIR --backbones efficientnet_lite0,resnet50 --out RUN_DIR
     python pipeline.py report   RUN_DIR
+    python pipeline.py finetune --data DIR --backbone NAME --out DIR [--run-dir RUN_DIR]
     python pipeline.py info F.h5
 
 Exit codes: 0 ok, 1 failure, 2 bad input (one line on stderr names the culprit), 130 interrupted.
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     from extract import cli as extract_cli
 
     extract_cli.add_subcommands(sub, parents)
-    for module in ("classify.cli", "driver.cli", "report.cli"):
+    for module in ("classify.cli", "driver.cli", "report.cli", "finetune.cli"):
         importlib.import_module(module).add_subcommands(sub, parents)
     return parser
 
@@ -57,7 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted: rows written so far are kept; rerun the same command to resume", file=sys.stderr)
+        hint = "rerun with --resume" if getattr(args, "command", "") == "finetune" else "rerun the same command"
+        print(f"interrupted: work done so far is kept; {hint} to continue", file=sys.stderr)
         return 130
     except (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -87,6 +87,8 @@ def sample_paths(facts: StoreFacts, per_class: int = 4, max_classes: int = 8) ->
 
 def image_file(root: Path | None, rel: object) -> Path | None:
     """The file behind a misclassified row's path (None when the run saved row numbers, not paths)."""
-    if root is None or not isinstance(rel, str) or not rel:
+    if not isinstance(rel, str) or not rel:
         return None
-    return Path(os.path.join(root, rel))
+    if os.path.isabs(rel):  # fine-tuning rows carry absolute paths
+        return Path(rel)
+    return None if root is None else Path(os.path.join(root, rel))
