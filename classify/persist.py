@@ -12,18 +12,18 @@ attacker who can rewrite both files. Never load models from untrusted sources.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import logging
 import os
-import secrets
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO, Callable
+from typing import Any
 
 import joblib
 import sklearn
+
+from extract.files import _replace_atomically, atomic_write, sha256_file  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -49,50 +49,6 @@ class SavedModel:
 
 def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(str(path) + SIDECAR_SUFFIX)
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _temp_beside(path: Path) -> tuple[int, Path]:
-    """A new, unique temp file in ``path``'s folder (same file system, so the rename is atomic),
-    created with the usual umask permissions rather than mkstemp's 0600."""
-    for _ in range(100):
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
-        try:
-            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666), tmp
-        except FileExistsError:
-            continue
-    raise FileExistsError(f"{path}: could not create a temporary file beside it")
-
-
-def _replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> str:
-    """Run ``write`` on a temp file beside ``path``, fsync, rename over ``path``; return its sha256."""
-    fd, tmp = _temp_beside(path)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        digest = sha256_file(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return digest
-
-
-def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
-    """Replace ``path`` with ``data`` so that a reader sees the old file or the new, never half."""
-    path = Path(path)
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    _replace_atomically(path, lambda f: f.write(raw))
-    return path
 
 
 def save_model(saved: SavedModel, path: str | os.PathLike) -> Path:

@@ -71,7 +71,8 @@ def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str |
             weights_file: str | None = None, progress: bool = False) -> dict:
     """Write ``path, predicted, p(<class>)...`` rows (plus error rows) to ``out_csv``."""
     from classify.evaluate import class_scores
-    from classify.persist import atomic_write, load_model
+    from classify.persist import load_model
+    from extract.files import atomic_write
     from extract.store import read_info, read_rows
 
     saved = load_model(model_path)

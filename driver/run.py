@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
 import sys
 import time
@@ -26,9 +25,9 @@ def safe_name(text: str) -> str:
 
 def write_json(path: Path, data: object) -> None:
     """Atomic: a reader never sees half a file, and a crash keeps the previous version."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
+    from extract.files import atomic_write
+
+    atomic_write(path, json.dumps(data, indent=2, default=str))
 
 
 def extract_all(cfg: RunConfig, progress: bool) -> list[dict]:

@@ -10,7 +10,6 @@ hub cache where a previous download left them, or from ``--weights FILE``.
 from __future__ import annotations
 
 import difflib
-import hashlib
 import importlib
 import os
 from contextlib import contextmanager
@@ -20,6 +19,8 @@ from typing import Callable, Iterator
 
 import torch
 from torch import nn
+
+from extract.files import sha256_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -87,14 +88,6 @@ def _torchvision_names() -> list[str]:
 def list_backbones() -> list[str]:
     """Names accepted by :func:`create_backbone` (timm models are ``timm:<name>``)."""
     return sorted(_REGISTRY) + _torchvision_names()
-
-
-def sha256_file(path: str | os.PathLike, block: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def load_state_dict_file(path: str | os.PathLike) -> dict:

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from classify.persist import atomic_write
+from extract.files import atomic_write
 from extract.backbones import create_backbone
 from finetune.model import HeadSite, replace_head
 

@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from classify.evaluate import ModelResult, evaluate, to_jsonable
-from classify.persist import atomic_write
+from extract.files import atomic_write
 
 FEATURE = "finetune"
 RESULTS_FILE = "results.json"

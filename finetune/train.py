@@ -27,8 +27,9 @@ import torch
 from torch import nn
 
 from classify.evaluate import ModelResult
-from classify.persist import atomic_write
-from extract.backbones import Backbone, create_backbone, sha256_file
+from extract.files import atomic_write
+from extract.backbones import Backbone, create_backbone
+from extract.files import sha256_file
 from extract.runner import default_workers, pick_device
 from extract.sources import build_manifest
 from finetune import checkpoint as ck

@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 from report import plots as P
@@ -21,6 +20,7 @@ from report.plots import Plot
 from report.provenance import Extraction, extractions
 from report.render import leaderboard_table, markdown_table, misclassified_note, render_html, render_markdown
 from report.results import Entry, Run, as_run, leaderboard_rows, load_run
+from extract.files import atomic_write
 from report.stores import StoreFacts, image_file, load_stores, sample_paths
 
 log = logging.getLogger(__name__)
@@ -30,21 +30,6 @@ MAX_MISCLASSIFIED = 16
 SAMPLES_PER_CLASS = 4
 MAX_SAMPLE_CLASSES = 8
 SORTED_BY = "val_accuracy desc, val_balanced_accuracy desc, val_macro_f1 desc, fit_s asc"
-
-
-def atomic_write(path: Path, data: bytes | str) -> Path:
-    """Temp file in the same folder, then ``os.replace``: the old file stays whole until the new one is."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(raw)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def leaderboard_json(run: Run) -> str:
