@@ -14,7 +14,9 @@ import json
 import logging
 import os
 import platform
+import signal
 import sys
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,11 +92,19 @@ def pick_device(name: str) -> torch.device:
         if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
             return torch.device("mps")
         return torch.device("cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda: no CUDA device is available")
     if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
         raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"--device {name}: no CUDA device is available")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ValueError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
+    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise ValueError(f"--device {name}: MPS is not available on this machine")
+    return device
 
 
 def cpu_has_native_bf16() -> bool:
@@ -214,6 +224,10 @@ def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbon
     """Validate options, list the images, build the backbone and probe its layers; read no image yet."""
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size {cfg.batch_size}: must be >= 1")
+    if cfg.workers is not None and cfg.workers < 0:
+        raise ValueError(f"--workers {cfg.workers}: must be >= 0 (0 decodes in the main process)")
+    if cfg.max_pixels is not None and cfg.max_pixels < 1:
+        raise ValueError(f"--max-pixels {cfg.max_pixels}: must be a positive pixel count (0: no limit)")
     if cfg.dtype not in ("float32", "float16"):
         raise ValueError(f"--dtype {cfg.dtype!r}: expected float32 or float16")
     device = pick_device(cfg.device)
@@ -256,6 +270,39 @@ def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
     return _summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p.features)
 
 
+class _StopAtBatchEnd:
+    """Ctrl-C during the loop stops after the batch in hand (a second Ctrl-C stops at once).
+
+    A KeyboardInterrupt raised at an arbitrary point can cut a DataLoader worker's
+    shared-memory handover mid-handshake (the worker then prints a traceback) or fall
+    between the writes of one batch. Only installed over Python's default handler, in
+    the main thread; DataLoader workers ignore SIGINT and are shut down by the loader.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def __enter__(self) -> "_StopAtBatchEnd":
+        if threading.current_thread() is threading.main_thread() \
+                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _ignore_sigint(worker_id: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
+
+
 def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest: Manifest, writer,
               device: torch.device, precision: str) -> int:
     model = backbone.model.to(device)
@@ -267,11 +314,14 @@ def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest:
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate, pin_memory=device.type == "cuda",
-                        persistent_workers=False, prefetch_factor=4 if workers else None)
+                        persistent_workers=False, prefetch_factor=4 if workers else None,
+                        worker_init_fn=_ignore_sigint if workers else None)
     written = 0
     bar = tqdm(total=len(dataset), unit="img", disable=not cfg.progress, dynamic_ncols=True, smoothing=0.1)
-    with FeatureHooks(model, taps, cfg.pools) as hooks, torch.inference_mode(), bar:
+    with FeatureHooks(model, taps, cfg.pools) as hooks, torch.inference_mode(), bar, _StopAtBatchEnd() as stop:
         for rows, images, errors in loader:
+            if stop.requested:
+                break  # leaving the loop shuts the workers down before the interrupt propagates
             feats = {}
             if images is not None:
                 x = images.to(device, non_blocking=True)
@@ -289,6 +339,8 @@ def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest:
                 log.warning("skipped %s: %s", manifest.paths[row], msg)
             written += len(rows) + len(errors)
             bar.update(len(rows) + len(errors))
+    if stop.requested and written < len(dataset):
+        raise KeyboardInterrupt
     return written
 
 

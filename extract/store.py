@@ -91,9 +91,11 @@ def _open_h5(path: Path, mode: str = "r") -> h5py.File:
     except FileNotFoundError:
         raise StoreError(f"{path}: no such feature store") from None
     except OSError as e:
-        raise StoreError(
-            f"{path}: not a readable HDF5 feature store (truncated or not HDF5?): {e}"
-        ) from None
+        reason = " ".join(str(e).split())  # HDF5's report can span lines; the CLI prints one
+        if "lock" in reason.lower():
+            raise StoreError(f"{path}: another process has it open for writing (HDF5 file lock); "
+                             "wait for the extraction to finish") from None
+        raise StoreError(f"{path}: not a readable HDF5 feature store (truncated or not HDF5?): {reason}") from None
     if "schema_version" not in f.attrs or "cache_key" not in f.attrs:
         f.close()
         raise StoreError(f"{path}: an HDF5 file, but not a feature store (no schema_version)")
@@ -223,22 +225,30 @@ def read_rows(
 def write_lock(path: Path) -> Iterator[None]:
     """An advisory lock next to the store, so a second writer fails fast and clearly."""
     lock_path = Path(str(path) + ".lock")
-    try:
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as e:
-        raise StoreError(f"{path}: cannot create lock file {lock_path}: {e.strerror}") from None
-    try:
+    while True:
+        try:
+            fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise StoreError(f"{path}: cannot create lock file {lock_path}: {e.strerror}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            os.close(fd)  # and leave the file: it is the holder's lock
             raise StoreError(f"{path}: another process is writing this store (lock {lock_path} is held)") from None
+        try:  # the holder may have unlinked the file between our open and our flock: then lock the new one
+            if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    try:
         yield
     finally:
-        os.close(fd)  # releases the flock; the lock file may stay, it is harmless
         try:
-            os.unlink(lock_path)
+            os.unlink(lock_path)  # while still holding it, so no one can lock a file that is going away
         except OSError:
             pass
+        os.close(fd)
 
 
 def _spec_diff(old: dict, new: dict) -> str:
@@ -292,6 +302,7 @@ class StoreWriter:
             n = e.shape[0]
             e.resize((n + len(bad),))
             e[n:] = np.array([(r, errors[int(r)].encode("utf-8", "replace")[:400]) for r in bad], dtype=ERROR_DTYPE)
+        self._f.flush()  # features, ok and errors reach the file before the done flags that vouch for them
         if contiguous:
             self._f["done"][lo:hi] = True
         else:
@@ -350,6 +361,29 @@ def _create(path: Path, manifest: Manifest, features: Sequence[FeatureSpec], *, 
             ds.attrs.update(layer=fs.layer, side=fs.side, pool=fs.pool, raw_shape=json.dumps(list(fs.raw_shape)))
 
 
+def _drop_unfinished_rows(f: h5py.File) -> None:
+    """Undo what an interrupted batch wrote before its rows were marked done.
+
+    Such rows are written again on resume, so their ``ok`` flags and error entries (and a
+    blank entry an interrupted append leaves) must go, or a row would be reported twice.
+    """
+    done, ok = f["done"][:], f["ok"][:]
+    if not ok[~done].all():
+        ok |= ~done
+        f["ok"][:] = ok
+    err = f["errors"][:]
+    rows = err["row"]
+    valid = (rows >= 0) & (rows < len(done))
+    valid[valid] &= done[rows[valid]] & ~ok[rows[valid]]
+    _, first = np.unique(rows[valid], return_index=True)  # a finished row's entry precedes any blank copy
+    keep = np.sort(np.flatnonzero(valid)[first])
+    if len(keep) < len(err):
+        f["errors"].resize((len(keep),))
+        if len(keep):
+            f["errors"][:] = err[keep]
+    f.flush()
+
+
 def open_for_write(
     path: str | os.PathLike,
     manifest: Manifest,
@@ -368,6 +402,8 @@ def open_for_write(
     Must be called inside :func:`write_lock` for the same path.
     """
     path = Path(path)
+    if path.is_dir():
+        raise StoreError(f"{path}: is a directory; the store needs a file name (e.g. {path / 'features.h5'})")
     if not path.parent.is_dir():
         raise StoreError(f"{path}: output directory {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
@@ -399,6 +435,7 @@ def open_for_write(
             same, old_spec = False, None  # an unreadable partial of ours holds nothing to keep
         if same:
             f = h5py.File(tmp, "r+")
+            _drop_unfinished_rows(f)
             return StoreWriter(path, f, "resume")
         if old_spec is not None and not overwrite:
             raise StoreError(
