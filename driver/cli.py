@@ -44,21 +44,10 @@ def main_run(args: argparse.Namespace) -> int:
 
     file_values = load_file(args.config) if args.config else {}
     cfg = resolve(file_values, {k: getattr(args, k) for k in FLAG_KEYS}, source=args.config or "--config")
-    summary = run(cfg, progress=not args.quiet and sys.stderr.isatty())
-    try:
-        from report import build_report, excerpt
-    except ImportError:
-        build_report = None
-    if build_report is not None:
-        paths = build_report(cfg.out)
-        if cfg.tensorboard:
-            from report import log_misclassified
+    from report.cli import publish
 
-            log_misclassified(cfg.out, cfg.tensorboard)
-        print(excerpt(cfg.out))
-        print(f"report: {paths.get('html')}  (also {paths.get('md')})")
-    else:
-        print(f"results: {cfg.out}/results.json ({len(summary['results'])} rows)")
+    run(cfg, progress=not args.quiet and sys.stderr.isatty())
+    publish(cfg.out, cfg.tensorboard)
     return 0
 
 

@@ -5,15 +5,21 @@ from __future__ import annotations
 import argparse
 
 
-def main_report(args: argparse.Namespace) -> int:
+def publish(run_dir: str, tensorboard: str | None = None, top: int = 5) -> dict:
+    """Build the report, log to TensorBoard if asked, and print the leaderboard's top rows."""
     from report.build import build_report, excerpt
     from report.tb import log_misclassified
 
-    paths = build_report(args.run_dir)
-    if args.tensorboard:
-        log_misclassified(args.run_dir, args.tensorboard)
-    print(excerpt(args.run_dir, top=args.top))
+    paths = build_report(run_dir)
+    if tensorboard:
+        log_misclassified(run_dir, tensorboard)
+    print(excerpt(run_dir, top=top))
     print(f"report: {paths['html']}  (also {paths['md']}, {paths['leaderboard_csv']})")
+    return paths
+
+
+def main_report(args: argparse.Namespace) -> int:
+    publish(args.run_dir, args.tensorboard, args.top)
     return 0
 
 

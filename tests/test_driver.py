@@ -9,9 +9,9 @@ import pytest
 
 from driver.config import ConfigError, load_file, resolve
 from driver.run import run
+from tests.samples import copy_sample
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample"
 
 
 def test_config_precedence_and_errors(tmp_path):
@@ -33,15 +33,7 @@ def test_config_precedence_and_errors(tmp_path):
 
 
 def small(tmp_path, n=4):
-    import shutil
-
-    for split in ("train", "val"):
-        for cls in ("ants", "bees"):
-            d = tmp_path / "imgs" / split / cls
-            d.mkdir(parents=True)
-            for f in sorted((SAMPLE / split / cls).glob("*.jpg"))[:n]:
-                shutil.copy(f, d / f.name)
-    return tmp_path / "imgs"
+    return copy_sample(tmp_path / "imgs", n)
 
 
 def test_run_one_pass_many_feature_sets_and_reuse(tmp_path):

@@ -9,24 +9,14 @@ import pytest
 
 from extract.runner import ExtractConfig, extract
 from extract.store import StoreError, partial_path, read_info, read_rows
+from tests.samples import copy_sample
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample"
 
 
 def small_set(tmp_path, per_class=3):
     """A few real sample photos in split folders, plus one broken file."""
-    import shutil
-
-    out = tmp_path / "imgs"
-    for split in ("train", "val"):
-        for cls in ("ants", "bees"):
-            files = sorted((SAMPLE / split / cls).glob("*.jpg"))[:per_class]
-            (out / split / cls).mkdir(parents=True)
-            for f in files:
-                shutil.copy(f, out / split / cls / f.name)
-    (out / "train" / "bees" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    return out
+    return copy_sample(tmp_path / "imgs", per_class, broken="train/bees/zz_broken.jpg")
 
 
 def cfg(data, out, **kw):

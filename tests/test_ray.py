@@ -1,7 +1,6 @@
 """``--engine ray`` on a local 2-CPU Ray instance: equal to the local run, survives a killed worker."""
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -14,9 +13,9 @@ ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r require
 from extract.ray_engine import KILL_ENV, extract_ray  # noqa: E402
 from extract.runner import ExtractConfig, extract  # noqa: E402
 from extract.store import read_info, read_rows  # noqa: E402
+from tests.samples import copy_sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLE = ROOT / "data" / "sample"
 
 
 @pytest.fixture(scope="module")
@@ -32,12 +31,7 @@ def cluster(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data_and_ref(tmp_path_factory):
-    d = tmp_path_factory.mktemp("rayimgs")
-    for split in ("train", "val"):
-        for cls in ("ants", "bees"):
-            (d / split / cls).mkdir(parents=True)
-            for f in sorted((SAMPLE / split / cls).glob("*.jpg"))[:6]:
-                shutil.copy(f, d / split / cls / f.name)
+    d = copy_sample(tmp_path_factory.mktemp("rayimgs"), 6)
     (d / "val" / "bees" / "zz_empty.jpg").write_bytes(b"")
     ref = d.parent / "ref.h5"
     extract(cfg(d, ref))

@@ -31,6 +31,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from extract.store import FeatureSpec, Manifest, StoreError, open_for_write, partial_path, write_lock
+from tests.samples import copy_sample
 
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE = ROOT / "data" / "sample"
@@ -59,13 +60,7 @@ def one_line_error(r: subprocess.CompletedProcess) -> str:
 
 def make_images(root: Path) -> Path:
     """24 sample photos in train/ and val/ class folders, plus one broken file (so the error table is not empty)."""
-    for split in ("train", "val"):
-        for cls in ("ants", "bees"):
-            (root / split / cls).mkdir(parents=True)
-            for f in sorted((SAMPLE / split / cls).glob("*.jpg"))[:6]:
-                shutil.copy(f, root / split / cls / f.name)
-    (root / "train" / "bees" / "zz_broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
-    return root
+    return copy_sample(root, 6, broken="train/bees/zz_broken.jpg")
 
 
 def small_store(path: Path, n: int = 6) -> Path:

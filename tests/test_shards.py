@@ -1,6 +1,5 @@
 """Sharded extraction and merge: equal to one process, refusals for bad shard sets."""
 
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,20 +8,12 @@ import pytest
 from extract.runner import ExtractConfig, extract
 from extract.shards import merge, parse_shard, shard_bounds
 from extract.store import StoreError, read_info, read_rows
-
-SAMPLE = Path(__file__).resolve().parents[1] / "data" / "sample"
+from tests.samples import copy_sample
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    out = tmp_path_factory.mktemp("shardimgs")
-    for split in ("train", "val"):
-        for cls in ("ants", "bees"):
-            (out / split / cls).mkdir(parents=True)
-            for f in sorted((SAMPLE / split / cls).glob("*.jpg"))[:2]:
-                shutil.copy(f, out / split / cls / f.name)
-    (out / "train" / "ants" / "zz_bad.jpg").write_bytes(b"nope")
-    return out
+    return copy_sample(tmp_path_factory.mktemp("shardimgs"), 2, broken="train/ants/zz_bad.jpg")
 
 
 def cfg(data, out, **kw):
