@@ -32,6 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override every model's preprocessing: comma list of standardize, l2, pca:N, or none")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="write per-epoch TensorBoard scalars of the torch heads under DIR")
+    p.add_argument("--views", choices=("auto", "on", "off", "both"), default=None,
+                   help="train on the store's augmented views (extract --views K) as well: auto (default: when the "
+                        "store has them), on, off, or both (each model twice, with and without, as separate rows)")
+    p.add_argument("--tta", choices=("none", "flip", "both"), default=None,
+                   help="flip: score the average of each image's center and mirrored crops (needs a store with "
+                        "views); both: report with and without (default none)")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for models/ and the reports")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="run the sweeps here (default) or on a Ray cluster via joblib's Ray backend")
@@ -41,7 +47,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def options_from_args(args: argparse.Namespace) -> dict:
     """Keyword arguments for :func:`run_classify`; options left unset are dropped."""
     given = {"feature": args.layer, "models": args.models, "jobs": args.jobs, "seed": args.seed,
-             "allow_partial": args.allow_partial, "preprocess": args.preprocess, "tensorboard": args.tensorboard}
+             "allow_partial": args.allow_partial, "preprocess": args.preprocess, "tensorboard": args.tensorboard,
+             "views": args.views, "tta": args.tta}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -85,13 +85,31 @@ def top_k_accuracy(y: np.ndarray, scores: np.ndarray, classes: np.ndarray, n_cla
             for k in range(1, max(1, min(MAX_TOP_K, n_classes - 1)) + 1)}
 
 
-def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, class_names: list[str],
-             paths: np.ndarray | None = None) -> dict:
-    """Accuracy, balanced accuracy, macro-F1, top-k, log loss (with probabilities), per-class
-    accuracy, confusion matrix, sklearn's classification report, and the misclassified rows."""
-    start = time.perf_counter()
-    pred = model.predict(X)
+def predict_tta(model: Any, X: np.ndarray, X_flip: np.ndarray | None = None
+                ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(predictions, probabilities, scores); with ``X_flip`` (features of the mirrored crops) the
+    probabilities (or decision scores) of both crops are averaged and predictions follow them."""
+    if X_flip is None:
+        return np.asarray(model.predict(X)), *class_scores(model, X)
     proba, scores = class_scores(model, X)
+    proba_f, scores_f = class_scores(model, X_flip)
+    classes = np.asarray(model.classes_)
+    if scores is None:
+        raise ValueError(f"{type(model).__name__} has neither predict_proba nor decision_function; "
+                         "flip TTA cannot average it")
+    proba = None if proba is None else (proba + proba_f) / 2
+    scores = proba if proba is not None else (scores + scores_f) / 2
+    return classes[np.argmax(scores, axis=1)], proba, scores
+
+
+def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, class_names: list[str],
+             paths: np.ndarray | None = None, X_flip: np.ndarray | None = None) -> dict:
+    """Accuracy, balanced accuracy, macro-F1, top-k, log loss (with probabilities), per-class
+    accuracy, confusion matrix, sklearn's classification report, and the misclassified rows.
+
+    ``X_flip``: score the average of each image's center and mirrored crops (flip TTA)."""
+    start = time.perf_counter()
+    pred, proba, scores = predict_tta(model, X, X_flip)
     predict_s = time.perf_counter() - start
     classes = np.asarray(model.classes_)
     names = [class_names[int(c)] if 0 <= int(c) < len(class_names) else str(c) for c in classes]

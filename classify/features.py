@@ -3,6 +3,9 @@
 Train fits, val selects and is the reported score, test is reported once beside it. A store
 without a val split (one tree of class folders) gets a stratified 20% holdout from train,
 with a fixed seed so every model and every run compares on the same rows.
+
+A store extracted with ``--views K`` also gives the train rows' augmented views (never those
+of rows held out for val) and every row's mirrored crop, for flip test-time augmentation.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from classify.splits import stratified_holdout
-from extract.store import StoreError, read_info, read_rows, resolve_feature
+from extract.store import StoreError, read_flip, read_info, read_rows, read_views, resolve_feature
 
 log = logging.getLogger(__name__)
 
@@ -30,9 +33,19 @@ class Split:
     X: np.ndarray  # (n, d) float32
     y: np.ndarray  # (n,) int64 index into class_names
     paths: np.ndarray  # (n,) str, relative to the image root
+    rows: np.ndarray | None = None  # (n,) store rows
+    views: np.ndarray | None = None  # (n, K, d) augmented views, when loaded
+    flip: np.ndarray | None = None  # (n, d) mirrored center crops, when loaded
 
     def __len__(self) -> int:
         return len(self.y)
+
+    def take(self, index: np.ndarray) -> "Split":
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
+        return Split(self.X[index], self.y[index], self.paths[index], pick(self.rows), pick(self.views),
+                     pick(self.flip))
 
 
 @dataclass(frozen=True)
@@ -54,12 +67,32 @@ class FeatureSet:
     def dim(self) -> int:
         return int(self.train.X.shape[1])
 
+    @property
+    def n_views(self) -> int:
+        return 0 if self.train.views is None else int(self.train.views.shape[1])
+
+    @property
+    def has_flip(self) -> bool:
+        return all(s.flip is not None for s in (self.train, self.val, self.test) if s is not None)
+
     def counts(self) -> dict[str, int]:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test) if self.test else 0}
 
 
 def _split(data: dict, mask: np.ndarray) -> Split:
-    return Split(np.asarray(data["X"][mask], dtype=np.float32), data["y"][mask].astype(np.int64), data["paths"][mask])
+    return Split(np.asarray(data["X"][mask], dtype=np.float32), data["y"][mask].astype(np.int64), data["paths"][mask],
+                 data["rows"][mask])
+
+
+def _with_extras(path: Path, key: str, split: Split, views: bool, flip: bool, allow_partial: bool) -> Split:
+    extra = {}
+    if views:
+        extra["views"] = np.asarray(read_views(path, key, split.rows, allow_partial), dtype=np.float32)
+        if not np.isfinite(extra["views"]).all():
+            raise ValueError(f"{path}: some train views are NaN or infinite; re-extract the store")
+    if flip:
+        extra["flip"] = np.asarray(read_flip(path, key, split.rows, allow_partial), dtype=np.float32)
+    return Split(split.X, split.y, split.paths, split.rows, **extra)
 
 
 def _names(labels: np.ndarray, class_names: list[str]) -> list[str]:
@@ -89,16 +122,25 @@ def _check_others(path: Path, train: Split, others: dict[str, Split], class_name
 
 
 def load_features(path: str | os.PathLike, feature: str | None = None, *, allow_partial: bool = False,
-                  holdout: float = HOLDOUT_FRACTION, holdout_seed: int = HOLDOUT_SEED) -> FeatureSet:
+                  holdout: float = HOLDOUT_FRACTION, holdout_seed: int = HOLDOUT_SEED, views: bool = False,
+                  flip: bool = False) -> FeatureSet:
     """Read ``feature`` (a key or layer name; None: the store's default) split for classification.
 
     Rows without a label (-1) or outside train/val/test are left out. An incomplete store
     raises :class:`StoreError` unless ``allow_partial`` (then only written rows are used).
+    ``views`` loads the train rows' augmented views and ``flip`` every split's mirrored crops;
+    a store without them raises :class:`StoreError`.
     """
     info = read_info(path, allow_partial=allow_partial)
     if not info.complete and not allow_partial:
         raise StoreError(f"{info.path}: store is incomplete; rerun the extraction or pass --allow-partial")
     key = resolve_feature(info, feature)
+    if views and not info.views:
+        raise StoreError(f"{info.path}: holds no augmented views (extract with --views K), so --views on cannot "
+                         "train on them")
+    if flip and not info.flip:
+        raise StoreError(f"{info.path}: holds no mirrored crops (extract with --views K), so --tta flip cannot "
+                         "average them")
     data = read_rows(info.path, feature=key, allow_partial=allow_partial)
     labeled = data["y"] >= 0
     ignored = int((~labeled | ~np.isin(data["split"], ["train", "val", "test"])).sum())
@@ -113,12 +155,15 @@ def load_features(path: str | os.PathLike, feature: str | None = None, *, allow_
         keep, held = stratified_holdout(train.y, holdout, holdout_seed)
         if len(held) == 0:
             raise ValueError(f"{info.path}: no val split, and too few train rows for a {holdout:.0%} holdout")
-        train, val = (Split(train.X[i], train.y[i], train.paths[i]) for i in (keep, held))
+        train, val = train.take(keep), train.take(held)
         val_source = VAL_HOLDOUT
         log.info("%s: no val split; holding out %d of %d train rows (stratified, seed %d)",
                  info.path, len(held), len(keep) + len(held), holdout_seed)
     others = {"val": val, **({"test": test} if len(test) else {})}
     _check_others(info.path, train, others, info.class_names)
+    train = _with_extras(info.path, key, train, views, flip, allow_partial)
+    val = _with_extras(info.path, key, val, False, flip, allow_partial)
+    test = _with_extras(info.path, key, test, False, flip, allow_partial) if len(test) else test
     return FeatureSet(store=info.path, feature=key, class_names=list(info.class_names), spec=dict(info.spec),
                       cache_key=info.cache_key, complete=info.complete, train=train, val=val,
                       test=test if len(test) else None, val_source=val_source)

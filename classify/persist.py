@@ -43,6 +43,8 @@ class SavedModel:
     cache_key: str
     store: str  # the store it was trained on
     preprocess: list[str] = field(default_factory=list)
+    views: int = 0  # augmented views per train image it was trained on (0: center crops only)
+    tta: str = "none"  # "flip": predict the average of the center and mirrored crops
     versions: dict = field(default_factory=dict)  # library versions at save time
     format_version: int = FORMAT_VERSION
 

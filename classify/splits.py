@@ -4,6 +4,11 @@ Cached-feature datasets are often small (the bundled sample has ~60 images per
 class, some Kaggle classes have a handful), so the splitters here shrink instead
 of failing: k-fold uses fewer folds when the rarest class cannot fill five, and
 the holdout keeps singleton classes in train.
+
+Augmented views of an image are near-copies of it, so they must never sit on both sides of a
+split. Training on views passes ``groups`` (one id per source image, its center crop first):
+folds are then drawn over images, and a held-out fold is scored on center crops only, the way
+val and test are scored.
 """
 
 from __future__ import annotations
@@ -36,6 +41,20 @@ def _folds_for(n_splits: int, y: np.ndarray) -> int:
     return int(max(2, min(n_splits, counts.min())))
 
 
+def group_centers(groups: np.ndarray) -> np.ndarray:
+    """Index of each group's first sample (its center crop), in sample order."""
+    _, first = np.unique(np.asarray(groups), return_index=True)
+    return np.sort(first)
+
+
+def grouped(groups: np.ndarray, center_split: tuple[np.ndarray, np.ndarray], centers: np.ndarray
+            ) -> tuple[np.ndarray, np.ndarray]:
+    """A split of the centers -> (every sample of the train images, the held-out centers)."""
+    train, held = center_split
+    groups = np.asarray(groups)
+    return np.flatnonzero(np.isin(groups, groups[centers[train]])), centers[held]
+
+
 class SmallDataKFold(StratifiedKFold):
     """Shuffled, seeded StratifiedKFold whose fold count shrinks to the rarest class's size.
 
@@ -47,8 +66,18 @@ class SmallDataKFold(StratifiedKFold):
         super().__init__(n_splits=n_splits, shuffle=True, random_state=random_state)
 
     def split(self, X, y, groups=None):
-        k = _folds_for(self.n_splits, np.asarray(y))
-        yield from StratifiedKFold(k, shuffle=True, random_state=self.random_state).split(X, y, groups)
+        y = np.asarray(y)
+        if groups is None:
+            k = _folds_for(self.n_splits, y)
+            yield from StratifiedKFold(k, shuffle=True, random_state=self.random_state).split(X, y)
+            return
+        centers = group_centers(groups)  # without views: every sample, so the same folds as above
+        k = _folds_for(self.n_splits, y[centers])
+        for fold in StratifiedKFold(k, shuffle=True, random_state=self.random_state).split(centers, y[centers]):
+            yield grouped(groups, fold, centers)
 
     def get_n_splits(self, X=None, y=None, groups=None) -> int:
-        return self.n_splits if y is None else _folds_for(self.n_splits, np.asarray(y))
+        if y is None:
+            return self.n_splits
+        y = np.asarray(y)
+        return _folds_for(self.n_splits, y if groups is None else y[group_centers(groups)])

@@ -17,7 +17,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from classify.splits import stratified_holdout
+from classify.splits import group_centers, grouped, stratified_holdout
 
 log = logging.getLogger(__name__)
 
@@ -80,14 +80,23 @@ class TorchHead(ClassifierMixin, BaseEstimator):
                 raise ValueError(f"The {name!r} parameter of {type(self).__name__} must be {what}. "
                                  f"Got {value!r} instead.")
 
-    def fit(self, X, y) -> "TorchHead":
+    def fit(self, X, y, groups=None) -> "TorchHead":
+        """``groups`` (one id per source image, its center crop first) keeps an image's augmented
+        views out of the early-stopping fold, which then holds center crops only."""
         self._check_params()
         X, y = validate_data(self, X, y, dtype=np.float32)
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"{type(self).__name__} needs at least 2 classes in y; got 1 class: {self.classes_.tolist()}")
-        train, val = stratified_holdout(codes, self.val_fraction, self.random_state)
+        if groups is None:
+            train, val = stratified_holdout(codes, self.val_fraction, self.random_state)
+        else:
+            if len(groups) != len(y):
+                raise ValueError(f"groups has {len(groups)} entries for {len(y)} samples")
+            centers = group_centers(groups)
+            train, val = grouped(groups, stratified_holdout(codes[centers], self.val_fraction, self.random_state),
+                                 centers)
         if len(val) == 0:
             raise ValueError(f"{type(self).__name__}: {len(y)} rows are too few to carve an early-stopping fold")
         import torch

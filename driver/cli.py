@@ -33,10 +33,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int)
     p.add_argument("--tensorboard", help="write torch-head training curves and misclassified images here")
     p.add_argument("--image-root", help="folder a CSV's paths are relative to")
+    p.add_argument("--views", type=int, metavar="K",
+                   help="store K augmented views per train image (and mirrored crops) at extraction (default 0)")
+    p.add_argument("--train-on-views", choices=("auto", "on", "off", "both"),
+                   help="classify on the views too: auto (when stored), on, off, or both as separate rows")
+    p.add_argument("--tta", choices=("none", "flip", "both"), help="flip test-time augmentation (needs --views)")
 
 
 FLAG_KEYS = ("data", "out", "backbones", "layers", "pools", "models", "weights", "cache_dir", "batch_size",
-             "workers", "device", "precision", "jobs", "seed", "tensorboard", "image_root")
+             "workers", "device", "precision", "jobs", "seed", "tensorboard", "image_root", "views",
+             "train_on_views", "tta")
 
 
 def main_run(args: argparse.Namespace) -> int:
@@ -64,7 +70,7 @@ def main_predict(args: argparse.Namespace) -> int:
     from driver.predict import predict
 
     res = predict(args.model, args.images, args.out, features=args.features, weights_file=args.weights,
-                  progress=not args.quiet and sys.stderr.isatty())
+                  progress=not args.quiet and sys.stderr.isatty(), tta=args.tta)
     print(f"wrote {res['rows']} predictions to {res['out']}" + (f"; {res['errors']} unreadable images listed with "
                                                                  "their error" if res["errors"] else ""))
     return 0
@@ -80,4 +86,6 @@ def add_predict_subcommand(sub: argparse._SubParsersAction, parents: list[argpar
     p.add_argument("--features", help="predict on a feature store instead of images (must match the model's spec)")
     p.add_argument("--weights", help="the backbone weights FILE, when the model was trained on one")
     p.add_argument("--out", required=True, help="CSV to write: path, predicted, p_<class>..., error")
+    p.add_argument("--no-tta", dest="tta", action="store_false",
+                   help="score the center crop only, even for a model saved with flip TTA")
     p.set_defaults(func=main_predict)

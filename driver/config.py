@@ -39,6 +39,9 @@ class RunConfig:
     seed: int = 0
     tensorboard: str | None = None
     image_root: str | None = None
+    views: int = 0  # augmented views per train image stored at extraction (0: none)
+    train_on_views: str = "auto"  # classify --views: auto | on | off | both
+    tta: str = "none"  # classify --tta: none | flip | both
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -94,7 +97,10 @@ def resolve(file_values: dict, flag_values: dict, source: str = "--config") -> R
             raise ConfigError(f"--{key} is required (on the command line or in the config file)")
     for key in LIST_KEYS & set(merged):
         merged[key] = _as_tuple(key, merged[key])
-    for key in ("batch_size", "jobs", "seed"):
+    for key in ("batch_size", "jobs", "seed", "views"):
         if key in merged and not isinstance(merged[key], int):
             raise ConfigError(f"{key}: expected an integer, got {merged[key]!r}")
+    for key, choices in (("train_on_views", ("auto", "on", "off", "both")), ("tta", ("none", "flip", "both"))):
+        if key in merged and merged[key] not in choices:
+            raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {merged[key]!r}")
     return RunConfig(**merged)

@@ -40,7 +40,8 @@ def check_store_matches(saved, store: str) -> str:  # noqa: ANN001 - classify.pe
     return resolve_feature(info, saved.feature)
 
 
-def _extract_for(saved, files: list[str], work: Path, weights_file: str | None, progress: bool) -> Path:  # noqa: ANN001
+def _extract_for(saved, files: list[str], work: Path, weights_file: str | None, progress: bool,  # noqa: ANN001
+                 flip: bool) -> Path:
     from extract.hooks import Tap
     from extract.runner import ExtractConfig, execute, plan
     from extract.sources import from_files
@@ -54,7 +55,7 @@ def _extract_for(saved, files: list[str], work: Path, weights_file: str | None, 
         data="-", backbone=spec["backbone"], out=str(work / "predict.h5"), layers=(Tap.parse(layer).name,),
         pools=("avg",) if pool == "none" else (pool,), weights="DEFAULT" if wid.startswith("file:") else wid,
         weights_file=weights_file, precision=spec.get("precision", "fp32"), dtype=spec.get("dtype", "float32"),
-        draft=bool(spec.get("draft")), max_pixels=spec.get("max_pixels"), progress=progress,
+        draft=bool(spec.get("draft")), max_pixels=spec.get("max_pixels"), flip=flip, progress=progress,
     )
     p = plan(cfg, manifest=from_files(files))
     if p.backbone.weights_sha256 != spec.get("weights_sha256"):
@@ -68,14 +69,18 @@ def _extract_for(saved, files: list[str], work: Path, weights_file: str | None, 
 
 
 def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str | None = None,
-            weights_file: str | None = None, progress: bool = False) -> dict:
-    """Write ``path, predicted, p(<class>)...`` rows (plus error rows) to ``out_csv``."""
-    from classify.evaluate import class_scores
+            weights_file: str | None = None, progress: bool = False, tta: bool = True) -> dict:
+    """Write ``path, predicted, p(<class>)...`` rows (plus error rows) to ``out_csv``.
+
+    A model saved with flip TTA averages each image's center and mirrored crops, as it was
+    scored in classify, unless ``tta`` is False."""
+    from classify.evaluate import predict_tta
     from classify.persist import load_model
     from extract.files import atomic_write
-    from extract.store import read_info, read_rows
+    from extract.store import read_flip, read_info, read_rows
 
     saved = load_model(model_path)
+    flip = tta and getattr(saved, "tta", "none") == "flip"
     out = Path(out_csv)
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: directory {out.parent} does not exist")
@@ -83,18 +88,21 @@ def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str |
         if features:
             store, errors = features, []
             key = check_store_matches(saved, store)
+            if flip and not read_info(store).flip:
+                raise MismatchError(f"{store}: holds no mirrored crops, which this flip-TTA model averages; "
+                                    "extract with --views K, or pass --no-tta")
         else:
             if not inputs:
                 raise ValueError("predict: give IMAGES or a DIR, or --features F.h5")
-            store = str(_extract_for(saved, inputs, Path(tmp), weights_file, progress))
+            store = str(_extract_for(saved, inputs, Path(tmp), weights_file, progress, flip))
             key = saved.feature
             errors = read_info(store).errors
         data = read_rows(store, feature=key)
         expected = getattr(saved.model, "n_features_in_", None)
         if expected is not None and data["X"].shape[1] != expected:
             raise MismatchError(f"features have {data['X'].shape[1]} dims, the model expects {expected}")
-        pred = saved.model.predict(data["X"]) if len(data["X"]) else np.empty(0, int)
-        proba, _ = class_scores(saved.model, data["X"]) if len(data["X"]) else (None, None)
+        X_flip = read_flip(store, key, data["rows"]) if flip else None
+        pred, proba, _ = predict_tta(saved.model, data["X"], X_flip) if len(data["X"]) else (np.empty(0, int), None, None)
         classes = list(np.asarray(saved.model.classes_))
         names = saved.class_names
         buf = io.StringIO()

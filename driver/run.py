@@ -46,7 +46,7 @@ def extract_all(cfg: RunConfig, progress: bool) -> list[dict]:
         ecfg = ExtractConfig(data=cfg.data, backbone=name, out="-", layers=cfg.layers, pools=cfg.pools,
                              weights=weights, weights_file=weights_file, batch_size=cfg.batch_size,
                              workers=cfg.workers, device=cfg.device, precision=cfg.precision,
-                             image_root=cfg.image_root, progress=progress)
+                             image_root=cfg.image_root, views=cfg.views, progress=progress)
         p = plan(ecfg, manifest=manifest)
         store = cfg.feature_dir / f"{safe_name(name)}-{p.cache_key[:12]}.h5"
         summary = execute(p, store)
@@ -75,7 +75,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
             log.info("classifying %s %s with %s", rec["backbone"], key, ",".join(cfg.models))
             tb = str(Path(cfg.tensorboard) / name) if cfg.tensorboard else None
             res = run_classify(rec["store"], feature=key, models=list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
-                               out_dir=out / "classify" / name, tensorboard=tb)
+                               out_dir=out / "classify" / name, tensorboard=tb, views=cfg.train_on_views,
+                               tta=cfg.tta)
             for r in res:
                 row = r if isinstance(r, dict) else r.to_dict()
                 results.append({"backbone": rec["backbone"], "feature": key, "store": rec["store"], **row})

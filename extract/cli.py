@@ -15,6 +15,16 @@ def _csv_list(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
+def _scale(text: str) -> tuple[float, float]:
+    try:
+        parts = [float(t) for t in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected MIN or MIN,MAX, e.g. 0.35 or 0.35,1") from None
+    if len(parts) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"{text!r}: expected MIN or MIN,MAX, e.g. 0.35 or 0.35,1")
+    return (parts[0], parts[1] if len(parts) == 2 else 1.0)
+
+
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
     """Options that pick the backbone; shared by extract, layers and run."""
     p.add_argument("--backbone", required=True, help="efficientnet_lite0, resnet50, vit_b_16, timm:NAME, ...")
@@ -35,6 +45,13 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
                    "(default avg; vectors are stored as they are)")
     g.add_argument("--dtype", choices=("float32", "float16"), default=None, help="storage dtype (default float32)")
     g.add_argument("--compression", choices=("gzip", "lzf"), default=None, help="HDF5 compression (default none)")
+    g = p.add_argument_group("augmented views")
+    g.add_argument("--views", type=int, default=None, metavar="K",
+                   help="also store K seeded RandomResizedCrop+flip views of every train image, and every "
+                        "image's mirrored crop (classify trains on the views; default 0)")
+    g.add_argument("--view-seed", type=int, default=None, help="seed of the views (default 0)")
+    g.add_argument("--view-scale", type=_scale, default=None, metavar="MIN[,MAX]",
+                   help="area range of the view crops as fractions of the image (default 0.08,1 as torchvision)")
     g = p.add_argument_group("speed")
     g.add_argument("--batch-size", type=int, default=None, help="images per forward (default 32)")
     g.add_argument("--workers", type=int, default=None, help="DataLoader decode workers (default: per device)")
@@ -85,7 +102,8 @@ def config_from_args(args: argparse.Namespace, **override: object):  # -> Extrac
         "device": args.device, "precision": args.precision, "dtype": args.dtype, "compression": args.compression,
         "channels_last": args.channels_last, "draft": args.draft, "image_root": args.image_root,
         "allow_outside_root": args.allow_outside_root, "overwrite": getattr(args, "overwrite", None),
-        "shard": getattr(args, "shard", None),
+        "shard": getattr(args, "shard", None), "views": args.views, "view_seed": args.view_seed,
+        "view_scale": args.view_scale,
         "progress": not getattr(args, "quiet", False) and sys.stderr.isatty(),
     }
     if args.max_pixels is not None:
@@ -144,6 +162,11 @@ def main_info(args: argparse.Namespace) -> int:
     for key, dim in info.features.items():
         mark = " (default)" if key == info.default_feature else ""
         print(f"  feature    {key}  dim {dim}{mark}")
+    if info.views or info.flip:
+        v = spec.get("views", {})
+        print(f"  views      {info.views} per {'/'.join(v.get('splits', []))} row (seed {v.get('seed')}, "
+              f"scale {v.get('scale')}, ratio {[round(r, 3) for r in v.get('ratio', [])]}); mirrored crops of "
+              f"every row: {'yes' if info.flip else 'no'}")
     print(f"  made with  torch {prov.get('torch')}, torchvision {prov.get('torchvision')}, "
           f"on {prov.get('device')} at {prov.get('created')}")
     for path, msg in info.errors[: args.errors]:

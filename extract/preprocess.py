@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Collection, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -30,12 +30,18 @@ def build_transform(spec: TransformSpec) -> Callable:
 
 
 class ImageRows(Dataset):
-    """Items are (row, tensor | None, error message) for the given store rows."""
+    """Items are (row, tensor | None, error message) for the given store rows.
+
+    With ``views`` (callables ``(image, row) -> tensor``), rows in ``view_rows`` decode once and
+    yield a (1 + len(views), 3, H, W) stack: the plain transform first, then each view.
+    """
 
     def __init__(self, root: str | Path, paths: Sequence[str], rows: Sequence[int], transform: Callable,
-                 max_pixels: int | None = None, draft_size: int | None = None):
+                 max_pixels: int | None = None, draft_size: int | None = None,
+                 views: Sequence[Callable] = (), view_rows: Collection[int] = ()):
         self.root, self.paths, self.rows = Path(root), paths, list(rows)
         self.transform, self.max_pixels, self.draft_size = transform, max_pixels, draft_size
+        self.views, self.view_rows = list(views), frozenset(int(r) for r in view_rows) if views else frozenset()
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -44,7 +50,10 @@ class ImageRows(Dataset):
         row = self.rows[i]
         try:
             img = load_image(self.root / self.paths[row], max_pixels=self.max_pixels, draft_size=self.draft_size)
-            return row, self.transform(img), ""
+            x = self.transform(img)
+            if row in self.view_rows:
+                x = torch.stack([x] + [view(img, row) for view in self.views])
+            return row, x, ""
         except ImageError as e:
             return row, None, str(e)
         except Exception as e:  # noqa: BLE001 - a transform failing on one odd image must not end the job
@@ -58,3 +67,16 @@ def collate(batch: list[tuple[int, torch.Tensor | None, str]]) -> tuple[torch.Te
     rows = torch.tensor([r for r, _ in good], dtype=torch.int64)
     images = torch.stack([x for _, x in good]) if good else None
     return rows, images, errors
+
+
+def collate_views(batch: list[tuple[int, torch.Tensor | None, str]]
+                  ) -> tuple[torch.Tensor, torch.Tensor | None, dict, torch.Tensor, torch.Tensor | None]:
+    """:func:`collate` for :class:`ImageRows` with views: also (view_rows (M,), views (M, K, 3, H, W))."""
+    good = [(r, x) for r, x, _ in batch if x is not None]
+    errors = {r: msg for r, x, msg in batch if x is None}
+    rows = torch.tensor([r for r, _ in good], dtype=torch.int64)
+    images = torch.stack([x[0] if x.dim() == 4 else x for _, x in good]) if good else None
+    stacked = [(r, x[1:]) for r, x in good if x.dim() == 4]
+    view_rows = torch.tensor([r for r, _ in stacked], dtype=torch.int64)
+    views = torch.stack([v for _, v in stacked]) if stacked else None
+    return rows, images, errors, view_rows, views

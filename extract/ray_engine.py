@@ -101,6 +101,9 @@ class _Extractor:
 def extract_ray(cfg: ExtractConfig, *, address: str | None = None, workers: int = 2, gpus_per_worker: float = 0,
                 cpus_per_worker: float = 1) -> ExtractSummary:
     """Plan locally (validates everything before the cluster is touched), then run the rows on Ray."""
+    if cfg.views:
+        raise ValueError("--views with --engine ray is not supported; extract views with the local engine "
+                         "(or --shard K/N on each machine)")
     p = plan(cfg)
     out = Path(cfg.out)
     t0 = time.perf_counter()

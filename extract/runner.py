@@ -29,9 +29,10 @@ from tqdm import tqdm
 from extract import __version__
 from extract.backbones import Backbone, create_backbone
 from extract.hooks import FeatureHooks, Tap
-from extract.preprocess import ImageRows, build_transform, collate
+from extract.preprocess import ImageRows, build_transform, collate, collate_views
 from extract.sources import build_manifest
-from extract.store import FeatureSpec, Manifest, open_for_write, write_lock
+from extract.store import FeatureSpec, Manifest, ViewLayout, open_for_write, write_lock
+from extract.views import DEFAULT_RATIO, DEFAULT_SCALE, view_transform
 
 log = logging.getLogger(__name__)
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
@@ -61,6 +62,11 @@ class ExtractConfig:
     allow_outside_root: bool = False
     overwrite: bool = False
     shard: str | None = None  # "K/N": this job's 1/N slice of the manifest (0-based K)
+    views: int = 0  # augmented views (RandomResizedCrop + flip) stored per train row; >0 also stores flips
+    view_seed: int = 0
+    view_splits: tuple[str, ...] = ("train",)
+    view_scale: tuple[float, float] = DEFAULT_SCALE  # RandomResizedCrop's area range
+    flip: bool = False  # store every row's mirrored crop (flip TTA); implied by views > 0
     progress: bool = True
 
 
@@ -76,12 +82,14 @@ class ExtractSummary:
     file_mb: float
     features: dict[str, int] = field(default_factory=dict)
     errors: list[tuple[str, str]] = field(default_factory=list)
+    views: int = 0
 
     def line(self) -> str:
         if self.status == "hit":
             return f"cache hit: {self.store} already holds these {self.rows} rows ({self.file_mb:.1f} MB)"
         what = "resumed" if self.status == "resume" else "wrote"
-        return (f"{what} {self.written} rows of {self.rows} to {self.store} in {self.seconds:.1f} s "
+        views = f" with {self.views} augmented views each of the train rows and every row's mirror" if self.views else ""
+        return (f"{what} {self.written} rows of {self.rows}{views} to {self.store} in {self.seconds:.1f} s "
                 f"({self.images_per_s:.1f} img/s, {self.file_mb:.1f} MB); skipped {self.skipped} unreadable")
 
 
@@ -169,7 +177,22 @@ def cache_spec(cfg: ExtractConfig, backbone: Backbone, features: list[FeatureSpe
         "dtype": cfg.dtype,
         "manifest": manifest.fingerprint,
         "rows": len(manifest),
+        **({"views": view_spec(cfg)} if cfg.views or cfg.flip else {}),  # absent when off: plain stores keep keys
     }
+
+
+def view_spec(cfg: ExtractConfig) -> dict:
+    return {"k": cfg.views, "seed": cfg.view_seed, "scale": list(cfg.view_scale), "ratio": list(DEFAULT_RATIO),
+            "splits": list(cfg.view_splits), "flip": True}
+
+
+def view_layout(cfg: ExtractConfig, manifest: Manifest) -> ViewLayout | None:
+    """The rows that get views: those of ``view_splits`` (a single-tree store's rows are all "train")."""
+    if not (cfg.views or cfg.flip):
+        return None
+    rows = np.flatnonzero(np.isin(np.asarray(manifest.splits, dtype=object), list(cfg.view_splits)))
+    attrs = {k: v for k, v in view_spec(cfg).items() if k != "k"}
+    return ViewLayout(rows=rows.astype(np.int64), k=cfg.views, flip=True, attrs=attrs)
 
 
 def cache_key(spec: dict) -> str:
@@ -228,6 +251,14 @@ def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbon
         raise ValueError(f"--workers {cfg.workers}: must be >= 0 (0 decodes in the main process)")
     if cfg.max_pixels is not None and cfg.max_pixels < 1:
         raise ValueError(f"--max-pixels {cfg.max_pixels}: must be a positive pixel count (0: no limit)")
+    for name, value in (("--views", cfg.views), ("--view-seed", cfg.view_seed)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} {value!r}: must be an integer >= 0")
+    lo, hi = cfg.view_scale
+    if not 0 < lo <= hi <= 1:
+        raise ValueError(f"--view-scale {lo},{hi}: expected 0 < min <= max <= 1 (fractions of the image area)")
+    if cfg.views and not cfg.view_splits:
+        raise ValueError("--view-splits: name at least one split (e.g. train)")
     if cfg.dtype not in ("float32", "float16"):
         raise ValueError(f"--dtype {cfg.dtype!r}: expected float32 or float16")
     device = pick_device(cfg.device)
@@ -257,7 +288,8 @@ def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
     with write_lock(out):
         writer = open_for_write(out, p.manifest, p.features, cache_key=p.cache_key, spec=p.spec,
                                 provenance=_provenance(p.cfg, p.backbone, p.device), default_feature=p.default_key,
-                                dtype=p.cfg.dtype, compression=p.cfg.compression, overwrite=p.cfg.overwrite)
+                                dtype=p.cfg.dtype, compression=p.cfg.compression, overwrite=p.cfg.overwrite,
+                                views=view_layout(p.cfg, p.manifest))
         if writer.status == "hit":
             return _summary(out, "hit", len(p.manifest), 0, 0.0, p.features)
         log.info("%s %s: %d of %d rows to extract", "resuming" if writer.status == "resume" else "writing",
@@ -303,38 +335,63 @@ def _ignore_sigint(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
 
 
+def _forward(hooks: FeatureHooks, x: torch.Tensor, cfg: ExtractConfig, device: torch.device,
+             precision: str) -> dict[str, np.ndarray]:
+    """Pooled features of ``x`` as float32 numpy, ``batch_size`` images per forward."""
+    parts: list[dict[str, torch.Tensor]] = []
+    for chunk in x.split(cfg.batch_size):
+        chunk = chunk.to(device, non_blocking=True)
+        if cfg.channels_last and device.type != "mps":
+            chunk = chunk.contiguous(memory_format=torch.channels_last)
+        with _autocast(device, precision):
+            parts.append({k: v.float().cpu() for k, v in hooks(chunk).items()})
+    return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
+
+
+def _with_nan_rows(feats: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
+    """Error rows keep the NaN fill value."""
+    return {k: np.concatenate([v, np.full((n, v.shape[1]), np.nan, np.float32)]) for k, v in feats.items()}
+
+
 def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest: Manifest, writer,
               device: torch.device, precision: str) -> int:
     model = backbone.model.to(device)
     if cfg.channels_last and device.type != "mps":
         model = model.to(memory_format=torch.channels_last)
     draft = max(backbone.transform.resize, backbone.transform.crop) if cfg.draft else None
+    layout = view_layout(cfg, manifest)
+    views = [view_transform(backbone.transform, cfg.view_seed, v, scale=cfg.view_scale) for v in range(cfg.views)]
     dataset = ImageRows(manifest.root, manifest.paths, writer.pending, build_transform(backbone.transform),
-                        cfg.max_pixels, draft)
+                        cfg.max_pixels, draft, views=views, view_rows=layout.rows if layout else ())
     workers = default_workers(device) if cfg.workers is None else cfg.workers
     loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate, pin_memory=device.type == "cuda",
+                        collate_fn=collate_views if layout else collate, pin_memory=device.type == "cuda",
                         persistent_workers=False, prefetch_factor=4 if workers else None,
                         worker_init_fn=_ignore_sigint if workers else None)
     written = 0
     bar = tqdm(total=len(dataset), unit="img", disable=not cfg.progress, dynamic_ncols=True, smoothing=0.1)
     with FeatureHooks(model, taps, cfg.pools) as hooks, torch.inference_mode(), bar, _StopAtBatchEnd() as stop:
-        for rows, images, errors in loader:
+        for batch in loader:
             if stop.requested:
                 break  # leaving the loop shuts the workers down before the interrupt propagates
-            feats = {}
+            rows, images, errors = batch[:3]
+            feats, flips, view_feats = {}, None, None
             if images is not None:
-                x = images.to(device, non_blocking=True)
-                if cfg.channels_last and device.type != "mps":
-                    x = x.contiguous(memory_format=torch.channels_last)
-                with _autocast(device, precision):
-                    out = hooks(x)
-                feats = {k: v.float().cpu().numpy() for k, v in out.items()}
+                n, parts = len(images), [images]
+                if layout is not None:
+                    parts.append(images.flip(-1))  # the mirrored center crop, for flip TTA
+                    if batch[4] is not None:
+                        parts.append(batch[4].flatten(0, 1))
+                out = _forward(hooks, torch.cat(parts) if len(parts) > 1 else images, cfg, device, precision)
+                feats = {k: v[:n] for k, v in out.items()}
+                if layout is not None:
+                    flips = _with_nan_rows({k: v[n:2 * n] for k, v in out.items()}, len(errors))
+                    if batch[4] is not None:
+                        m = len(batch[3])
+                        view_feats = (batch[3].numpy(), {k: v[2 * n:].reshape(m, cfg.views, -1) for k, v in out.items()})
             all_rows = np.concatenate([rows.numpy(), np.array(sorted(errors), dtype=np.int64)])
             if len(all_rows):
-                for k in feats:  # error rows keep the NaN fill value
-                    feats[k] = np.concatenate([feats[k], np.full((len(errors), feats[k].shape[1]), np.nan, np.float32)])
-                writer.write(all_rows, feats, errors)
+                writer.write(all_rows, _with_nan_rows(feats, len(errors)), errors, flips=flips, views=view_feats)
             for row, msg in errors.items():
                 log.warning("skipped %s: %s", manifest.paths[row], msg)
             written += len(rows) + len(errors)
@@ -353,4 +410,5 @@ def _summary(path: Path, status: str, rows: int, written: int, seconds: float,
         store=str(path), status=status, rows=rows, written=written, skipped=len(info.errors),
         seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
         file_mb=path.stat().st_size / 1e6, features={f.key: f.dim for f in features}, errors=info.errors,
+        views=info.views,
     )

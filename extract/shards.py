@@ -56,6 +56,9 @@ def _check_shards(paths: list[Path]) -> list:
             raise StoreError(f"{info.path}: shard is incomplete; rerun its extraction first")
         if "shard" not in info.spec:
             raise StoreError(f"{info.path}: not a shard (extracted without --shard)")
+        if info.views or info.flip:
+            raise StoreError(f"{info.path}: holds augmented views; merging view stores is not supported "
+                             "(extract --views in one job)")
     ref = base_spec(infos[0].spec)
     for info in infos[1:]:
         other = base_spec(info.spec)

@@ -13,6 +13,12 @@ torch nor scikit-learn. Layout (schema version 1)::
     /errors   (E,) {row, message}
     /features/<layer>/<pool>  (N, D) float32|float16, attrs: layer, side, pool, raw_shape
 
+With ``extract --views K`` (augmented feature cache), also::
+
+    /view_rows (M,) int64  the rows that have views (the train rows), ascending
+    /views/<layer>/<pool>  (M, K, D) features of K seeded RandomResizedCrop+flip views of each
+    /flip/<layer>/<pool>   (N, D) features of every row's mirrored center crop (flip TTA)
+
 The file is written as ``OUT.partial`` and renamed to ``OUT`` only once every row
 is flushed, so a file at the final path is always complete and an interrupted run
 resumes from the partial one. Rows are flushed batch by batch; a SIGKILL can lose
@@ -79,6 +85,8 @@ class StoreInfo:
     n_ok: int
     errors: list[tuple[str, str]] = field(default_factory=list)
     split_counts: dict[str, int] = field(default_factory=dict)
+    views: int = 0  # augmented views per view row (0: none stored)
+    flip: bool = False  # mirrored center crops stored for every row
 
 
 def partial_path(path: str | os.PathLike) -> Path:
@@ -158,6 +166,8 @@ def read_info(path: str | os.PathLike, allow_partial: bool = True) -> StoreInfo:
             n_ok=int((done & ok).sum()),
             errors=errors,
             split_counts={str(k): int(v) for k, v in zip(names, counts)},
+            views=int(f["views"].attrs["k"]) if "views" in f else 0,
+            flip="flip" in f,
         )
 
 
@@ -200,14 +210,8 @@ def read_rows(
         if splits is not None:
             keep &= np.isin(split, list(splits))
         rows = np.flatnonzero(keep)
-        ds = f[f"features/{key}"]
-        X = np.empty((len(rows), ds.shape[1]), dtype=ds.dtype)
-        # Read contiguous row ranges chunk by chunk: fancy indexing in h5py is slow.
-        for start in range(0, ds.shape[0], chunk_rows):
-            stop = min(start + chunk_rows, ds.shape[0])
-            sel = (rows >= start) & (rows < stop)
-            if sel.any():
-                X[sel] = ds[start:stop][rows[sel] - start]
+        # Contiguous row ranges chunk by chunk: fancy indexing in h5py is slow.
+        X = _read_at(f[f"features/{key}"], rows, chunk_rows)
         return {
             "X": X,
             "y": f["labels"][:][rows],
@@ -216,6 +220,44 @@ def read_rows(
             "rows": rows,
             "feature": np.array(key),
         }
+
+
+def _read_at(ds: h5py.Dataset, index: np.ndarray, chunk_rows: int = 8192) -> np.ndarray:
+    """``ds[index]`` for ascending or not, repeated or not, indices, read in contiguous slices."""
+    out = np.empty((len(index),) + ds.shape[1:], dtype=ds.dtype)
+    for start in range(0, ds.shape[0], chunk_rows):
+        stop = min(start + chunk_rows, ds.shape[0])
+        sel = (index >= start) & (index < stop)
+        if sel.any():
+            out[sel] = ds[start:stop][index[sel] - start]
+    return out
+
+
+def read_views(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False) -> np.ndarray:
+    """(len(rows), K, D) augmented-view features of store ``rows``; every row must have views."""
+    info = read_info(path, allow_partial=allow_partial)
+    if not info.views:
+        raise StoreError(f"{info.path}: holds no augmented views; extract with --views K")
+    key = resolve_feature(info, feature)
+    rows = np.asarray(rows, dtype=np.int64)
+    with _open_h5(info.path) as f:
+        view_rows = f["view_rows"][:]
+        at = np.searchsorted(view_rows, rows)
+        missing = (at >= len(view_rows)) | (view_rows[np.minimum(at, len(view_rows) - 1)] != rows)
+        if missing.any():
+            raise StoreError(f"{info.path}: {int(missing.sum())} of the requested rows have no views "
+                             f"(views are stored for {info.spec.get('views', {}).get('splits')} rows)")
+        return _read_at(f[f"views/{key}"], at)
+
+
+def read_flip(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False) -> np.ndarray:
+    """(len(rows), D) features of the mirrored center crops of store ``rows``."""
+    info = read_info(path, allow_partial=allow_partial)
+    if not info.flip:
+        raise StoreError(f"{info.path}: holds no flipped crops; extract with --views K (which stores them)")
+    key = resolve_feature(info, feature)
+    with _open_h5(info.path) as f:
+        return _read_at(f[f"flip/{key}"], np.asarray(rows, dtype=np.int64))
 
 
 # --------------------------------------------------------------------------- writing
@@ -281,8 +323,19 @@ class StoreWriter:
         self._f = f
         self.pending = np.flatnonzero(~f["done"][:]) if f is not None else np.empty(0, np.int64)
 
-    def write(self, rows: np.ndarray, features: dict[str, np.ndarray], errors: dict[int, str] | None = None) -> None:
-        """Write a batch at its row indices, then mark those rows done and flush."""
+    def write(self, rows: np.ndarray, features: dict[str, np.ndarray], errors: dict[int, str] | None = None,
+              *, flips: dict[str, np.ndarray] | None = None,
+              views: tuple[np.ndarray, dict[str, np.ndarray]] | None = None) -> None:
+        """Write a batch at its row indices, then mark those rows done and flush.
+
+        ``flips`` are aligned with ``features``; ``views`` is (view rows (M,), {key: (M, K, D)})
+        for the batch's rows that have views. Both land before the done flags, like the features.
+        """
+        if flips:
+            self._write_rows("flip", rows, flips)
+        if views is not None and len(views[0]):
+            at = np.searchsorted(self._f["view_rows"][:], np.asarray(views[0], dtype=np.int64))
+            self._write_rows("views", at, views[1])
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
@@ -309,6 +362,18 @@ class StoreWriter:
             self._f["done"][rows] = True
         self._f.flush()
 
+    def _write_rows(self, group: str, index: np.ndarray, values: dict[str, np.ndarray]) -> None:
+        index = np.asarray(index, dtype=np.int64)
+        order = np.argsort(index, kind="stable")
+        index = index[order]
+        for key, v in values.items():
+            ds = self._f[f"{group}/{key}"]
+            v = np.asarray(v)[order].astype(ds.dtype, copy=False)
+            if int(index[-1]) + 1 - int(index[0]) == len(index):
+                ds[int(index[0]):int(index[-1]) + 1] = v
+            else:
+                ds[index] = v
+
     def finish(self) -> Path:
         """Mark the store complete and move it to its final path."""
         done = self._f["done"][:]
@@ -330,8 +395,19 @@ def _chunk_rows(dim: int, itemsize: int) -> int:
     return int(max(16, min(4096, (1 << 20) // max(1, dim * itemsize))))
 
 
+@dataclass(frozen=True)
+class ViewLayout:
+    """Which rows get augmented views, how many, and whether every row gets a mirrored crop."""
+
+    rows: np.ndarray  # (M,) ascending store rows
+    k: int
+    flip: bool
+    attrs: dict  # how the views were drawn (seed, scale, ratio, splits), for provenance
+
+
 def _create(path: Path, manifest: Manifest, features: Sequence[FeatureSpec], *, cache_key: str, spec: dict,
-            provenance: dict, default_feature: str, dtype: str, compression: str | None) -> None:
+            provenance: dict, default_feature: str, dtype: str, compression: str | None,
+            views: ViewLayout | None = None) -> None:
     n = len(manifest)
     tmp = partial_path(path)
     with h5py.File(tmp, "w") as f:
@@ -359,6 +435,25 @@ def _create(path: Path, manifest: Manifest, features: Sequence[FeatureSpec], *, 
                 compression=compression, fillvalue=np.nan,
             )
             ds.attrs.update(layer=fs.layer, side=fs.side, pool=fs.pool, raw_shape=json.dumps(list(fs.raw_shape)))
+        if views is not None:
+            _create_views(f, n, features, views, np_dtype, compression)
+
+
+def _create_views(f: h5py.File, n: int, features: Sequence[FeatureSpec], views: ViewLayout, dtype: np.dtype,
+                  compression: str | None) -> None:
+    m = len(views.rows)
+    f.create_dataset("view_rows", data=np.asarray(views.rows, dtype=np.int64))
+    group = f.create_group("views")
+    group.attrs.update(k=views.k, **{k: json.dumps(v) for k, v in views.attrs.items()})
+    for fs in features:
+        if views.k and m:
+            rows = min(m, max(1, _chunk_rows(fs.dim * views.k, dtype.itemsize)))
+            f.create_dataset(f"views/{fs.key}", shape=(m, views.k, fs.dim), dtype=dtype,
+                             chunks=(rows, views.k, fs.dim), compression=compression, fillvalue=np.nan)
+        if views.flip:
+            rows = min(max(n, 1), _chunk_rows(fs.dim, dtype.itemsize))
+            f.create_dataset(f"flip/{fs.key}", shape=(n, fs.dim), dtype=dtype, chunks=(rows, fs.dim),
+                             compression=compression, fillvalue=np.nan)
 
 
 def _drop_unfinished_rows(f: h5py.File) -> None:
@@ -396,6 +491,7 @@ def open_for_write(
     dtype: str = "float32",
     compression: str | None = None,
     overwrite: bool = False,
+    views: ViewLayout | None = None,
 ) -> StoreWriter:
     """Decide between cache hit, resume and a fresh store; never destroy a store silently.
 
@@ -444,5 +540,5 @@ def open_for_write(
             )
         tmp.unlink()
     _create(path, manifest, features, cache_key=cache_key, spec=spec, provenance=provenance,
-            default_feature=default_feature, dtype=dtype, compression=compression)
+            default_feature=default_feature, dtype=dtype, compression=compression, views=views)
     return StoreWriter(path, h5py.File(tmp, "r+"), "new")

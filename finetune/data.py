@@ -1,6 +1,6 @@
 """Images for fine-tuning: the same rows and splits as the feature stores, as DataLoaders.
 
-Train images get a deterministic augmented view per epoch (``finetune.views``); val and
+Train images get a deterministic augmented view per epoch (``extract.views``); val and
 test get the backbone's exact eval transform (``extract.preprocess.build_transform``), so
 a fine-tuned model is scored on the pixels the cached-feature classifiers saw. Without a
 val split, val is classify's stratified 20% holdout of train (same rows, same seed), so
@@ -23,7 +23,7 @@ from extract.backbones import TransformSpec
 from extract.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 from extract.preprocess import ImageRows, build_transform, collate
 from extract.store import Manifest
-from finetune.views import view_transform
+from extract.views import view_transform
 
 
 @dataclass(frozen=True)

@@ -52,6 +52,41 @@ def leaderboard_table(run: Run, top: int | None = None) -> tuple[list[str], list
     return head, rows
 
 
+VARIANTS = ("", "+flip", "+views", "+views+flip")
+
+
+def views_table(run: Run) -> tuple[list[str], list[list[str]]]:
+    """Per feature set and model: val accuracy of each variant (center crops, ``+flip`` TTA,
+    ``+views`` training, both) and its change against the first variant present; empty when
+    no run has a variant to compare."""
+    acc, bases = {}, {}
+    for e in run.entries:
+        base = e.model.replace("+views", "").replace("+flip", "")
+        variant = e.model[len(base):] if e.model.startswith(base) else ""
+        acc[(e.feature_set, base, variant)] = e.val.get("accuracy")
+        bases.setdefault((e.feature_set, base), None)
+    present = [v for v in VARIANTS if any((fs, m, v) in acc for fs, m in bases)]
+    if len(present) < 2:
+        return [], []
+    head = ["feature set", "model"] + [f"val acc{v}" if i == 0 else f"{v} (change)" for i, v in enumerate(present)]
+    rows = []
+    for fs, m in bases:
+        ref = acc.get((fs, m, present[0]))
+        cells = [fs, m, fmt(ref)]
+        for v in present[1:]:
+            a = acc.get((fs, m, v))
+            delta = f" ({(a - ref) * 100:+.1f} pt)" if isinstance(a, float) and isinstance(ref, float) else ""
+            cells.append(fmt(a) + delta)
+        rows.append(cells)
+    return head, rows
+
+
+VIEWS_NOTE = ("Heads trained on cached augmented views (extract `--views K`: K RandomResizedCrop + flip views "
+              "per train image) and/or scored with flip test-time augmentation, against the same head on center "
+              "crops. Change in points of val accuracy; on a small val split one image is worth several tenths "
+              "of a point.")
+
+
 def images_count(run: Run, exs: list[Extraction]) -> int | None:
     counts = [ex.record.get("rows") or (ex.facts.info.n_rows if ex.facts.info else 0) for ex in exs]
     return max(counts) if counts and max(counts) else None
@@ -112,6 +147,9 @@ def render_markdown(run: Run, exs: list[Extraction], plots: list[Plot], extra: d
     out = [f"# {TITLE}", "", summary_line(run, exs), "", "## Leaderboard", ""]
     out += [markdown_table(head, rows, bold_first=True) if rows else "No classifier results in this run.", ""]
     out += [f"- {n}" for n in notes(run)] + [""]
+    vhead, vrows = views_table(run)
+    if vrows:
+        out += ["## Augmented views", "", VIEWS_NOTE, "", markdown_table(vhead, vrows), ""]
     out += ["## Plots", ""]
     for p in plots:
         out += [f"### {p.title}", "", p.caption, "", f"![{p.title}]({p.name})", ""]
@@ -191,8 +229,11 @@ def render_html(run: Run, exs: list[Extraction], plots: list[Plot], extra: dict[
     parts = [f"<h1>{html.escape(TITLE)}</h1>", f'<p class="summary">{_inline_md(summary_line(run, exs))}</p>',
              "<h2>Leaderboard</h2>",
              html_table(head, rows, best_first=True) if rows else "<p>No classifier results.</p>",
-             '<ul class="notes">' + "".join(f"<li>{_inline_md(n)}</li>" for n in notes(run)) + "</ul>",
-             "<h2>Plots</h2>", '<div class="plots">']
+             '<ul class="notes">' + "".join(f"<li>{_inline_md(n)}</li>" for n in notes(run)) + "</ul>"]
+    vhead, vrows = views_table(run)
+    if vrows:
+        parts += ["<h2>Augmented views</h2>", f"<p>{_inline_md(VIEWS_NOTE)}</p>", html_table(vhead, vrows)]
+    parts += ["<h2>Plots</h2>", '<div class="plots">']
     for p in plots:
         wide = ' class="wide"' if p.name in WIDE else ""
         parts.append(f'<figure{wide}><h3>{html.escape(p.title)}</h3><figcaption>{_inline_md(p.caption)}</figcaption>'

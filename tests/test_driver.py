@@ -30,6 +30,12 @@ def test_config_precedence_and_errors(tmp_path):
         load_file(tmp_path / "bad.yaml")
     with pytest.raises(ConfigError, match="batch_size: expected an integer"):
         resolve({"data": "d", "out": "o", "batch_size": "big"}, {})
+    with pytest.raises(ConfigError, match="views: expected an integer"):
+        resolve({"data": "d", "out": "o", "views": "8"}, {})
+    with pytest.raises(ConfigError, match="train_on_views: expected one of auto, on, off, both, got 'yes'"):
+        resolve({"data": "d", "out": "o", "train_on_views": "yes"}, {})
+    with pytest.raises(ConfigError, match="tta: expected one of none, flip, both"):
+        resolve({"data": "d", "out": "o"}, {"tta": "mirror"})
 
 
 def small(tmp_path, n=4):
@@ -52,6 +58,17 @@ def test_run_one_pass_many_feature_sets_and_reuse(tmp_path):
     again = run(resolve({}, {**cfg.to_dict(), "out": str(tmp_path / "run2"), "models": ["logreg"]}), progress=False)
     assert again["extraction"][0]["status"] == "hit" and again["extraction"][0]["forward_passes"] == 0
     assert again["extraction"][0]["store"] == rec["store"]
+
+
+def test_run_with_views_reports_each_variant(tmp_path):
+    data = small(tmp_path, n=3)
+    cfg = resolve({"views": 2, "train_on_views": "both", "tta": "flip", "models": ["logreg"]},
+                  {"data": str(data), "out": str(tmp_path / "run")})
+    out = run(cfg, progress=False)
+    assert [r["model"] for r in out["results"]] == ["logreg+flip", "logreg+views+flip"]
+    from report import build_report
+
+    assert "## Augmented views" in build_report(tmp_path / "run")["md"].read_text()
 
 
 def cli(*args):

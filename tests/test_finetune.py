@@ -22,7 +22,7 @@ from finetune.config import FinetuneConfig, check_config
 from finetune.data import eval_loader, train_loader
 from finetune.loop import predict, train_epoch
 from finetune.model import find_head, list_blocks, replace_head, set_train_mode
-from finetune.views import view_transform
+from extract.views import view_transform
 
 SMALL = TransformSpec(resize=36, crop=32, mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.3))
 BACKBONE = "resnet18"

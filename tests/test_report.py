@@ -278,3 +278,27 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
     match = re.search(r'data-broken-images="(\d+)"', dom)
     assert match, "the page's load script did not run"
     assert match.group(1) == "0"
+
+
+def test_views_section_compares_variants_with_their_base(run_dir, tmp_path):
+    from report.render import views_table
+
+    plain = load_run(run_dir)
+    assert views_table(plain) == ([], [])  # no variants: no section
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    summary = json.loads((run / "results.json").read_text())
+    base = next(r for r in summary["results"] if r["backbone"] == "tiny_a" and r["model"] == "logreg"
+                and r["feature"] == "fc:in/none")
+    summary["results"].append({**base, "model": "logreg+views", "val": {**base["val"], "accuracy": 0.95}})
+    summary["results"].append({**base, "model": "logreg+views+flip", "val": {**base["val"], "accuracy": 0.85}})
+    (run / "results.json").write_text(json.dumps(summary))
+    head, rows = views_table(load_run(run))
+    assert head == ["feature set", "model", "val acc", "+views (change)", "+views+flip (change)"]
+    row = next(r for r in rows if r[:2] == ["tiny_a fc:in/none", "logreg"])
+    assert row[2:] == ["0.900", "0.950 (+5.0 pt)", "0.850 (-5.0 pt)"]
+    assert next(r for r in rows if r[1] == "knn")[3:] == ["-", "-"]
+    paths = build_report(run)
+    md = paths["md"].read_text()
+    assert "## Augmented views" in md and "0.950 (+5.0 pt)" in md
+    assert "<h2>Augmented views</h2>" in paths["html"].read_text()
