@@ -54,7 +54,10 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
                    help="area range of the view crops as fractions of the image (default 0.08,1 as torchvision)")
     g = p.add_argument_group("speed")
     g.add_argument("--batch-size", type=int, default=None, help="images per forward (default 32)")
-    g.add_argument("--workers", type=int, default=None, help="DataLoader decode workers (default: per device)")
+    g.add_argument("--workers", type=int, default=None, help="decode workers (default: per device)")
+    g.add_argument("--loader", choices=("auto", "process", "thread"), default=None,
+                   help="decode in --workers DataLoader processes or --workers threads of the main process "
+                        "(same features; default auto: threads when the forward runs on the CPU)")
     g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default=None,
                    help="autocast precision (default fp32; auto = bf16/fp16 where the hardware is native)")
@@ -99,6 +102,7 @@ def config_from_args(args: argparse.Namespace, **override: object):  # -> Extrac
         "data": getattr(args, "data", None), "backbone": getattr(args, "backbone", None),
         "out": getattr(args, "out", None), "layers": args.layers, "pools": args.pool, "weights": weights,
         "weights_file": weights_file, "batch_size": args.batch_size, "workers": args.workers,
+        "loader": args.loader,
         "device": args.device, "precision": args.precision, "dtype": args.dtype, "compression": args.compression,
         "channels_last": args.channels_last, "draft": args.draft, "image_root": args.image_root,
         "allow_outside_root": args.allow_outside_root, "overwrite": getattr(args, "overwrite", None),

@@ -238,7 +238,8 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
             # PIL warns about odd files ("Corrupt EXIF data", "Truncated File Read"...), each with
             # its own text, so a million-file run would print thousands; the row's outcome (an
             # image or an ImageError) is the record. (catch_warnings is process-wide state:
-            # fine in DataLoader worker processes, racy if several threads decode at once.)
+            # fine in DataLoader worker processes, racy if several threads decode at once;
+            # extract.loaders.ThreadLoader holds one around all its threads for that reason.)
             warnings.simplefilter("ignore")
             return _decode(f, max_pixels, draft_size)
     except ImageError as e:

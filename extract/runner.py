@@ -23,12 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from extract import __version__
 from extract.backbones import Backbone, create_backbone
 from extract.hooks import FeatureHooks, Tap
+from extract.loaders import check_loader, make_loader, resolve_loader
 from extract.preprocess import ImageRows, build_transform, collate, collate_views
 from extract.sources import build_manifest
 from extract.store import FeatureSpec, Manifest, ViewLayout, open_for_write, write_lock
@@ -51,6 +51,7 @@ class ExtractConfig:
     weights_file: str | None = None
     batch_size: int = 32
     workers: int | None = None  # None: chosen for the device and core count
+    loader: str = "auto"  # decode workers are processes or threads (auto: threads on a CPU); not in the cache key
     device: str = "auto"
     precision: str = "fp32"
     dtype: str = "float32"  # storage dtype of the features
@@ -249,6 +250,7 @@ def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbon
         raise ValueError(f"--batch-size {cfg.batch_size}: must be >= 1")
     if cfg.workers is not None and cfg.workers < 0:
         raise ValueError(f"--workers {cfg.workers}: must be >= 0 (0 decodes in the main process)")
+    check_loader(cfg.loader)
     if cfg.max_pixels is not None and cfg.max_pixels < 1:
         raise ValueError(f"--max-pixels {cfg.max_pixels}: must be a positive pixel count (0: no limit)")
     for name, value in (("--views", cfg.views), ("--view-seed", cfg.view_seed)):
@@ -308,7 +310,8 @@ class _StopAtBatchEnd:
     A KeyboardInterrupt raised at an arbitrary point can cut a DataLoader worker's
     shared-memory handover mid-handshake (the worker then prints a traceback) or fall
     between the writes of one batch. Only installed over Python's default handler, in
-    the main thread; DataLoader workers ignore SIGINT and are shut down by the loader.
+    the main thread; DataLoader workers ignore SIGINT and are shut down by the loader, and
+    Python delivers signals to the main thread only, so decode threads never see one.
     """
 
     def __init__(self) -> None:
@@ -329,10 +332,6 @@ class _StopAtBatchEnd:
     def __exit__(self, *exc: object) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-def _ignore_sigint(worker_id: int) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
 
 
 def _forward(hooks: FeatureHooks, x: torch.Tensor, cfg: ExtractConfig, device: torch.device,
@@ -364,16 +363,14 @@ def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest:
     dataset = ImageRows(manifest.root, manifest.paths, writer.pending, build_transform(backbone.transform),
                         cfg.max_pixels, draft, views=views, view_rows=layout.rows if layout else ())
     workers = default_workers(device) if cfg.workers is None else cfg.workers
-    loader = DataLoader(dataset, batch_size=cfg.batch_size, shuffle=False, num_workers=workers,
-                        collate_fn=collate_views if layout else collate, pin_memory=device.type == "cuda",
-                        persistent_workers=False, prefetch_factor=4 if workers else None,
-                        worker_init_fn=_ignore_sigint if workers else None)
+    loader = make_loader(dataset, cfg.batch_size, collate_views if layout else collate,
+                         resolve_loader(cfg.loader, device), workers, pin_memory=device.type == "cuda")
     written = 0
     bar = tqdm(total=len(dataset), unit="img", disable=not cfg.progress, dynamic_ncols=True, smoothing=0.1)
     with FeatureHooks(model, taps, cfg.pools) as hooks, torch.inference_mode(), bar, _StopAtBatchEnd() as stop:
         for batch in loader:
             if stop.requested:
-                break  # leaving the loop shuts the workers down before the interrupt propagates
+                break  # leaving the loop shuts the workers (or threads) down before the interrupt propagates
             rows, images, errors = batch[:3]
             feats, flips, view_feats = {}, None, None
             if images is not None:

@@ -45,9 +45,9 @@ def run(*args: str, timeout: float = TIMEOUT) -> subprocess.CompletedProcess:
     return subprocess.run([*PIPELINE, *map(str, args)], capture_output=True, text=True, timeout=timeout, env=ENV)
 
 
-def extract_args(data: Path, out: Path, workers: int = 0) -> list[str]:
+def extract_args(data: Path, out: Path, workers: int = 0, loader: str = "auto") -> list[str]:
     return ["extract", "--data", str(data), "--backbone", "efficientnet_lite0", "--out", str(out),
-            "--batch-size", "2", "--workers", str(workers)]
+            "--batch-size", "2", "--workers", str(workers), "--loader", loader]
 
 
 def one_line_error(r: subprocess.CompletedProcess) -> str:
@@ -277,11 +277,12 @@ def start_and_freeze(args: list[str], out: Path, min_rows: int = 2) -> subproces
 # --------------------------------------------------------------------------- kill, Ctrl-C, resume
 
 
-@pytest.mark.parametrize("sig,workers", [("SIGKILL", 0), ("SIGINT", 0), ("SIGINT", 1)])
-def test_interrupt_then_resume_is_identical(images, reference, tmp_path, sig, workers):
+@pytest.mark.parametrize("sig,workers,loader", [("SIGKILL", 0, "auto"), ("SIGINT", 0, "auto"),
+                                               ("SIGINT", 1, "process"), ("SIGINT", 1, "thread")])
+def test_interrupt_then_resume_is_identical(images, reference, tmp_path, sig, workers, loader):
     """Kill or Ctrl-C (to the whole process group, as a terminal sends it) mid-run, rerun: same store."""
     out = tmp_path / "f.h5"
-    args = extract_args(images, out, workers)
+    args = extract_args(images, out, workers, loader)
     proc = start_and_freeze(args, out)
     os.killpg(proc.pid, getattr(signal, sig))
     os.killpg(proc.pid, signal.SIGCONT)
@@ -289,7 +290,7 @@ def test_interrupt_then_resume_is_identical(images, reference, tmp_path, sig, wo
         stdout, stderr = proc.communicate(timeout=60)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
-        pytest.fail(f"{sig} with {workers} workers: the process hung")
+        pytest.fail(f"{sig} with {workers} {loader} workers: the process hung")
     if sig == "SIGINT":
         assert proc.returncode == 130, stderr
         assert "Traceback" not in stderr and stderr.count("interrupted") == 1, stderr
