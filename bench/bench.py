@@ -1,19 +1,22 @@
 #!/usr/bin/env python3
 """Speed and memory of both stages, printed as ratios measured side by side in one run.
 
-    python bench/bench.py                 # hymenoptera + a 4000-image synthetic set (~10 min)
-    python bench/bench.py --quick         # fewer images and repeats (~3 min)
+    python bench/bench.py                 # hymenoptera + a 4000-image synthetic set (~15 min)
+    python bench/bench.py --quick         # a 96-image slice, 2 rounds, fewer repeats (~2-4 min)
 
-Sections: compute ceiling (forward on random tensors + decode/transform per image, combined
-into cores / (core-s forward + core-s decode)); end-to-end extraction vs that ceiling; the
-tutorial-style loop as a baseline; HDF5 write share and read speed; peak RSS at N and 4N;
+Sections: end-to-end extraction vs its compute ceiling (forward on random tensors + decode/
+transform per image, combined into cores / (core-s forward + core-s decode)), measured back to
+back in rounds so machine drift hits both alike; the decode levers (worker processes vs threads);
+the tutorial-style loop as a baseline; HDF5 write share and read speed; peak RSS at N and 4N;
 bf16 vs fp32 feature agreement and accuracy; the classify zoo vs re-running the backbone.
-These machines are noisy: compare ratios within one run, not absolute numbers across runs.
+These machines are noisy (throughput drifts 2x within minutes): compare ratios taken within
+one round, as the medians over rounds printed here, not absolute numbers across runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import resource
@@ -34,11 +37,16 @@ from extract.backbones import create_backbone  # noqa: E402
 from extract.hooks import FeatureHooks, Tap  # noqa: E402
 from extract.images import load_image, list_images  # noqa: E402
 from extract.preprocess import build_transform  # noqa: E402
-from extract.runner import ExtractConfig, extract  # noqa: E402
+from extract.loaders import resolve_loader  # noqa: E402
+from extract.runner import ExtractConfig, default_workers, extract  # noqa: E402
 
 HYMENOPTERA = ROOT.parent / "shared" / "datasets" / "hymenoptera"
 CORES = os.cpu_count() or 1
+MODELS = ("efficientnet_lite0", "resnet50")
+PRECISIONS = ("fp32", "bf16")
+LEVERS = (("process", 1), ("process", 0), ("thread", 1), ("thread", 2))  # (loader, workers)
 RESULTS: dict = {}
+START = time.perf_counter()
 
 
 def median_time(fn, repeats: int) -> float:
@@ -46,10 +54,10 @@ def median_time(fn, repeats: int) -> float:
     return statistics.median(_timed(fn) for _ in range(repeats))
 
 
-def best_time(fn, repeats: int) -> float:
-    """A ceiling is what the hardware can do: the fastest of a few runs after two warm-ups."""
-    fn()
-    fn()
+def best_time(fn, repeats: int, warmups: int = 2) -> float:
+    """A ceiling is what the hardware can do: the fastest of a few runs after warm-ups."""
+    for _ in range(warmups):
+        fn()
     return min(_timed(fn) for _ in range(repeats))
 
 
@@ -63,7 +71,36 @@ def say(text: str) -> None:
     print(text, flush=True)
 
 
+def section(title: str) -> None:
+    """A section header with the bench's elapsed wall time, to see where the minutes go."""
+    say(f"\n## {title}  [{time.perf_counter() - START:.0f} s]")
+
+
+def weights_for(name: str) -> str:
+    """Real weights where they ship offline (lite0); random ones elsewhere: speed is the same."""
+    return "DEFAULT" if name.startswith("efficientnet_lite") else "none"
+
+
+def spread(values: list[float]) -> str:
+    """Median and range of per-round figures, e.g. ``0.83 (0.71..0.90)``."""
+    return f"{statistics.median(values):.2f} ({min(values):.2f}..{max(values):.2f})"
+
+
 # --------------------------------------------------------------------------- data
+
+
+def spread_subset(data: Path, n: int, work: Path) -> Path:
+    """n images taken evenly across ``data`` (so every split and class keeps its share), as symlinks."""
+    files = list_images(data)
+    if n >= len(files):
+        return data
+    out = work / f"{data.name}-spread{n}"
+    if not out.exists():
+        for i in range(n):
+            rel = files[i * len(files) // n]
+            (out / rel).parent.mkdir(parents=True, exist_ok=True)
+            (out / rel).symlink_to(data / rel)
+    return out
 
 
 def synthetic_set(root: Path, n: int, seed: int = 0) -> Path:
@@ -90,34 +127,51 @@ def synthetic_set(root: Path, n: int, seed: int = 0) -> Path:
 # --------------------------------------------------------------------------- 1. ceilings
 
 
-def forward_rate(name: str, precision: str, batch: int, repeats: int) -> float:
-    bb = create_backbone(name, "DEFAULT" if name.startswith("efficientnet_lite") else "none")
-    model = bb.model.to(memory_format=torch.channels_last)
+@functools.lru_cache(maxsize=None)
+def bench_backbone(name: str):
+    """One model per name for all rounds (building resnet50 each time would cost more than its forward)."""
+    bb = create_backbone(name, weights_for(name))
+    bb.model.to(memory_format=torch.channels_last)
+    return bb
+
+
+def forward_rate(name: str, precision: str, batch: int, repeats: int, warmups: int = 2) -> float:
+    """Images/s of the hooked forward on random tensors, torch on all CORES threads."""
+    bb = bench_backbone(name)
     x = torch.randn(batch, 3, bb.transform.crop, bb.transform.crop).contiguous(memory_format=torch.channels_last)
     ctx = torch.autocast("cpu", dtype=torch.bfloat16) if precision == "bf16" else torch.autocast("cpu", enabled=False)
-    hooks = FeatureHooks(model, [Tap.parse(bb.default_layer)], ["avg"])
+    hooks = FeatureHooks(bb.model, [Tap.parse(bb.default_layer)], ["avg"])
     with hooks, torch.inference_mode(), ctx:
-        return batch / best_time(lambda: hooks(x), repeats + 2)
+        return batch / best_time(lambda: hooks(x), repeats + 2, warmups)
 
 
-def decode_rate(data: Path, name: str, n: int, repeats: int, draft: bool = False) -> float:
-    """Images/s of decode + transform on one core (what one DataLoader worker does)."""
-    bb = create_backbone(name, "none")
+def decode_rate(data: Path, name: str, n: int | None, repeats: int, draft: bool = False, warmups: int = 2) -> float:
+    """Images/s of decode + transform on one core (what one decode worker does); n=None: every image."""
+    bb = bench_backbone(name)
     tf = build_transform(bb.transform)
     files = [data / p for p in list_images(data)][:n]
-    size = bb.transform.resize if draft else None
+    size = max(bb.transform.resize, bb.transform.crop) if draft else None
     torch.set_num_threads(1)
     try:
-        return len(files) / best_time(lambda: [tf(load_image(f, draft_size=size)) for f in files], repeats)
+        return len(files) / best_time(lambda: [tf(load_image(f, draft_size=size)) for f in files], repeats, warmups)
     finally:
         torch.set_num_threads(CORES)
+
+
+def ceiling(forward_img_s: float, decode_img_s: float) -> float:
+    """Images/s if all cores did nothing but forward and decode: cores / core-seconds per image.
+
+    forward_rate runs torch on all CORES threads, so an image costs CORES / rate core-seconds
+    of forward; decode_rate runs on one thread, so an image costs 1 / rate core-seconds of decode.
+    """
+    return CORES / (CORES / forward_img_s + 1 / decode_img_s)
 
 
 # --------------------------------------------------------------------------- 2. end to end
 
 
 def e2e(data: Path, name: str, precision: str, work: Path, **kw) -> tuple[float, float, Path]:
-    """Images/s of the product's extraction, and the share of wall time spent in HDF5 writes."""
+    """Images/s of the product's extraction into a fresh store, and the share of wall time in HDF5 writes."""
     from extract import store
 
     out = work / f"{name}-{precision}-{data.name}-{abs(hash(json.dumps(kw, sort_keys=True)))}.h5"
@@ -133,11 +187,99 @@ def e2e(data: Path, name: str, precision: str, work: Path, **kw) -> tuple[float,
     store.StoreWriter.write = timed_write
     try:
         cfg = ExtractConfig(data=str(data), backbone=name, out=str(out), precision=precision, progress=False,
-                            weights="DEFAULT" if name.startswith("efficientnet_lite") else "none", **kw)
+                            weights=weights_for(name), **kw)
         s = extract(cfg)
     finally:
         store.StoreWriter.write = real
     return s.images_per_s, spent[0] / s.seconds, out
+
+
+def ceiling_round(data: Path, work: Path, repeats: int, warmups: int) -> dict:
+    """One round: per model and precision, forward ceiling, decode ceiling and e2e back to back.
+
+    Measured minutes apart, the same ratio came out anywhere from 0.52 to 1.37 here. Back to
+    back, slow drift moves numerator and denominator alike; a burst that hits one of them shows
+    up as an outlier round, which the median over rounds ignores and the printed range shows.
+    """
+    got = {}
+    for name in MODELS:
+        for prec in PRECISIONS:
+            fw = forward_rate(name, prec, 32, repeats, warmups)
+            dec = decode_rate(data, name, None, repeats, warmups=warmups)  # the very images the e2e reads
+            rate, share, out = e2e(data, name, prec, work)
+            got[(name, prec)] = {"forward": fw, "decode": dec, "ceiling": ceiling(fw, dec), "e2e": rate,
+                                 "of_ceiling": rate / ceiling(fw, dec), "write_share": share, "store": out}
+            if (name, prec) == (MODELS[0], "fp32"):
+                got[(name, prec)]["of_tutorial"] = rate / tutorial_loop(data, name, work)
+    return got
+
+
+def report_ceilings(rounds: list[dict]) -> None:
+    """Medians over rounds of each figure, and of the per-round ratios (with their range)."""
+    say(f"medians over {len(rounds)} rounds; ratios are medians of per-round ratios (min..max):")
+    for key in rounds[0]:
+        name, prec = key
+        per = {f: [r[key][f] for r in rounds] for f in rounds[0][key] if f != "store"}
+        med = {f: statistics.median(v) for f, v in per.items()}
+        say(f"{name:18s} {prec}: forward {med['forward']:6.1f}, decode {med['decode']:4.0f} img/s -> ceiling "
+            f"{med['ceiling']:5.1f}; e2e {med['e2e']:5.1f} img/s = {spread(per['of_ceiling'])} of ceiling; "
+            f"HDF5 writes {med['write_share'] * 100:.1f}%"
+            + (f"; {spread(per['of_tutorial'])}x tutorial" if "of_tutorial" in per else ""))
+        RESULTS[f"forward/{name}/{prec}"] = med["forward"]
+        RESULTS[f"ceiling/{name}/{prec}"] = med["ceiling"]
+        RESULTS[f"e2e/{name}/{prec}"] = {"img_s": med["e2e"], "decode_img_s": med["decode"],
+                                         "of_ceiling": med["of_ceiling"], "of_ceiling_min": min(per["of_ceiling"]),
+                                         "of_ceiling_max": max(per["of_ceiling"]), "write_share": med["write_share"],
+                                         "rounds": [dict(zip(per, v)) for v in zip(*per.values())]}
+        if "of_tutorial" in per:
+            RESULTS["tutorial_img_s"] = statistics.median(r[key]["e2e"] / r[key]["of_tutorial"] for r in rounds)
+            RESULTS["e2e_over_tutorial"] = med["of_tutorial"]
+
+
+def ceilings_vs_e2e(data: Path, work: Path, n_rounds: int, repeats: int, warmups: int
+                    ) -> dict[tuple[str, str], Path]:
+    """Section 1-3; returns the last round's stores by (model, precision)."""
+    section(f"1-3. End-to-end extraction vs compute ceiling, {n_rounds} rounds on {len(list_images(data))} "
+            f"images of {data.name}: each round runs forward, decode and e2e back to back per model and precision")
+    say(f"ceiling = {CORES} cores / (core-s forward + core-s decode per image); forward on random tensors "
+        f"(batch 32, channels_last, {CORES} threads), decode+transform on 1 thread; tutorial loop = ImageFolder, "
+        f"workers=0, no_grad, numpy list, np.save")
+    rounds = []
+    for r in range(1, n_rounds + 1):
+        rounds.append(ceiling_round(data, work, repeats, warmups))
+        say(f"round {r}, e2e/ceiling img/s: " + "; ".join(
+            f"{n.split('_')[-1]} {p} {m['e2e']:.1f}/{m['ceiling']:.1f} = {m['of_ceiling']:.2f}"
+            for (n, p), m in rounds[-1].items()))
+    report_ceilings(rounds)
+    say(f"tutorial loop: {RESULTS['tutorial_img_s']:.1f} img/s")
+    dec_draft = decode_rate(data, MODELS[0], None, repeats, draft=True, warmups=warmups)
+    say(f"decode+transform with --draft, 1 core: {dec_draft:.0f} img/s (without: "
+        f"{RESULTS[f'e2e/{MODELS[0]}/fp32']['decode_img_s']:.0f})")
+    return {k: m["store"] for k, m in rounds[-1].items()}
+
+
+def lever_round(data: Path, work: Path, settings: list[tuple[str, int]]) -> dict:
+    """One round of e2e efficientnet_lite0 per precision and (loader, workers), back to back."""
+    return {(prec, s): e2e(data, MODELS[0], prec, work, loader=s[0], workers=s[1])[0]
+            for prec in ("bf16", "fp32") for s in settings}
+
+
+def decode_levers(data: Path, work: Path, n_rounds: int) -> None:
+    """Worker processes vs decode threads (and how many), each as a ratio to this machine's default."""
+    cpu = torch.device("cpu")
+    default = (resolve_loader("auto", cpu), default_workers(cpu))
+    settings = list(dict.fromkeys([default, *LEVERS]))
+    section(f"Decode levers: {MODELS[0]} e2e by --loader/--workers, {n_rounds} rounds of all settings back to "
+            f"back; ratios to the default here (--loader {default[0]} --workers {default[1]}) within each round")
+    rounds = [lever_round(data, work, settings) for _ in range(n_rounds)]
+    for prec in ("bf16", "fp32"):
+        for s in settings:
+            rates = [r[(prec, s)] for r in rounds]
+            ratios = [r[(prec, s)] / r[(prec, default)] for r in rounds]
+            say(f"{prec} --loader {s[0]:7s} --workers {s[1]}: {statistics.median(rates):5.1f} img/s = "
+                f"{spread(ratios)}x default" + (" (the default)" if s == default else ""))
+            RESULTS[f"lever/{prec}/{s[0]}/{s[1]}"] = {"img_s": statistics.median(rates),
+                                                       "of_default": statistics.median(ratios), "rounds": rates}
 
 
 # --------------------------------------------------------------------------- 3. tutorial loop
@@ -218,7 +360,10 @@ def read_speed(work: Path, rows: int = 50_000, dim: int = 1280) -> float:
     return rows * dim * 4 / seconds / 1e6
 
 
-def classify_vs_backbone_epoch(store: Path, data: Path, jobs: int) -> tuple[float, float, dict]:
+def classify_vs_backbone_epoch(store: Path, data: Path, jobs: int,
+                               epoch_images: int | None = None) -> tuple[float, float, dict]:
+    """Zoo wall time, one epoch of the tutorials' head training (timed on ``epoch_images``, then
+    scaled to the whole train set), and each model's fit time and accuracy."""
     from classify.train import run_classify
 
     with tempfile.TemporaryDirectory() as d:
@@ -237,7 +382,7 @@ def classify_vs_backbone_epoch(store: Path, data: Path, jobs: int) -> tuple[floa
     loader = torch.utils.data.DataLoader(datasets.ImageFolder(str(data / "train"), T.Lambda(lambda im: tf(im.convert("RGB")))),
                                          batch_size=4, shuffle=True, num_workers=0)
     hooks = FeatureHooks(bb.model, [Tap.parse(bb.default_layer)], ["avg"])
-    t = time.perf_counter()
+    seen, t = 0, time.perf_counter()
     with hooks:
         for x, y in loader:
             with torch.no_grad():
@@ -246,7 +391,10 @@ def classify_vs_backbone_epoch(store: Path, data: Path, jobs: int) -> tuple[floa
             opt.zero_grad()
             loss.backward()
             opt.step()
-    return zoo, time.perf_counter() - t, per_model
+            seen += len(y)
+            if epoch_images and seen >= epoch_images:
+                break
+    return zoo, (time.perf_counter() - t) * len(loader.dataset) / seen, per_model
 
 
 def bf16_agreement(fp32_store: Path, bf16_store: Path) -> dict:
@@ -270,11 +418,11 @@ def ray_overhead(data: Path, work: Path) -> None:
     try:
         import ray
     except ImportError:
-        say("\n## Ray: not installed (pip install -r requirements-ray.txt), skipped")
+        section("Ray: not installed (pip install -r requirements-ray.txt), skipped")
         return
     from extract.ray_engine import extract_ray
 
-    say("\n## Ray engine overhead on one machine (efficientnet_lite0 bf16, hymenoptera)")
+    section("Ray engine overhead on one machine (efficientnet_lite0 bf16, hymenoptera)")
     plain, _, _ = e2e(data, "efficientnet_lite0", "bf16", work)
     out = work / "ray-bench.h5"
     for p in (out, Path(str(out) + ".partial")):
@@ -297,53 +445,36 @@ def main() -> None:
     p.add_argument("--data", type=Path, default=HYMENOPTERA)
     p.add_argument("--synthetic", type=int, default=4000, help="size of the generated JPEG set (0: skip)")
     p.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "featcache-bench")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--quick", action="store_true", help="fewer images and repeats")
+    p.add_argument("--repeats", type=int, default=3, help="timed runs per ceiling (the best counts)")
+    p.add_argument("--rounds", type=int, default=None,
+                   help="interleaved rounds of ceiling + e2e; medians are reported (default 3, --quick 2)")
+    p.add_argument("--images", type=int, default=None,
+                   help="e2e on this many images spread over --data (default all, --quick 96)")
+    p.add_argument("--quick", action="store_true", help="fewer images, rounds and repeats")
     p.add_argument("--json", type=Path, help="also write every figure here")
     args = p.parse_args()
     if args.quick:
-        args.synthetic, args.repeats = min(args.synthetic, 1000), 2
+        args.synthetic, args.repeats = min(args.synthetic, 1000), 1
+    args.rounds = args.rounds or (2 if args.quick else 3)
+    args.images = args.images if args.images is not None else (96 if args.quick else 0)
+    if args.rounds < 1 or args.repeats < 1 or args.images < 0:
+        p.error("--rounds and --repeats must be >= 1, --images >= 0")
     args.work.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(CORES)
     say(f"# featcache bench: {CORES} cores, torch {torch.__version__}, data {args.data}")
 
-    say("\n## 1. Compute ceiling (batch 32, channels_last, %d threads)" % CORES)
-    dec = decode_rate(args.data, "efficientnet_lite0", 120, args.repeats)
-    dec_draft = decode_rate(args.data, "efficientnet_lite0", 120, args.repeats, draft=True)
-    say(f"decode+transform, 1 core: {dec:.0f} img/s ({1 / dec * 1000:.1f} core-ms/img); with --draft {dec_draft:.0f} img/s")
-    ceilings = {}
-    for name in ("efficientnet_lite0", "resnet50"):
-        for prec in ("fp32", "bf16"):
-            fw = forward_rate(name, prec, 32, args.repeats)
-            ceil = CORES / (CORES / fw + 1 / dec)
-            ceilings[(name, prec)] = ceil
-            say(f"{name:18s} {prec}: forward {fw:6.1f} img/s -> combined ceiling {ceil:6.1f} img/s")
-            RESULTS[f"forward/{name}/{prec}"] = fw
-            RESULTS[f"ceiling/{name}/{prec}"] = ceil
+    e2e_data = spread_subset(args.data, args.images, args.work) if args.images else args.data
+    stores = ceilings_vs_e2e(e2e_data, args.work, args.rounds, args.repeats, warmups=1 if args.quick else 2)
+    decode_levers(e2e_data, args.work, args.rounds)
 
-    say("\n## 2-3. End-to-end extraction vs ceiling and vs the tutorial loop (hymenoptera)")
-    base = tutorial_loop(args.data, "efficientnet_lite0", args.work)
-    say(f"tutorial loop (ImageFolder, workers=0, no_grad, numpy list, np.save): {base:.1f} img/s")
-    stores = {}
-    for name in ("efficientnet_lite0", "resnet50"):
-        for prec in ("fp32", "bf16"):
-            rate, write_share, out = e2e(args.data, name, prec, args.work)
-            stores[(name, prec)] = out
-            ratio = rate / ceilings[(name, prec)]
-            say(f"{name:18s} {prec}: {rate:6.1f} img/s = {ratio:.2f} of ceiling; HDF5 writes {write_share * 100:.1f}% "
-                f"of wall; {rate / base:.1f}x tutorial" if name == "efficientnet_lite0" else
-                f"{name:18s} {prec}: {rate:6.1f} img/s = {ratio:.2f} of ceiling; HDF5 writes {write_share * 100:.1f}%")
-            RESULTS[f"e2e/{name}/{prec}"] = {"img_s": rate, "of_ceiling": ratio, "write_share": write_share}
-    RESULTS["tutorial_img_s"] = base
-
-    say("\n## bf16 vs fp32 features (efficientnet_lite0, hymenoptera)")
+    section(f"bf16 vs fp32 features (efficientnet_lite0, {e2e_data.name})")
     agree = bf16_agreement(stores[("efficientnet_lite0", "fp32")], stores[("efficientnet_lite0", "bf16")])
     say(f"mean cosine {agree['mean_cosine']:.4f} (min {agree['min_cosine']:.4f}); logreg val acc fp32 "
         f"{agree['logreg_val_acc']['fp32']:.4f} vs bf16 {agree['logreg_val_acc']['bf16']:.4f}")
     RESULTS["bf16"] = agree
 
     if args.synthetic:
-        say(f"\n## Synthetic set: {args.synthetic} JPEGs, 320x240..1600x1200")
+        section(f"Synthetic set: {args.synthetic} JPEGs, 320x240..1600x1200")
         synth = synthetic_set(args.work, args.synthetic)
         sdec = decode_rate(synth, "efficientnet_lite0", 100, args.repeats)
         sdec_d = decode_rate(synth, "efficientnet_lite0", 100, args.repeats, draft=True)
@@ -351,7 +482,7 @@ def main() -> None:
         for prec, draft in (("bf16", False), ("bf16", True)):
             rate, share, _ = e2e(synth, "efficientnet_lite0", prec, args.work, draft=draft)
             fw = RESULTS[f"forward/efficientnet_lite0/{prec}"]
-            ceil = CORES / (CORES / fw + 1 / (sdec_d if draft else sdec))
+            ceil = ceiling(fw, sdec_d if draft else sdec)
             say(f"efficientnet_lite0 {prec}{' --draft' if draft else ''}: {rate:.1f} img/s = {rate / ceil:.2f} of "
                 f"ceiling {ceil:.1f}; HDF5 writes {share * 100:.1f}%")
             RESULTS[f"synthetic/{prec}/draft={draft}"] = {"img_s": rate, "of_ceiling": rate / ceil}
@@ -359,26 +490,29 @@ def main() -> None:
         small, big = subset(synth, n, args.work), subset(synth, 4 * n, args.work)
         r1 = peak_rss_mb(small, args.work, "efficientnet_lite0", "bf16")
         r4 = peak_rss_mb(big, args.work, "efficientnet_lite0", "bf16")
-        say(f"\n## 4. Peak RSS: {n} images {r1:.0f} MB, {4 * n} images {r4:.0f} MB, ratio {r4 / r1:.3f}")
+        section(f"4. Peak RSS: {n} images {r1:.0f} MB, {4 * n} images {r4:.0f} MB, ratio {r4 / r1:.3f}")
         RESULTS["rss_mb"] = {"n": n, "at_n": r1, "at_4n": r4, "ratio": r4 / r1}
 
     ray_overhead(args.data, args.work)
 
-    say("\n## 5. Reading and classifying cached features")
+    section("5. Reading and classifying cached features")
     mbs = read_speed(args.work)
     say(f"read_rows from page cache: {mbs:.0f} MB/s")
-    zoo, epoch, per_model = classify_vs_backbone_epoch(stores[("efficientnet_lite0", "fp32")], args.data, jobs=1)
+    zoo, epoch, per_model = classify_vs_backbone_epoch(stores[("efficientnet_lite0", "fp32")], args.data, jobs=1,
+                                                       epoch_images=64 if args.quick else None)
     for name, r in per_model.items():
         say(f"  {name:11s} fit {r['fit_s']:6.2f} s  val acc {r['val_acc']:.4f}")
     n_heads = len(per_model)
     say(f"default zoo ({n_heads} models, sweeps included) on cached features: {zoo:.1f} s wall")
-    say(f"one epoch of the tutorial head training (lite0 fp32 forward on 245 train images, batch 4): {epoch:.1f} s")
+    say(f"one epoch of the tutorial head training (lite0 fp32 forward on 245 train images, batch 4): {epoch:.1f} s"
+        + (" (timed on the first 64, scaled)" if args.quick else ""))
     say(f"  the tutorial's 25-epoch run of ONE head: {25 * epoch:.0f} s = {25 * epoch / zoo:.1f}x the whole zoo; "
         f"{n_heads} heads that way: {n_heads * 25 * epoch:.0f} s = {n_heads * 25 * epoch / zoo:.0f}x")
     RESULTS.update(read_mb_s=mbs, zoo_s=zoo, backbone_epoch_s=epoch, per_model=per_model)
     if args.json:
         args.json.write_text(json.dumps(RESULTS, indent=2))
-    say(f"\nmax RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB")
+    say(f"\nmax RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "
+        f"bench wall time {time.perf_counter() - START:.0f} s")
 
 
 if __name__ == "__main__":
