@@ -55,7 +55,7 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
     g = p.add_argument_group("speed")
     g.add_argument("--batch-size", type=int, default=None, help="images per forward (default 32)")
     g.add_argument("--workers", type=int, default=None, help="decode workers (default: per device)")
-    g.add_argument("--loader", choices=("auto", "process", "thread"), default=None,
+    g.add_argument("--loader", choices=("auto", "process", "thread", "inline"), default=None,
                    help="decode in --workers DataLoader processes or --workers threads of the main process "
                         "(same features; default auto: threads when the forward runs on the CPU)")
     g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")

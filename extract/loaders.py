@@ -8,6 +8,7 @@ the shared-memory hand-over of every batch, but share the main process with the 
 
 from __future__ import annotations
 
+import os
 import signal
 import warnings
 from collections import deque
@@ -17,7 +18,7 @@ from typing import Callable, Iterator, Sequence
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-LOADERS = ("auto", "process", "thread")
+LOADERS = ("auto", "process", "thread", "inline")
 PREFETCH = 2  # batches in flight per decode thread (DataLoader's prefetch_factor counts the same way)
 
 
@@ -27,16 +28,29 @@ def check_loader(loader: str) -> None:
 
 
 def resolve_loader(loader: str, device: torch.device) -> str:
-    """``auto``: threads when the forward runs on the CPU, worker processes for an accelerator.
+    """``auto``: inline decoding on every core when the forward runs on the CPU, worker
+    processes that prefetch for an accelerator (which idles while the host decodes).
 
-    On the 2-core VM one decode thread beat one worker process 1.3x (fp32) to 1.5x (bf16) on
-    lite0 when quiet, 1.9x to 2.8x when loaded (bench/bench.py's levers section measures it on
-    any machine). An accelerator wants many decoders, and processes scale past the GIL.
+    On the 2-core VM, lite0 bf16 extraction ran at 95 img/s inline on 2 threads, 89 with one
+    prefetching thread, 81 with one worker process and 80 decoding in the main thread (fp32:
+    38.5 / 37.0 / - / -); bench/bench.py's levers section measures it on any machine.
+    An accelerator wants many decoders, and processes scale past the GIL.
     """
     check_loader(loader)
     if loader != "auto":
         return loader
-    return "thread" if device.type == "cpu" else "process"
+    return "inline" if device.type == "cpu" else "process"
+
+
+def default_workers(device: torch.device, loader: str) -> int:
+    """Decoders per loader: every core for inline decoding (it never runs beside the forward)."""
+    cores = os.cpu_count() or 1
+    if device.type == "cuda":
+        return min(8, cores)
+    if loader == "inline":
+        return cores
+    # Beside a CPU forward a decoder competes with it for cores; one overlaps I/O with compute.
+    return 1 if cores <= 4 else cores // 4
 
 
 def make_loader(dataset: Dataset, batch_size: int, collate_fn: Callable, loader: str, workers: int,
@@ -44,6 +58,8 @@ def make_loader(dataset: Dataset, batch_size: int, collate_fn: Callable, loader:
     """An iterable of ``collate_fn(batch)``; ``workers == 0`` decodes in the main thread whatever ``loader``."""
     if loader == "thread" and workers > 0:
         return ThreadLoader(dataset, batch_size, collate_fn, workers, pin_memory)
+    if loader == "inline" and workers > 0:
+        return InlineLoader(dataset, batch_size, collate_fn, workers, pin_memory)
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_fn,
                       pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4 if workers else None,
                       worker_init_fn=_ignore_sigint if workers else None)
@@ -97,6 +113,35 @@ class ThreadLoader:
             finally:
                 for f in pending:
                     f.cancel()  # the pool's exit then waits only for the batches being decoded
+
+
+class InlineLoader:
+    """Decode each batch only when the loop asks for it, its images spread over ``threads`` threads.
+
+    Nothing overlaps the forward: when the forward already keeps every core busy (a CPU
+    device), a decoder running beside it only steals cycles from its threads, so the fastest
+    schedule is all cores decoding, then all cores computing. Same batches, order and errors
+    as the other loaders; warnings are handled as in :class:`ThreadLoader`.
+    """
+
+    def __init__(self, dataset: Dataset, batch_size: int, collate_fn: Callable, threads: int,
+                 pin_memory: bool = False):
+        if threads < 1:
+            raise ValueError(f"threads must be >= 1, got {threads}")
+        self.dataset, self.batch_size, self.collate_fn = dataset, batch_size, collate_fn
+        self.threads, self.pin_memory = threads, pin_memory
+
+    def __len__(self) -> int:
+        return -(-len(self.dataset) // self.batch_size)
+
+    def __iter__(self) -> Iterator:
+        n = len(self.dataset)
+        with warnings.catch_warnings(), ThreadPoolExecutor(self.threads, thread_name_prefix="decode") as pool:
+            warnings.simplefilter("ignore")
+            for start in range(0, n, self.batch_size):
+                batch = self.collate_fn(list(pool.map(self.dataset.__getitem__,
+                                                      range(start, min(start + self.batch_size, n)))))
+                yield _pinned(batch) if self.pin_memory else batch
 
 
 def _pinned(batch):

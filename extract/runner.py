@@ -26,10 +26,10 @@ import torch
 from tqdm import tqdm
 
 from extract import __version__
-from extract.backbones import Backbone, create_backbone
+from extract.backbones import Backbone, TransformSpec, create_backbone
 from extract.hooks import FeatureHooks, Tap
-from extract.loaders import check_loader, make_loader, resolve_loader
-from extract.preprocess import ImageRows, build_transform, collate, collate_views
+from extract.loaders import check_loader, default_workers, make_loader, resolve_loader
+from extract.preprocess import ImageRows, Uint8Crop, collate, collate_views, normalize_batch
 from extract.sources import build_manifest
 from extract.store import FeatureSpec, Manifest, ViewLayout, open_for_write, write_lock
 from extract.views import DEFAULT_RATIO, DEFAULT_SCALE, view_transform
@@ -217,14 +217,6 @@ def _provenance(cfg: ExtractConfig, backbone: Backbone, device: torch.device) ->
     }
 
 
-def default_workers(device: torch.device) -> int:
-    cores = os.cpu_count() or 1
-    if device.type == "cuda":
-        return min(8, cores)
-    # On a CPU decode competes with the forward for cores; one worker overlaps I/O with compute.
-    return 1 if cores <= 4 else cores // 4
-
-
 @dataclass
 class Plan:
     """A resolved job: everything known before the first image is read."""
@@ -334,14 +326,16 @@ class _StopAtBatchEnd:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _forward(hooks: FeatureHooks, x: torch.Tensor, cfg: ExtractConfig, device: torch.device,
+def _forward(hooks: FeatureHooks, u: torch.Tensor, spec: TransformSpec, cfg: ExtractConfig, device: torch.device,
              precision: str) -> dict[str, np.ndarray]:
-    """Pooled features of ``x`` as float32 numpy, ``batch_size`` images per forward."""
+    """Pooled features of uint8 crops ``u`` (B, H, W, 3) as float32 numpy, ``batch_size`` per forward.
+
+    Normalized on the device: a quarter of the bytes to copy, and channels_last for free.
+    """
     parts: list[dict[str, torch.Tensor]] = []
-    for chunk in x.split(cfg.batch_size):
-        chunk = chunk.to(device, non_blocking=True)
-        if cfg.channels_last and device.type != "mps":
-            chunk = chunk.contiguous(memory_format=torch.channels_last)
+    layout = torch.channels_last if cfg.channels_last and device.type != "mps" else torch.contiguous_format
+    for chunk in u.split(cfg.batch_size):
+        chunk = normalize_batch(chunk.to(device, non_blocking=True), spec).contiguous(memory_format=layout)
         with _autocast(device, precision):
             parts.append({k: v.float().cpu() for k, v in hooks(chunk).items()})
     return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
@@ -359,12 +353,14 @@ def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest:
         model = model.to(memory_format=torch.channels_last)
     draft = max(backbone.transform.resize, backbone.transform.crop) if cfg.draft else None
     layout = view_layout(cfg, manifest)
-    views = [view_transform(backbone.transform, cfg.view_seed, v, scale=cfg.view_scale) for v in range(cfg.views)]
-    dataset = ImageRows(manifest.root, manifest.paths, writer.pending, build_transform(backbone.transform),
-                        cfg.max_pixels, draft, views=views, view_rows=layout.rows if layout else ())
-    workers = default_workers(device) if cfg.workers is None else cfg.workers
-    loader = make_loader(dataset, cfg.batch_size, collate_views if layout else collate,
-                         resolve_loader(cfg.loader, device), workers, pin_memory=device.type == "cuda")
+    spec = backbone.transform
+    views = [view_transform(spec, cfg.view_seed, v, scale=cfg.view_scale, uint8=True) for v in range(cfg.views)]
+    dataset = ImageRows(manifest.root, manifest.paths, writer.pending, Uint8Crop(spec), cfg.max_pixels, draft,
+                        views=views, view_rows=layout.rows if layout else ())
+    kind = resolve_loader(cfg.loader, device)
+    workers = default_workers(device, kind) if cfg.workers is None else cfg.workers
+    loader = make_loader(dataset, cfg.batch_size, collate_views if layout else collate, kind, workers,
+                         pin_memory=device.type == "cuda")
     written = 0
     bar = tqdm(total=len(dataset), unit="img", disable=not cfg.progress, dynamic_ncols=True, smoothing=0.1)
     with FeatureHooks(model, taps, cfg.pools) as hooks, torch.inference_mode(), bar, _StopAtBatchEnd() as stop:
@@ -376,10 +372,10 @@ def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest:
             if images is not None:
                 n, parts = len(images), [images]
                 if layout is not None:
-                    parts.append(images.flip(-1))  # the mirrored center crop, for flip TTA
+                    parts.append(images.flip(2))  # the mirrored center crop (B, H, W, 3), for flip TTA
                     if batch[4] is not None:
                         parts.append(batch[4].flatten(0, 1))
-                out = _forward(hooks, torch.cat(parts) if len(parts) > 1 else images, cfg, device, precision)
+                out = _forward(hooks, torch.cat(parts) if len(parts) > 1 else images, spec, cfg, device, precision)
                 feats = {k: v[:n] for k, v in out.items()}
                 if layout is not None:
                     flips = _with_nan_rows({k: v[n:2 * n] for k, v in out.items()}, len(errors))

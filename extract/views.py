@@ -59,6 +59,7 @@ class ViewTransform:
     view: int
     scale: tuple[float, float] = DEFAULT_SCALE
     ratio: tuple[float, float] = DEFAULT_RATIO
+    uint8: bool = False  # return the uint8 (crop, crop, 3) crop; extraction normalizes whole batches
 
     def params(self, width: int, height: int, row: int) -> tuple[tuple[int, int, int, int], bool]:
         """The crop box and flip this view applies to ``row`` (an image of width x height)."""
@@ -68,17 +69,21 @@ class ViewTransform:
         box = crop_box(width, height, self.scale, self.ratio, rng)
         return box, bool(rng.random() < 0.5)
 
-    def __call__(self, img: Image.Image, row: int) -> torch.Tensor:
+    def crop(self, img: Image.Image, row: int) -> Image.Image:
         (top, left, h, w), flip = self.params(img.width, img.height, row)
         out = F.resized_crop(img, top, left, h, w, [self.spec.crop, self.spec.crop],
                              interpolation=InterpolationMode(self.spec.interpolation), antialias=True)
-        if flip:
-            out = F.hflip(out)
+        return F.hflip(out) if flip else out
+
+    def __call__(self, img: Image.Image, row: int) -> torch.Tensor:
+        out = self.crop(img, row)
+        if self.uint8:
+            return torch.from_numpy(np.array(out, dtype=np.uint8, copy=True))
         return F.normalize(F.to_tensor(out), list(self.spec.mean), list(self.spec.std))
 
 
 def view_transform(spec: TransformSpec, seed: int, view: int, *, scale: tuple[float, float] = DEFAULT_SCALE,
-                   ratio: tuple[float, float] = DEFAULT_RATIO) -> ViewTransform:
+                   ratio: tuple[float, float] = DEFAULT_RATIO, uint8: bool = False) -> ViewTransform:
     """The augmentation of view ``view``; call the result as ``t(image, row)``."""
     for name, value in (("seed", seed), ("view", view)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
@@ -87,4 +92,4 @@ def view_transform(spec: TransformSpec, seed: int, view: int, *, scale: tuple[fl
         raise ValueError(f"scale {scale!r}: expected 0 < min <= max <= 1")
     if not 0 < ratio[0] <= ratio[1]:
         raise ValueError(f"ratio {ratio!r}: expected 0 < min <= max")
-    return ViewTransform(spec, seed, view, tuple(scale), tuple(ratio))
+    return ViewTransform(spec, seed, view, tuple(scale), tuple(ratio), uint8)

@@ -30,7 +30,8 @@ from classify.evaluate import ModelResult
 from extract.files import atomic_write
 from extract.backbones import Backbone, create_backbone
 from extract.files import sha256_file
-from extract.runner import default_workers, pick_device
+from extract.loaders import default_workers
+from extract.runner import pick_device
 from extract.sources import build_manifest
 from finetune import checkpoint as ck
 from finetune import tb
@@ -97,7 +98,7 @@ def prepare(cfg: FinetuneConfig) -> Job:
     backbone.model.to(device)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
-    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    workers = default_workers(device, "process") if cfg.workers is None else cfg.workers
     return Job(cfg, splits, backbone, site, device, workers, out)
 
 

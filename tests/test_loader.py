@@ -10,7 +10,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from extract.backbones import TransformSpec
-from extract.loaders import PREFETCH, ThreadLoader, make_loader, resolve_loader
+from extract.loaders import PREFETCH, InlineLoader, ThreadLoader, make_loader, resolve_loader
 from extract.preprocess import ImageRows, build_transform, collate
 from extract.runner import ExtractConfig, extract
 from extract.store import read_info, read_rows
@@ -47,10 +47,11 @@ def corpus_rows(tmp_path_factory):
     return ImageRows(folder, paths, range(len(paths)), build_transform(SMALL), max_pixels=10_000_000)
 
 
+@pytest.mark.parametrize("cls", [ThreadLoader, InlineLoader])
 @pytest.mark.parametrize("threads", [1, 3])
-def test_thread_batches_equal_dataloader_batches(corpus_rows, threads):
+def test_thread_batches_equal_dataloader_batches(corpus_rows, threads, cls):
     ref = list(DataLoader(corpus_rows, batch_size=4, shuffle=False, num_workers=0, collate_fn=collate))
-    got = list(ThreadLoader(corpus_rows, 4, collate, threads))
+    got = list(cls(corpus_rows, 4, collate, threads))
     assert len(got) == len(ref) == -(-len(corpus_rows) // 4)
     assert sum(len(e) for _, _, e in got) >= 5  # the corpus's broken files are error rows, not crashes
     for (rows, images, errors), (rows0, images0, errors0) in zip(got, ref):
@@ -58,8 +59,9 @@ def test_thread_batches_equal_dataloader_batches(corpus_rows, threads):
         assert (images is None and images0 is None) or torch.equal(images, images0)
 
 
-def test_order_kept_when_threads_finish_out_of_order():
-    got = list(ThreadLoader(Slow(23), 3, as_list, threads=4))
+@pytest.mark.parametrize("cls", [ThreadLoader, InlineLoader])
+def test_order_kept_when_threads_finish_out_of_order(cls):
+    got = list(cls(Slow(23), 3, as_list, threads=4))
     assert got == [list(range(s, min(s + 3, 23))) for s in range(0, 23, 3)]
 
 
@@ -71,9 +73,19 @@ def test_leaving_early_cancels_the_rest_and_joins_the_threads():
     assert data.calls <= 4 * (1 + PREFETCH * 2)  # the batch taken plus those already queued
 
 
-def test_warning_filters_come_back(corpus_rows):
+def test_inline_loader_decodes_nothing_ahead():
+    data = Slow(40)
+    for i, _ in enumerate(InlineLoader(data, 4, as_list, threads=2)):
+        assert data.calls == 4 * (i + 1)  # the forward never shares the cores with a decoder
+        if i == 2:
+            break
+    assert not [t for t in threading.enumerate() if t.name.startswith("decode")]
+
+
+@pytest.mark.parametrize("cls", [ThreadLoader, InlineLoader])
+def test_warning_filters_come_back(corpus_rows, cls):
     before = list(warnings.filters)
-    for _ in ThreadLoader(corpus_rows, 2, collate, threads=3):
+    for _ in cls(corpus_rows, 2, collate, threads=3):
         pass
     assert warnings.filters == before
 
@@ -81,8 +93,9 @@ def test_warning_filters_come_back(corpus_rows):
 def test_loader_choice(corpus_rows):
     assert isinstance(make_loader(corpus_rows, 4, collate, "thread", 0), DataLoader)
     assert isinstance(make_loader(corpus_rows, 4, collate, "thread", 2), ThreadLoader)
+    assert isinstance(make_loader(corpus_rows, 4, collate, "inline", 2), InlineLoader)
     assert make_loader(corpus_rows, 4, collate, "process", 2).num_workers == 2
-    assert resolve_loader("auto", torch.device("cpu")) == "thread"
+    assert resolve_loader("auto", torch.device("cpu")) == "inline"
     assert resolve_loader("auto", torch.device("cuda")) == "process"
     assert resolve_loader("process", torch.device("cpu")) == "process"
 
@@ -111,7 +124,7 @@ def datasets(path) -> dict[str, np.ndarray]:
 def test_thread_loader_writes_the_same_store_as_worker_processes(tmp_path, views):
     data = copy_sample(tmp_path / "imgs", 3, broken="train/bees/zz_broken.jpg")
     stores = {}
-    for loader, workers in (("process", 1), ("thread", 2)):
+    for loader, workers in (("process", 1), ("thread", 2), ("inline", 2)):
         out = tmp_path / f"{loader}.h5"
         s = extract(ExtractConfig(data=str(data), backbone="efficientnet_lite0", out=str(out), batch_size=4,
                                   workers=workers, loader=loader, views=views, progress=False))
@@ -122,7 +135,9 @@ def test_thread_loader_writes_the_same_store_as_worker_processes(tmp_path, views
     assert np.array_equal(a["X"], b["X"])
     ia, ib = read_info(stores["process"]), read_info(stores["thread"])
     assert ia.errors == ib.errors and ia.cache_key == ib.cache_key  # the loader is not part of the key
-    da, db = datasets(stores["process"]), datasets(stores["thread"])
-    assert da.keys() == db.keys()
-    for name in da:
-        assert np.array_equal(da[name], db[name], equal_nan=da[name].dtype.kind == "f"), name
+    da = datasets(stores["process"])
+    for other in ("thread", "inline"):
+        db = datasets(stores[other])
+        assert da.keys() == db.keys()
+        for name in da:
+            assert np.array_equal(da[name], db[name], equal_nan=da[name].dtype.kind == "f"), (other, name)

@@ -278,7 +278,8 @@ def start_and_freeze(args: list[str], out: Path, min_rows: int = 2) -> subproces
 
 
 @pytest.mark.parametrize("sig,workers,loader", [("SIGKILL", 0, "auto"), ("SIGINT", 0, "auto"),
-                                               ("SIGINT", 1, "process"), ("SIGINT", 1, "thread")])
+                                               ("SIGINT", 1, "process"), ("SIGINT", 1, "thread"),
+                                               ("SIGINT", 2, "inline")])
 def test_interrupt_then_resume_is_identical(images, reference, tmp_path, sig, workers, loader):
     """Kill or Ctrl-C (to the whole process group, as a terminal sends it) mid-run, rerun: same store."""
     out = tmp_path / "f.h5"
