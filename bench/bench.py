@@ -34,6 +34,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from extract.backbones import create_backbone  # noqa: E402
+from extract.fuse import fold_batchnorm  # noqa: E402
 from extract.hooks import FeatureHooks, Tap  # noqa: E402
 from extract.images import load_image, list_images  # noqa: E402
 from extract.preprocess import Uint8Crop, build_transform, normalize_batch  # noqa: E402
@@ -130,8 +131,10 @@ def synthetic_set(root: Path, n: int, seed: int = 0) -> Path:
 
 @functools.lru_cache(maxsize=None)
 def bench_backbone(name: str):
-    """One model per name for all rounds (building resnet50 each time would cost more than its forward)."""
+    """One model per name for all rounds (building resnet50 each time would cost more than its forward),
+    prepared as extraction prepares it: BatchNorms folded, channels_last."""
     bb = create_backbone(name, weights_for(name))
+    bb.model, _ = fold_batchnorm(bb.model, [Tap.parse(bb.default_layer)], bb.transform.crop)
     bb.model.to(memory_format=torch.channels_last)
     return bb
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
-SPEC_KEYS = ("backbone", "weights", "weights_sha256", "transform", "precision", "draft")
+SPEC_KEYS = ("backbone", "weights", "weights_sha256", "transform", "precision", "draft", "fold_bn")
 
 
 class MismatchError(ValueError):
@@ -56,6 +56,7 @@ def _extract_for(saved, files: list[str], work: Path, weights_file: str | None, 
         pools=("avg",) if pool == "none" else (pool,), weights="DEFAULT" if wid.startswith("file:") else wid,
         weights_file=weights_file, precision=spec.get("precision", "fp32"), dtype=spec.get("dtype", "float32"),
         draft=bool(spec.get("draft")), max_pixels=spec.get("max_pixels"), flip=flip, progress=progress,
+        fold_bn=bool(spec.get("fold_bn", False)),  # stores made before folding existed did not fold
     )
     p = plan(cfg, manifest=from_files(files))
     if p.backbone.weights_sha256 != spec.get("weights_sha256"):

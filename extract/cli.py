@@ -63,6 +63,9 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
                    help="autocast precision (default fp32; auto = bf16/fp16 where the hardware is native)")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
                    help="keep NCHW memory format")
+    g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", default=None,
+                   help="keep BatchNorm layers separate (default: fold them into the convolutions before them, "
+                        "checked on a probe batch; 1.3-1.6x faster on a CPU, features change ~1e-6)")
     g.add_argument("--draft", action="store_true", default=None,
                    help="decode large JPEGs at reduced scale (faster; features change slightly)")
     g = p.add_argument_group("input checks")
@@ -104,7 +107,8 @@ def config_from_args(args: argparse.Namespace, **override: object):  # -> Extrac
         "weights_file": weights_file, "batch_size": args.batch_size, "workers": args.workers,
         "loader": args.loader,
         "device": args.device, "precision": args.precision, "dtype": args.dtype, "compression": args.compression,
-        "channels_last": args.channels_last, "draft": args.draft, "image_root": args.image_root,
+        "channels_last": args.channels_last, "fold_bn": args.fold_bn, "draft": args.draft,
+        "image_root": args.image_root,
         "allow_outside_root": args.allow_outside_root, "overwrite": getattr(args, "overwrite", None),
         "shard": getattr(args, "shard", None), "views": args.views, "view_seed": args.view_seed,
         "view_scale": args.view_scale,

@@ -45,10 +45,15 @@ class _Extractor:
         self.device = pick_device("cuda" if torch.cuda.is_available() and self.cfg.device in ("auto", "cuda")
                                   else "cpu")
         bb = create_backbone(self.cfg.backbone, self.cfg.weights, self.cfg.weights_file)
+        taps = resolve_taps(bb, self.cfg.layers)
+        if self.cfg.fold_bn:  # as plan() does, so a Ray store holds the same numbers as a local one
+            from extract.fuse import fold_batchnorm
+
+            bb.model, _ = fold_batchnorm(bb.model, taps, bb.transform.crop)
         self.model = bb.model.to(self.device)
         if self.cfg.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.hooks = FeatureHooks(self.model, resolve_taps(bb, self.cfg.layers), self.cfg.pools).__enter__()
+        self.hooks = FeatureHooks(self.model, taps, self.cfg.pools).__enter__()
         self.transform = build_transform(bb.transform)
         self.draft = max(bb.transform.resize, bb.transform.crop) if self.cfg.draft else None
         self.autocast = lambda: _autocast(self.device, precision)
@@ -109,7 +114,8 @@ def extract_ray(cfg: ExtractConfig, *, address: str | None = None, workers: int 
     t0 = time.perf_counter()
     with write_lock(out):
         writer = open_for_write(out, p.manifest, p.features, cache_key=p.cache_key, spec=p.spec,
-                                provenance={**_provenance(cfg, p.backbone, p.device), "engine": "ray"},
+                                provenance={**_provenance(cfg, p.backbone, p.device), "engine": "ray",
+                                            "folded_batchnorms": p.folded},
                                 default_feature=p.default_key, dtype=cfg.dtype, compression=cfg.compression,
                                 overwrite=cfg.overwrite)
         if writer.status == "hit":

@@ -9,6 +9,7 @@ Python API for notebooks::
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -27,6 +28,7 @@ from tqdm import tqdm
 
 from extract import __version__
 from extract.backbones import Backbone, TransformSpec, create_backbone
+from extract.fuse import fold_batchnorm
 from extract.hooks import FeatureHooks, Tap
 from extract.loaders import check_loader, default_workers, make_loader, resolve_loader
 from extract.preprocess import ImageRows, Uint8Crop, collate, collate_views, normalize_batch
@@ -57,6 +59,7 @@ class ExtractConfig:
     dtype: str = "float32"  # storage dtype of the features
     compression: str | None = None
     channels_last: bool = True
+    fold_bn: bool = True  # fold eval BatchNorms into their convolutions (faster; features change ~1e-6)
     max_pixels: int | None = 178_956_970
     draft: bool = False  # JPEG draft decoding at reduced scale (faster, numbers change slightly)
     image_root: str | None = None
@@ -175,6 +178,7 @@ def cache_spec(cfg: ExtractConfig, backbone: Backbone, features: list[FeatureSpe
         "draft": cfg.draft,
         "max_pixels": cfg.max_pixels,
         "precision": precision,
+        "fold_bn": cfg.fold_bn,
         "dtype": cfg.dtype,
         "manifest": manifest.fingerprint,
         "rows": len(manifest),
@@ -230,6 +234,7 @@ class Plan:
     features: list[FeatureSpec]
     default_key: str
     spec: dict
+    folded: int = 0  # BatchNorms folded into convolutions
 
     @property
     def cache_key(self) -> str:
@@ -267,7 +272,11 @@ def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbon
         from extract.shards import parse_shard, shard_manifest
 
         manifest, spec["shard"] = shard_manifest(manifest, *parse_shard(cfg.shard))
-    return Plan(cfg, device, precision, manifest, backbone, taps, features, default_key, spec)
+    folded = 0
+    if cfg.fold_bn:
+        model, folded = fold_batchnorm(backbone.model, taps, backbone.transform.crop)
+        backbone = dataclasses.replace(backbone, model=model)
+    return Plan(cfg, device, precision, manifest, backbone, taps, features, default_key, spec, folded)
 
 
 def extract(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbone | None = None) -> ExtractSummary:
@@ -281,7 +290,8 @@ def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
     t0 = time.perf_counter()
     with write_lock(out):
         writer = open_for_write(out, p.manifest, p.features, cache_key=p.cache_key, spec=p.spec,
-                                provenance=_provenance(p.cfg, p.backbone, p.device), default_feature=p.default_key,
+                                provenance={**_provenance(p.cfg, p.backbone, p.device), "folded_batchnorms": p.folded},
+                                default_feature=p.default_key,
                                 dtype=p.cfg.dtype, compression=p.cfg.compression, overwrite=p.cfg.overwrite,
                                 views=view_layout(p.cfg, p.manifest))
         if writer.status == "hit":
