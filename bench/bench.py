@@ -46,6 +46,7 @@ HYMENOPTERA = ROOT.parent / "shared" / "datasets" / "hymenoptera"
 CORES = os.cpu_count() or 1
 MODELS = ("efficientnet_lite0", "resnet50")
 PRECISIONS = ("fp32", "bf16")
+E2E_REPEATS = 2  # end-to-end extractions per model, precision and round; the fastest counts
 LEVERS = (("inline", 2), ("process", 1), ("process", 0), ("thread", 1), ("thread", 2))  # (loader, workers)
 RESULTS: dict = {}
 START = time.perf_counter()
@@ -221,7 +222,9 @@ def ceiling_round(data: Path, work: Path, repeats: int, warmups: int) -> dict:
         for prec in PRECISIONS:
             fw = forward_rate(name, prec, 32, repeats, warmups)
             dec = decode_rate(data, name, None, repeats, warmups=warmups)  # the very images the e2e reads
-            rate, share, out = e2e(data, name, prec, work)
+            # The ceilings are the best of several timed runs; so is the e2e (of E2E_REPEATS), so that
+            # one slow spell on this shared VM does not land on only one side of the ratio.
+            rate, share, out = max((e2e(data, name, prec, work) for _ in range(E2E_REPEATS)), key=lambda r: r[0])
             got[(name, prec)] = {"forward": fw, "decode": dec, "ceiling": ceiling(fw, dec), "e2e": rate,
                                  "of_ceiling": rate / ceiling(fw, dec), "write_share": share, "store": out}
             if name == MODELS[0]:
