@@ -113,6 +113,25 @@ def build_model(name: str, *, preprocess: str | Sequence[str] | None = None, see
                         n_jobs=jobs, refit=True, error_score="raise")
 
 
+class GroupedCalibratedClassifierCV(CalibratedClassifierCV):
+    """CalibratedClassifierCV whose calibration folds keep each image's augmented views together.
+
+    sklearn routes ``groups`` to this splitter only under metadata routing; here ``fit`` takes
+    them directly (``classify.train.fit_params`` passes them) and turns ``cv`` (a
+    :class:`SmallDataKFold`) into its grouped folds for this fit only.
+    """
+
+    def fit(self, X, y, sample_weight=None, groups=None, **fit_params):  # noqa: ANN001, ANN201
+        if groups is None:
+            return super().fit(X, y, sample_weight=sample_weight, **fit_params)
+        cv = self.cv
+        self.cv = list(SmallDataKFold(cv.n_splits, random_state=cv.random_state, held_views=True).split(X, y, groups))
+        try:
+            return super().fit(X, y, sample_weight=sample_weight, **fit_params)
+        finally:
+            self.cv = cv
+
+
 class CosineKNN(ClassifierMixin, BaseEstimator):
     """k nearest neighbours by cosine distance, k capped at the number of training rows.
 
@@ -185,7 +204,8 @@ def _svm_rbf(seed: int) -> Candidate:
     # Rows are unit vectors after l2, so squared distances lie in [0, 4] and one gamma grid
     # fits any feature dimension. SVC(probability=True) is deprecated in sklearn 1.9.
     svc = SVC(kernel="rbf", random_state=seed)
-    clf = CalibratedClassifierCV(svc, method="sigmoid", cv=SmallDataKFold(3, random_state=seed), ensemble=False)
+    clf = GroupedCalibratedClassifierCV(svc, method="sigmoid", cv=SmallDataKFold(3, random_state=seed),
+                                        ensemble=False)
     return Candidate(clf, {"estimator__C": [0.3, 1.0, 3.0, 10.0, 30.0], "estimator__gamma": [0.1, 0.3, 1.0, 3.0]})
 
 

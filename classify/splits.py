@@ -47,12 +47,14 @@ def group_centers(groups: np.ndarray) -> np.ndarray:
     return np.sort(first)
 
 
-def grouped(groups: np.ndarray, center_split: tuple[np.ndarray, np.ndarray], centers: np.ndarray
-            ) -> tuple[np.ndarray, np.ndarray]:
-    """A split of the centers -> (every sample of the train images, the held-out centers)."""
+def grouped(groups: np.ndarray, center_split: tuple[np.ndarray, np.ndarray], centers: np.ndarray,
+            held_views: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """A split of the centers -> (every sample of the train images, the held-out centers, or with
+    ``held_views`` every sample of the held-out images)."""
     train, held = center_split
     groups = np.asarray(groups)
-    return np.flatnonzero(np.isin(groups, groups[centers[train]])), centers[held]
+    fit = np.flatnonzero(np.isin(groups, groups[centers[train]]))
+    return fit, (np.flatnonzero(np.isin(groups, groups[centers[held]])) if held_views else centers[held])
 
 
 class SmallDataKFold(StratifiedKFold):
@@ -62,8 +64,10 @@ class SmallDataKFold(StratifiedKFold):
     tiny dataset should still run, with 2-4 folds, rather than fail.
     """
 
-    def __init__(self, n_splits: int = 5, *, random_state: int | None = 0):
+    def __init__(self, n_splits: int = 5, *, random_state: int | None = 0, held_views: bool = False):
         super().__init__(n_splits=n_splits, shuffle=True, random_state=random_state)
+        self.held_views = held_views  # grouped folds: score held-out views too (a partition, as
+        # cross_val_predict needs) instead of center crops only
 
     def split(self, X, y, groups=None):
         y = np.asarray(y)
@@ -74,7 +78,7 @@ class SmallDataKFold(StratifiedKFold):
         centers = group_centers(groups)  # without views: every sample, so the same folds as above
         k = _folds_for(self.n_splits, y[centers])
         for fold in StratifiedKFold(k, shuffle=True, random_state=self.random_state).split(centers, y[centers]):
-            yield grouped(groups, fold, centers)
+            yield grouped(groups, fold, centers, self.held_views)
 
     def get_n_splits(self, X=None, y=None, groups=None) -> int:
         if y is None:

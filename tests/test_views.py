@@ -293,3 +293,32 @@ def test_merge_refuses_view_shards(tmp_path):
     with pytest.raises(StoreError, match="holds augmented views"):
         merge(shards, tmp_path / "m.h5")
     assert not (tmp_path / "m.h5").exists()
+
+
+def test_calibration_folds_partition_images_with_their_views():
+    y = np.array([0, 1] * 9)
+    k = 2
+    groups = np.concatenate([np.arange(18), np.repeat(np.arange(18), k)])
+    y_all = np.concatenate([y, np.repeat(y, k)])
+    folds = list(SmallDataKFold(3, random_state=0, held_views=True).split(np.zeros(len(y_all)), y_all, groups))
+    held = np.concatenate([te for _, te in folds])
+    assert sorted(held.tolist()) == list(range(len(y_all)))  # a partition, as cross_val_predict needs
+    for tr, te in folds:
+        assert not set(groups[tr]) & set(groups[te])
+
+
+def test_svm_rbf_on_views_gets_groups_for_its_calibration(tmp_path):
+    from classify.models import GroupedCalibratedClassifierCV
+
+    store = view_store(tmp_path)
+    model = build_model("svm-rbf")
+    assert set(fit_params(model, np.arange(3))) == {"groups", "clf__groups"}
+    data = load_features(store, views=True)
+    X, y, groups = training_arrays(data.train, views=True)
+    calib = GroupedCalibratedClassifierCV(build_model("svm-rbf").estimator.named_steps["clf"].estimator,
+                                          method="sigmoid", cv=SmallDataKFold(3), ensemble=False)
+    cv_before = calib.cv
+    calib.fit(X, y, groups=groups)
+    assert calib.cv is cv_before  # the grouped folds were for that fit only
+    [res] = run_classify(store, models=["svm-rbf"], out_dir=tmp_path / "run", views="on")
+    assert res.model == "svm-rbf+views" and res.val["accuracy"] > 0.8
