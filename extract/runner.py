@@ -356,6 +356,30 @@ def _with_nan_rows(feats: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray
     return {k: np.concatenate([v, np.full((n, v.shape[1]), np.nan, np.float32)]) for k, v in feats.items()}
 
 
+def _batch_features(batch: tuple, hooks: FeatureHooks, spec: TransformSpec, cfg: ExtractConfig,
+                    device: torch.device, precision: str, with_views: bool) -> tuple[dict, dict | None, tuple | None]:
+    """(features of the good rows, mirrored-crop features with NaN error rows, (view rows, view
+    features)) of one loader batch; center crops, mirrors and views share the forward passes."""
+    rows, images, errors = batch[:3]
+    if images is None:
+        return {}, None, None
+    n, parts = len(images), [images]
+    view_rows, views = batch[3:5] if with_views else (None, None)
+    if with_views:
+        parts.append(images.flip(2))  # the mirrored center crop (B, H, W, 3), for flip TTA
+        if views is not None:
+            parts.append(views.flatten(0, 1))
+    out = _forward(hooks, torch.cat(parts) if len(parts) > 1 else images, spec, cfg, device, precision)
+    feats = {k: v[:n] for k, v in out.items()}
+    if not with_views:
+        return feats, None, None
+    flips = _with_nan_rows({k: v[n:2 * n] for k, v in out.items()}, len(errors))
+    if views is None:
+        return feats, flips, None
+    m = len(view_rows)
+    return feats, flips, (view_rows.numpy(), {k: v[2 * n:].reshape(m, cfg.views, -1) for k, v in out.items()})
+
+
 def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest: Manifest, writer,
               device: torch.device, precision: str) -> int:
     model = backbone.model.to(device)
@@ -378,20 +402,7 @@ def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest:
             if stop.requested:
                 break  # leaving the loop shuts the workers (or threads) down before the interrupt propagates
             rows, images, errors = batch[:3]
-            feats, flips, view_feats = {}, None, None
-            if images is not None:
-                n, parts = len(images), [images]
-                if layout is not None:
-                    parts.append(images.flip(2))  # the mirrored center crop (B, H, W, 3), for flip TTA
-                    if batch[4] is not None:
-                        parts.append(batch[4].flatten(0, 1))
-                out = _forward(hooks, torch.cat(parts) if len(parts) > 1 else images, spec, cfg, device, precision)
-                feats = {k: v[:n] for k, v in out.items()}
-                if layout is not None:
-                    flips = _with_nan_rows({k: v[n:2 * n] for k, v in out.items()}, len(errors))
-                    if batch[4] is not None:
-                        m = len(batch[3])
-                        view_feats = (batch[3].numpy(), {k: v[2 * n:].reshape(m, cfg.views, -1) for k, v in out.items()})
+            feats, flips, view_feats = _batch_features(batch, hooks, spec, cfg, device, precision, layout is not None)
             all_rows = np.concatenate([rows.numpy(), np.array(sorted(errors), dtype=np.int64)])
             if len(all_rows):
                 writer.write(all_rows, _with_nan_rows(feats, len(errors)), errors, flips=flips, views=view_feats)
