@@ -54,10 +54,12 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
                    help="area range of the view crops as fractions of the image (default 0.08,1 as torchvision)")
     g = p.add_argument_group("speed")
     g.add_argument("--batch-size", type=int, default=None, help="images per forward (default 32)")
-    g.add_argument("--workers", type=int, default=None, help="decode workers (default: per device)")
-    g.add_argument("--loader", choices=("auto", "process", "thread", "inline"), default=None,
-                   help="decode in --workers DataLoader processes or --workers threads of the main process "
-                        "(same features; default auto: threads when the forward runs on the CPU)")
+    g.add_argument("--workers", type=int, default=None,
+                   help="decode workers (default: every core for inline, 1 beside a CPU forward, up to 8 for a GPU)")
+    g.add_argument("--loader", choices=("auto", "inline", "thread", "process"), default=None,
+                   help="inline: decode each batch when needed on --workers threads, nothing beside the forward; "
+                        "thread: prefetch on threads; process: DataLoader worker processes (same features; "
+                        "default auto: inline on all cores for a CPU forward, process for a GPU)")
     g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default=None,
                    help="autocast precision (default fp32; auto = bf16/fp16 where the hardware is native)")

@@ -53,7 +53,7 @@ class ExtractConfig:
     weights_file: str | None = None
     batch_size: int = 32
     workers: int | None = None  # None: chosen for the device and core count
-    loader: str = "auto"  # decode workers are processes or threads (auto: threads on a CPU); not in the cache key
+    loader: str = "auto"  # inline / thread / process decoding (auto: inline on a CPU); not in the cache key
     device: str = "auto"
     precision: str = "fp32"
     dtype: str = "float32"  # storage dtype of the features
