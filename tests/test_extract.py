@@ -113,3 +113,23 @@ def test_cli_extract_and_info(tmp_path):
     r = run("extract", "--data", str(data), "--backbone", "efficientnet_lite0", "--out", str(out),
             "--layers", "_blocks.99")
     assert r.returncode == 2 and "closest" in r.stderr
+
+
+def test_uint8_crops_normalized_in_batch_equal_totensor_normalize():
+    """Extraction's decode path (uint8 crop, batched normalize) gives bit-identical inputs."""
+    import torch
+
+    from extract.backbones import create_backbone
+    from extract.images import load_image
+    from extract.preprocess import Uint8Crop, build_transform, normalize_batch
+    from extract.views import view_transform
+    from tests.samples import SAMPLE
+
+    spec = create_backbone("efficientnet_lite0", "none").transform
+    imgs = [load_image(f) for f in sorted(SAMPLE.glob("train/*/*.jpg"))[:6]]
+    ref = torch.stack([build_transform(spec)(i) for i in imgs])
+    got = normalize_batch(torch.stack([Uint8Crop(spec)(i) for i in imgs]), spec)
+    assert torch.equal(got, ref) and got.is_contiguous(memory_format=torch.channels_last)
+    views = [view_transform(spec, 1, 2), view_transform(spec, 1, 2, uint8=True)]
+    assert torch.equal(normalize_batch(torch.stack([views[1](i, 5) for i in imgs]), spec),
+                       torch.stack([views[0](i, 5) for i in imgs]))
