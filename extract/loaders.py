@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import signal
 import warnings
+from contextlib import contextmanager
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence
@@ -54,7 +55,7 @@ def default_workers(device: torch.device, loader: str) -> int:
 
 
 def make_loader(dataset: Dataset, batch_size: int, collate_fn: Callable, loader: str, workers: int,
-                pin_memory: bool = False) -> DataLoader | ThreadLoader:
+                pin_memory: bool = False) -> DataLoader | _ThreadedLoader:
     """An iterable of ``collate_fn(batch)``; ``workers == 0`` decodes in the main thread whatever ``loader``."""
     if loader == "thread" and workers > 0:
         return ThreadLoader(dataset, batch_size, collate_fn, workers, pin_memory)
@@ -69,17 +70,8 @@ def _ignore_sigint(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the main process decides when to stop
 
 
-class ThreadLoader:
-    """Decode upcoming batches on ``threads`` threads of this process, ``PREFETCH`` per thread ahead.
-
-    Each batch is one task (decode its items, then collate), so batches come back whole and
-    in order, as from DataLoader workers. Leaving the loop early (``break``, an exception,
-    Ctrl-C) cancels the batches not started and waits for those being decoded.
-
-    ``load_image`` silences PIL's warnings with ``warnings.catch_warnings``, which swaps
-    process-wide state and can leave the wrong filters behind when threads overlap; so all
-    warnings are ignored while the loop runs and the caller's filters come back at its end.
-    """
+class _ThreadedLoader:
+    """What the thread-based loaders share: the dataset's batches in order, ``threads`` decoders."""
 
     def __init__(self, dataset: Dataset, batch_size: int, collate_fn: Callable, threads: int,
                  pin_memory: bool = False):
@@ -91,6 +83,26 @@ class ThreadLoader:
     def __len__(self) -> int:
         return -(-len(self.dataset) // self.batch_size)
 
+    @contextmanager
+    def _pool(self) -> Iterator[ThreadPoolExecutor]:
+        """A pool of decode threads, all warnings ignored while it lives (see :class:`ThreadLoader`)."""
+        with warnings.catch_warnings(), ThreadPoolExecutor(self.threads, thread_name_prefix="decode") as pool:
+            warnings.simplefilter("ignore")
+            yield pool
+
+
+class ThreadLoader(_ThreadedLoader):
+    """Decode upcoming batches on ``threads`` threads of this process, ``PREFETCH`` per thread ahead.
+
+    Each batch is one task (decode its items, then collate), so batches come back whole and
+    in order, as from DataLoader workers. Leaving the loop early (``break``, an exception,
+    Ctrl-C) cancels the batches not started and waits for those being decoded.
+
+    ``load_image`` silences PIL's warnings with ``warnings.catch_warnings``, which swaps
+    process-wide state and can leave the wrong filters behind when threads overlap; so all
+    warnings are ignored while the loop runs and the caller's filters come back at its end.
+    """
+
     def _batch(self, indices: Sequence[int]):
         return self.collate_fn([self.dataset[i] for i in indices])
 
@@ -98,8 +110,7 @@ class ThreadLoader:
         n = len(self.dataset)
         starts = iter(range(0, n, self.batch_size))
         pending: deque[Future] = deque()
-        with warnings.catch_warnings(), ThreadPoolExecutor(self.threads, thread_name_prefix="decode") as pool:
-            warnings.simplefilter("ignore")
+        with self._pool() as pool:
             try:
                 while True:
                     for start in starts:
@@ -115,7 +126,7 @@ class ThreadLoader:
                     f.cancel()  # the pool's exit then waits only for the batches being decoded
 
 
-class InlineLoader:
+class InlineLoader(_ThreadedLoader):
     """Decode each batch only when the loop asks for it, its images spread over ``threads`` threads.
 
     Nothing overlaps the forward: when the forward already keeps every core busy (a CPU
@@ -124,20 +135,9 @@ class InlineLoader:
     as the other loaders; warnings are handled as in :class:`ThreadLoader`.
     """
 
-    def __init__(self, dataset: Dataset, batch_size: int, collate_fn: Callable, threads: int,
-                 pin_memory: bool = False):
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
-        self.dataset, self.batch_size, self.collate_fn = dataset, batch_size, collate_fn
-        self.threads, self.pin_memory = threads, pin_memory
-
-    def __len__(self) -> int:
-        return -(-len(self.dataset) // self.batch_size)
-
     def __iter__(self) -> Iterator:
         n = len(self.dataset)
-        with warnings.catch_warnings(), ThreadPoolExecutor(self.threads, thread_name_prefix="decode") as pool:
-            warnings.simplefilter("ignore")
+        with self._pool() as pool:
             for start in range(0, n, self.batch_size):
                 batch = self.collate_fn(list(pool.map(self.dataset.__getitem__,
                                                       range(start, min(start + self.batch_size, n)))))
