@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench sample clean
+.PHONY: run test bench bench-classify sample clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -20,6 +20,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/bench.py
+
+# The classify stage at 10^4-10^5 rows on generated stores (~40 min; --quick ~5 min).
+bench-classify: $(STAMP)
+	$(PY) bench/classify_scale.py
 
 # Rebuild data/sample from ../shared/datasets/hymenoptera (the committed copy is its output).
 sample: $(STAMP)

@@ -38,6 +38,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", choices=("none", "flip", "both"), default=None,
                    help="flip: score the average of each image's center and mirrored crops (needs a store with "
                         "views); both: report with and without (default none)")
+    p.add_argument("--protocol", default=None, metavar="SPEC",
+                   help="how models are selected: auto (default: 5-fold CV below 2,000 train rows, 3-fold below "
+                        "5,000, else one stratified holdout of train and one refit; repeated 5-fold below 100), "
+                        "cv[:K], repeated-cv[:KxR], holdout[:FRACTION]")
+    p.add_argument("--budget", default=None, metavar="TIME",
+                   help="time for the whole zoo (90s, 10m, 1h): a model whose estimate does not fit in what is left "
+                        "is approximated or skipped, and the report says which and why")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for models/ and the reports")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="run the sweeps here (default) or on a Ray cluster via joblib's Ray backend")
@@ -48,7 +55,7 @@ def options_from_args(args: argparse.Namespace) -> dict:
     """Keyword arguments for :func:`run_classify`; options left unset are dropped."""
     given = {"feature": args.layer, "models": args.models, "jobs": args.jobs, "seed": args.seed,
              "allow_partial": args.allow_partial, "preprocess": args.preprocess, "tensorboard": args.tensorboard,
-             "views": args.views, "tta": args.tta}
+             "views": args.views, "tta": args.tta, "protocol": args.protocol, "budget": args.budget}
     return {k: v for k, v in given.items() if v is not None}
 
 
@@ -58,6 +65,9 @@ def main(args: argparse.Namespace) -> int:
 
     from classify.engine import parallel_engine
 
+    from classify import progress
+
+    progress.set_enabled(False if getattr(args, "quiet", False) else None)
     options = options_from_args(args)
     if args.engine == "ray" and "jobs" not in options:
         options["jobs"] = -1  # every CPU of the cluster

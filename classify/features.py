@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from classify.splits import stratified_holdout
-from extract.store import StoreError, read_flip, read_info, read_rows, read_views, resolve_feature
+from extract.store import StoreError, read_features, read_flip, read_index, read_info, read_views, resolve_feature
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ VAL_HOLDOUT = "holdout from train"
 
 @dataclass(frozen=True)
 class Split:
-    X: np.ndarray  # (n, d) float32
+    X: np.ndarray  # (n, d) in the store's dtype (float32, or float16 until a model reads a chunk)
     y: np.ndarray  # (n,) int64 index into class_names
     paths: np.ndarray  # (n,) str, relative to the image root
     rows: np.ndarray | None = None  # (n,) store rows
@@ -79,9 +79,18 @@ class FeatureSet:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test) if self.test else 0}
 
 
-def _split(data: dict, mask: np.ndarray) -> Split:
-    return Split(np.asarray(data["X"][mask], dtype=np.float32), data["y"][mask].astype(np.int64), data["paths"][mask],
-                 data["rows"][mask])
+def _read_split(path: Path, key: str, index: dict, at: np.ndarray, allow_partial: bool) -> Split:
+    """The rows ``at`` (positions in ``index``) with their features, read straight from the store:
+    no whole-store array, no float32 copy of a float16 store."""
+    X = read_features(path, key, index["rows"][at], allow_partial)
+    if X.dtype not in (np.float16, np.float32):
+        X = X.astype(np.float32)
+    return Split(X, index["y"][at].astype(np.int64), index["paths"][at], index["rows"][at])
+
+
+def nonfinite_rows(X: np.ndarray, chunk: int = 16384) -> int:
+    """Rows holding a NaN or an infinity, counted a chunk at a time (no n x d mask)."""
+    return int(sum((~np.isfinite(X[i:i + chunk])).any(axis=1).sum() for i in range(0, len(X), chunk)))
 
 
 def _with_extras(path: Path, key: str, split: Split, views: bool, flip: bool, allow_partial: bool) -> Split:
@@ -116,7 +125,7 @@ def _check_others(path: Path, train: Split, others: dict[str, Split], class_name
             raise ValueError(f"{path}: {name} has classes with no train rows: "
                              f"{_names(np.array(unseen), class_names)}; no model can predict them")
     for name, split in {"train": train, **others}.items():
-        bad = int((~np.isfinite(split.X)).any(axis=1).sum())
+        bad = nonfinite_rows(split.X)
         if bad:
             raise ValueError(f"{path}: {bad} {name} rows have NaN or infinite features; re-extract the store")
 
@@ -141,24 +150,27 @@ def load_features(path: str | os.PathLike, feature: str | None = None, *, allow_
     if flip and not info.flip:
         raise StoreError(f"{info.path}: holds no mirrored crops (extract with --views K), so --tta flip cannot "
                          "average them")
-    data = read_rows(info.path, feature=key, allow_partial=allow_partial)
-    labeled = data["y"] >= 0
-    ignored = int((~labeled | ~np.isin(data["split"], ["train", "val", "test"])).sum())
+    index = read_index(info.path, allow_partial=allow_partial)
+    labeled = index["y"] >= 0
+    ignored = int((~labeled | ~np.isin(index["split"], ["train", "val", "test"])).sum())
     if ignored:
         log.warning("%s: %d rows are unlabeled or outside train/val/test; not used", info.path, ignored)
     if not info.complete:
         log.warning("%s: incomplete store: using the %d of %d rows written so far", info.path, info.n_done, info.n_rows)
-    train, val, test = (_split(data, labeled & (data["split"] == s)) for s in ("train", "val", "test"))
-    _check_train(info.path, train, info.class_names)
+    at = {s: np.flatnonzero(labeled & (index["split"] == s)) for s in ("train", "val", "test")}
+    if len(at["train"]) == 0 or len(set(index["y"][at["train"]].tolist())) < 2:
+        _check_train(info.path, Split(np.empty((0, 0)), index["y"][at["train"]], index["paths"][at["train"]]),
+                     info.class_names)
     val_source = VAL_SPLIT
-    if len(val) == 0:
-        keep, held = stratified_holdout(train.y, holdout, holdout_seed)
+    if len(at["val"]) == 0:
+        keep, held = stratified_holdout(index["y"][at["train"]], holdout, holdout_seed)
         if len(held) == 0:
             raise ValueError(f"{info.path}: no val split, and too few train rows for a {holdout:.0%} holdout")
-        train, val = train.take(keep), train.take(held)
+        at["train"], at["val"] = at["train"][keep], at["train"][held]
         val_source = VAL_HOLDOUT
         log.info("%s: no val split; holding out %d of %d train rows (stratified, seed %d)",
                  info.path, len(held), len(keep) + len(held), holdout_seed)
+    train, val, test = (_read_split(info.path, key, index, at[s], allow_partial) for s in ("train", "val", "test"))
     others = {"val": val, **({"test": test} if len(test) else {})}
     _check_others(info.path, train, others, info.class_names)
     train = _with_extras(info.path, key, train, views, flip, allow_partial)

@@ -29,7 +29,7 @@ def csv_row(r: ModelResult) -> dict[str, Any]:
         "val_balanced_accuracy": v["balanced_accuracy"], "val_macro_f1": v["macro_f1"], "val_log_loss": v["log_loss"],
         **{f"val_{k}": x for k, x in v["top_k"].items()},
         "test_accuracy": r.test["accuracy"] if r.test else None,
-        "fit_s": round(r.fit_s, 4), "predict_s": round(v["predict_s"], 4),
+        "fit_s": round(r.fit_s, 4), "estimate_s": _round(r.extra.get("estimate_s")), "predict_s": round(v["predict_s"], 4),
         "params": json.dumps(r.params, sort_keys=True),
     }
 
@@ -44,6 +44,10 @@ def csv_text(results: list[ModelResult]) -> str:
     return buf.getvalue()
 
 
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(float(x), 2)
+
+
 def _fmt(x: Any, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
@@ -53,7 +57,7 @@ def markdown_table(results: list[ModelResult]) -> str:
     k = max((len(r.val["top_k"]) for r in results), default=1)
     has_test = any(r.test for r in results)
     head = ["model", "val acc", "bal acc", "macro-F1", "log loss"] + ([f"top-{k}"] if k > 1 else []) \
-        + (["test acc"] if has_test else []) + ["fit s", "predict s", "params"]
+        + (["test acc"] if has_test else []) + ["fit s", "est. s", "predict s", "params"]
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in _sorted(results):
         v = r.val
@@ -61,7 +65,8 @@ def markdown_table(results: list[ModelResult]) -> str:
         cells += [_fmt(v["top_k"].get(f"top{k}"))] if k > 1 else []
         cells += [_fmt(r.test["accuracy"] if r.test else None)] if has_test else []
         params = ", ".join(f"{p}={x:.4g}" if isinstance(x, float) else f"{p}={x}" for p, x in r.params.items())
-        cells += [_fmt(r.fit_s, 2), _fmt(v["predict_s"], 3), params.replace("|", "/")]
+        cells += [_fmt(r.fit_s, 2), _fmt(_round(r.extra.get("estimate_s")), 1), _fmt(v["predict_s"], 3),
+                  params.replace("|", "/")]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -72,9 +77,16 @@ def summary_markdown(results: list[ModelResult], meta: dict) -> str:
         "# Classifier comparison", "",
         f"- store: `{meta['store']}` (feature `{meta['feature']}`, {meta['dim']}-d)",
         f"- rows: {counts}; val: {meta['val_source']}; {meta['n_classes']} classes",
-        f"- seed {meta['seed']}, jobs {meta['jobs']}", "",
+        f"- seed {meta['seed']}, jobs {meta['jobs']}",
+        *([f"- selection: {meta['protocol']['description']}"] if meta.get("protocol") else []),
+        *([f"- selection on views: {meta['protocol_views']['description']}"] if meta.get("protocol_views") else []),
+        *([f"- budget: {meta['budget_s']:.0f} s"] if meta.get("budget_s") else []),
+        "", "est. s: the time estimated before fitting, from rows, dimensions and classes.", "",
         markdown_table(results), "",
     ]
+    if meta.get("skipped"):
+        parts += ["## Skipped under the budget", ""]
+        parts += [f"- {s['model']}: {s['reason']}" for s in meta["skipped"]] + [""]
     if results:
         best = _sorted(results)[0]
         wrong = best.val["misclassified"]

@@ -85,3 +85,42 @@ class SmallDataKFold(StratifiedKFold):
             return self.n_splits
         y = np.asarray(y)
         return _folds_for(self.n_splits, y if groups is None else y[group_centers(groups)])
+
+
+class StratifiedHoldout(SmallDataKFold):
+    """One seeded, stratified split: ``fraction`` of each class held out (DINOv2's protocol for
+    large stores: choose on a holdout of train, then refit once). Grouped like the k-fold."""
+
+    def __init__(self, fraction: float = 0.1, *, random_state: int | None = 0, held_views: bool = False):
+        super().__init__(2, random_state=random_state, held_views=held_views)
+        self.fraction = fraction
+
+    def split(self, X, y, groups=None):
+        y = np.asarray(y)
+        if groups is None:
+            yield stratified_holdout(y, self.fraction, self.random_state or 0)
+            return
+        centers = group_centers(groups)
+        yield grouped(groups, stratified_holdout(y[centers], self.fraction, self.random_state or 0), centers,
+                      self.held_views)
+
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return 1
+
+
+class RepeatedSmallDataKFold(SmallDataKFold):
+    """``n_repeats`` SmallDataKFold partitions with different seeds, for stores so small that one
+    k-fold's score moves with the draw."""
+
+    def __init__(self, n_splits: int = 5, n_repeats: int = 2, *, random_state: int | None = 0,
+                 held_views: bool = False):
+        super().__init__(n_splits, random_state=random_state, held_views=held_views)
+        self.n_repeats = n_repeats
+
+    def split(self, X, y, groups=None):
+        for r in range(self.n_repeats):
+            seed = None if self.random_state is None else self.random_state + 1000 * r
+            yield from SmallDataKFold(self.n_splits, random_state=seed, held_views=self.held_views).split(X, y, groups)
+
+    def get_n_splits(self, X=None, y=None, groups=None) -> int:
+        return self.n_repeats * super().get_n_splits(X, y, groups)

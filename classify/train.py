@@ -10,15 +10,19 @@ import logging
 import os
 import re
 import time
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
+from classify import budget as budgets
+from classify import progress
+from classify import protocol as protocols
 from classify.evaluate import ModelResult, chosen_params, evaluate
 from classify.features import FeatureSet, Split, load_features
-from classify.models import build_model, get_entry, resolve_models
+from classify.models import Build, build_model, candidate, get_entry, resolve_models
 from classify.persist import SavedModel, save_model
 from classify.preprocess import parse_preprocess
 from classify.report import write_reports
@@ -39,9 +43,37 @@ def _check_jobs(jobs: int) -> int:
 
 def _search_extra(model: object) -> dict:
     """The sweep's CV score, so a report can show how far val and CV agree."""
-    if not hasattr(model, "best_score_"):
+    if not hasattr(model, "best_score_") and hasattr(model, "steps"):
+        model = model.steps[-1][1]  # a selecting final step (LinearProbe, SweptKNN)
+    if not hasattr(model, "best_score_") or not np.isfinite(model.best_score_):
         return {}
     return {"cv_score": float(model.best_score_), "cv_scoring": str(model.scoring), "cv_folds": int(model.n_splits_)}
+
+
+def _solver_extra(model: object) -> dict:
+    """L-BFGS work of a linear probe: fits, evaluations and seconds per evaluation (for
+    extrapolating to bigger stores)."""
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    stats = getattr(final, "fit_stats_", None)
+    if not stats:
+        return {}
+    fits = stats["path"] + ([stats["refit"]] if stats["refit"] else [])
+    evals = sum(f["n_eval"] for f in fits)
+    return {"lbfgs": {"path_fits": len(stats["path"]), "evals": evals, "iters": sum(f["n_iter"] for f in fits),
+                      "s_per_eval": sum(f["seconds"] for f in fits) / max(evals, 1),
+                      "refit_iters": stats["refit"]["n_iter"] if stats["refit"] else None}}
+
+
+def _chunked(model: object) -> bool:
+    """Whether the model reads float16 rows itself, a chunk at a time (else give it float32)."""
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    return hasattr(final, "chunk_rows")
+
+
+def model_input(model: object, X: np.ndarray | None) -> np.ndarray | None:
+    if X is None or X.dtype == np.float32 or _chunked(model):
+        return X
+    return np.asarray(X, dtype=np.float32)
 
 
 VIEWS_CHOICES = ("auto", "on", "off", "both")
@@ -79,43 +111,91 @@ def fit_params(model: object, groups: np.ndarray | None) -> dict:
     return params
 
 
+@dataclass(frozen=True)
+class Plan:
+    """One model as the protocol and the budget sized it, before fitting."""
+
+    name: str
+    build: Build
+    estimate_s: float
+    note: str = ""  # what the protocol or the budget changed
+    skip: str = ""  # why it is not fitted at all
+
+
+def plan_models(names: list[str], protocol: protocols.Protocol, *, seed: int, jobs: int,
+                budget_s: float | None) -> list[Plan]:
+    """Estimate each model; under a budget, a model that would not fit in what is left is
+    approximated (the builder's cheap variant) or, if that does not fit either, skipped."""
+    plans, left = [], budget_s
+    for name in names:
+        build = Build(seed=seed, jobs=jobs, protocol=protocol)
+        cand = candidate(name, build)
+        est = budgets.estimate_seconds(cand.cost)
+        plan = Plan(name, build, est, cand.note)
+        if left is not None and est > left:
+            cheap = replace(build, approximate=True)
+            cheap_cand = candidate(name, cheap)
+            cheap_est = budgets.estimate_seconds(cheap_cand.cost)
+            why = f"estimated {budgets.fmt_seconds(est)} > {budgets.fmt_seconds(left)} left of the budget"
+            if cheap_est <= left:
+                plan = Plan(name, cheap, cheap_est, "; ".join(filter(None, [cheap_cand.note, f"approximated: {why}"])))
+            else:
+                plan = Plan(name, build, est, cand.note,
+                            skip=f"{why} (approximated: {budgets.fmt_seconds(cheap_est)})")
+        if not plan.skip and left is not None:
+            left -= plan.estimate_s
+        plans.append(plan)
+    return plans
+
+
 def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: int = 0,
             preprocess: str | Sequence[str] | None = None, tensorboard: str | os.PathLike | None = None,
-            views: bool = False, tta: Sequence[str | None] = (None,)) -> list[ModelResult]:
+            views: bool = False, tta: Sequence[str | None] = (None,), plan: Plan | None = None) -> list[ModelResult]:
     """Fit one registered model on train (and its views), evaluate it on val (and test) once per
     TTA setting, save it under out_dir/models; one result per TTA setting."""
     entry = get_entry(name)
     label = variant_name(name, views)
     stem = f"{safe_name(data.feature)}__{safe_name(label)}"
     log_dir = Path(tensorboard) / stem if tensorboard is not None and entry.uses_torch else None
-    model = build_model(name, preprocess=preprocess, seed=seed, jobs=jobs, log_dir=log_dir)
     X, y, groups = training_arrays(data.train, views)
+    if plan is None:
+        plan = plan_models([name], protocols.choose(len(y), data.dim, len(np.unique(y))), seed=seed, jobs=jobs,
+                           budget_s=None)[0]
+    model = build_model(name, preprocess=preprocess, seed=seed, jobs=jobs, log_dir=log_dir, build=plan.build)
+    X = model_input(model, X)
     if entry.uses_torch:
         import torch  # noqa: F401 - loaded before the clock starts: a fit time should not include an import
-    # One BLAS/OpenMP thread per fit; --jobs parallelizes the sweep's candidates instead. On
-    # small cached features extra threads mostly spin: a tiny HGB fit took 48 s instead of 1 s
-    # on a busy 2-core machine.
-    with threadpool_limits(limits=1):
+    # One BLAS/OpenMP thread per fit; --jobs parallelizes the sweep's candidates instead (the
+    # chunked solvers and the large-store forests set their own threads). On small cached
+    # features extra threads mostly spin: a tiny HGB fit took 48 s instead of 1 s on a busy
+    # 2-core machine.
+    log.info("%-16s fitting (estimate %s)%s", label, budgets.fmt_seconds(plan.estimate_s),
+             f"; {plan.note}" if plan.note else "")
+    with threadpool_limits(limits=1), progress.model_bar(f"{label} [{data.feature}]"):
         start = time.perf_counter()
         model.fit(X, y, **fit_params(model, groups))
         fit_s = time.perf_counter() - start
     steps = list(parse_preprocess(entry.preprocess if preprocess is None else preprocess))
-    extra = {**_search_extra(model), **({"views": data.n_views, "train_samples": int(len(y))} if views else {})}
+    extra = {**_search_extra(model), **_solver_extra(model), **({"views": data.n_views, "train_samples": int(len(y))} if views else {}),
+             "estimate_s": plan.estimate_s, "selection": plan.build.protocol.describe(),
+             **({"note": plan.note} if plan.note else {})}
+    params = {**chosen_params(model), **({"approx": plan.note.split(";")[0]} if plan.note else {})}
     results = []
     for t in tta:
         with threadpool_limits(limits=1):
-            val, test = (evaluate(model, s.X, s.y, class_names=data.class_names, paths=s.paths,
-                                  X_flip=s.flip if t == "flip" else None) if s is not None else None
+            val, test = (evaluate(model, model_input(model, s.X), s.y, class_names=data.class_names, paths=s.paths,
+                                  X_flip=model_input(model, s.flip) if t == "flip" else None) if s is not None else None
                          for s in (data.val, data.test))
         full = variant_name(name, views, t)
         path = save_model(SavedModel(model=model, name=full, feature=data.feature, class_names=data.class_names,
                                      spec=data.spec, cache_key=data.cache_key, store=str(Path(data.store).resolve()),
                                      preprocess=steps, views=data.n_views if views else 0, tta=t or "none"),
                           out_dir / "models" / f"{safe_name(data.feature)}__{safe_name(full)}.joblib")
-        results.append(ModelResult(model=full, feature=data.feature, preprocess=steps, params=chosen_params(model),
+        results.append(ModelResult(model=full, feature=data.feature, preprocess=steps, params=params,
                                    fit_s=fit_s, val=val, val_source=data.val_source, test=test, model_path=str(path),
                                    extra={**extra, **({"tta": t} if t else {})}))
-        log.info("%-16s val acc %.3f  fit %.2fs  %s", full, val["accuracy"], fit_s, results[-1].params)
+        log.info("%-16s val acc %.3f  fit %.2fs (estimate %s)  %s", full, val["accuracy"], fit_s,
+                 budgets.fmt_seconds(plan.estimate_s), results[-1].params)
     return results
 
 
@@ -132,8 +212,8 @@ def _meta(data: FeatureSet, names: list[str], *, seed: int, jobs: int, preproces
 def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, feature: str | None = None,
                  models: str | Sequence[str] | None = None, jobs: int = 1, seed: int = 0,
                  allow_partial: bool = False, tensorboard: str | os.PathLike | None = None,
-                 preprocess: str | Sequence[str] | None = None, views: str = "auto", tta: str = "none"
-                 ) -> list[ModelResult]:
+                 preprocess: str | Sequence[str] | None = None, views: str = "auto", tta: str = "none",
+                 protocol: str | None = "auto", budget: str | float | None = None) -> list[ModelResult]:
     """Fit every model in ``models`` (names, ``"all"``, ``"default"``; None: default) on one store.
 
     ``views``: train on the store's augmented views too (``auto``: when it has them; ``both``:
@@ -141,9 +221,15 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     center and mirrored crops (``both``: with and without). Writes
     ``out_dir/models/<feature>__<model>.joblib`` (+ ``.sha256``), ``metrics.json``,
     ``metrics.csv`` and ``summary.md``; returns one :class:`ModelResult` per model and variant.
+
+    ``protocol``: how models are selected (``auto`` sizes it from rows, dimensions and classes;
+    see :mod:`classify.protocol`). ``budget`` (``"10m"``, seconds): models whose estimate does
+    not fit in what is left are approximated or skipped, each listed in the report.
     """
     names = resolve_models(models)  # bad names and options fail before any data is read
     jobs = _check_jobs(jobs)
+    protocol = protocols.check_spec(protocol)
+    budget_s = budgets.parse_budget(budget)
     if views not in VIEWS_CHOICES:
         raise ValueError(f"--views {views!r}: expected one of {', '.join(VIEWS_CHOICES)}")
     if tta not in TTA_CHOICES:
@@ -164,10 +250,25 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     (out / "models").mkdir(parents=True, exist_ok=True)
     meta = _meta(data, names, seed=seed, jobs=jobs, preprocess=preprocess)
     log.info("%s: %s %d-d, %s; val: %s", data.store, data.feature, data.dim, data.counts(), data.val_source)
+    n_classes = len(np.unique(data.train.y))
+    chosen = {on: protocols.choose(len(data.train) * (1 + (data.n_views if on else 0)), data.dim, n_classes, protocol)
+              for on in view_modes}
+    for on, p in chosen.items():
+        log.info("selection%s: %s", " (on views)" if on else "", p.describe())
+    meta.update(protocol=chosen[view_modes[0]].to_dict(), budget_s=budget_s, skipped=[],
+                **({"protocol_views": chosen[True].to_dict()} if len(chosen) > 1 else {}))
     results: list[ModelResult] = []
+    start = time.perf_counter()
     for name in names:
         for on in view_modes:
-            results += fit_one(name, data, out_dir=out, jobs=jobs, seed=seed, preprocess=preprocess,
-                               tensorboard=tensorboard, views=on, tta=tta_modes)
+            left = None if budget_s is None else budget_s - (time.perf_counter() - start)
+            plan = plan_models([name], chosen[on], seed=seed, jobs=jobs, budget_s=left)[0]
+            if plan.skip:
+                log.warning("%-16s skipped: %s", variant_name(name, on), plan.skip)
+                meta["skipped"].append({"model": variant_name(name, on), "reason": plan.skip,
+                                        "estimate_s": plan.estimate_s})
+            else:
+                results += fit_one(name, data, out_dir=out, jobs=jobs, seed=seed, preprocess=preprocess,
+                                   tensorboard=tensorboard, views=on, tta=tta_modes, plan=plan)
             write_reports(out, results, meta)
     return results

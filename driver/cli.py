@@ -38,11 +38,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--train-on-views", choices=("auto", "on", "off", "both"),
                    help="classify on the views too: auto (when stored), on, off, or both as separate rows")
     p.add_argument("--tta", choices=("none", "flip", "both"), help="flip test-time augmentation (needs --views)")
+    p.add_argument("--protocol", metavar="SPEC",
+                   help="model selection: auto (sized from rows), cv[:K], repeated-cv[:KxR], holdout[:F]")
+    p.add_argument("--budget", metavar="TIME",
+                   help="time for each feature set's zoo (10m, 90s): models that would not fit are approximated "
+                        "or skipped, and the report says which")
 
 
 FLAG_KEYS = ("data", "out", "backbones", "layers", "pools", "models", "weights", "cache_dir", "batch_size",
              "workers", "device", "precision", "jobs", "seed", "tensorboard", "image_root", "views",
-             "train_on_views", "tta")
+             "train_on_views", "tta", "protocol", "budget")
 
 
 def main_run(args: argparse.Namespace) -> int:
@@ -52,6 +57,9 @@ def main_run(args: argparse.Namespace) -> int:
     cfg = resolve(file_values, {k: getattr(args, k) for k in FLAG_KEYS}, source=args.config or "--config")
     from report.cli import publish
 
+    from classify import progress as classify_progress
+
+    classify_progress.set_enabled(False if args.quiet else None)
     run(cfg, progress=not args.quiet and sys.stderr.isatty())
     publish(cfg.out, cfg.tensorboard)
     return 0

@@ -42,6 +42,8 @@ class RunConfig:
     views: int = 0  # augmented views per train image stored at extraction (0: none)
     train_on_views: str = "auto"  # classify --views: auto | on | off | both
     tta: str = "none"  # classify --tta: none | flip | both
+    protocol: str = "auto"  # classify --protocol: how models are selected
+    budget: str | None = None  # classify --budget, per feature set (e.g. "10m")
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -103,4 +105,19 @@ def resolve(file_values: dict, flag_values: dict, source: str = "--config") -> R
     for key, choices in (("train_on_views", ("auto", "on", "off", "both")), ("tta", ("none", "flip", "both"))):
         if key in merged and merged[key] not in choices:
             raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {merged[key]!r}")
+    if "protocol" in merged:
+        from classify.protocol import check_spec
+
+        try:
+            merged["protocol"] = check_spec(str(merged["protocol"]))
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    if merged.get("budget") is not None:
+        from classify.budget import parse_budget
+
+        try:
+            parse_budget(merged["budget"])
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+        merged["budget"] = str(merged["budget"])
     return RunConfig(**merged)

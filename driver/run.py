@@ -68,7 +68,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     t0 = time.perf_counter()
     stores = extract_all(cfg, progress)
     write_json(out / "extraction.json", stores)
-    results = []
+    results, skipped = [], []
     for rec in stores:
         for key in rec["features"]:
             name = safe_name(f"{rec['backbone']}__{key}")
@@ -76,11 +76,15 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
             tb = str(Path(cfg.tensorboard) / name) if cfg.tensorboard else None
             res = run_classify(rec["store"], feature=key, models=list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
                                out_dir=out / "classify" / name, tensorboard=tb, views=cfg.train_on_views,
-                               tta=cfg.tta)
+                               tta=cfg.tta, protocol=cfg.protocol, budget=cfg.budget)
             for r in res:
                 row = r if isinstance(r, dict) else r.to_dict()
                 results.append({"backbone": rec["backbone"], "feature": key, "store": rec["store"], **row})
-    summary = {"config": cfg.to_dict(), "extraction": stores, "results": results,
+            metrics = out / "classify" / name / "metrics.json"
+            if cfg.budget and metrics.is_file():
+                skipped += [{"backbone": rec["backbone"], "feature": key, **s}
+                            for s in json.loads(metrics.read_text()).get("skipped", [])]
+    summary = {"config": cfg.to_dict(), "extraction": stores, "results": results, "skipped": skipped,
                "seconds": time.perf_counter() - t0}
     write_json(out / "results.json", summary)
     return summary

@@ -222,6 +222,27 @@ def read_rows(
         }
 
 
+def read_index(path: str | os.PathLike, allow_partial: bool = False) -> dict[str, np.ndarray]:
+    """Labels, paths and splits of the readable rows (done and decoded), and their row numbers;
+    no features, so a caller can choose rows before reading any."""
+    info = read_info(path, allow_partial=allow_partial)
+    if not info.complete and not allow_partial:
+        raise StoreError(f"{info.path}: store is incomplete; rerun the extraction or pass --allow-partial")
+    with _open_h5(info.path) as f:
+        rows = np.flatnonzero(f["done"][:] & f["ok"][:])
+        return {"y": f["labels"][:][rows], "paths": f["paths"].asstr()[:][rows],
+                "split": f["split"].asstr()[:][rows], "rows": rows}
+
+
+def read_features(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False,
+                  chunk_rows: int = 8192) -> np.ndarray:
+    """``features/<feature>[rows]`` in the store's dtype (float16 stays float16), read in slices."""
+    info = read_info(path, allow_partial=allow_partial)
+    key = resolve_feature(info, feature)
+    with _open_h5(info.path) as f:
+        return _read_at(f[f"features/{key}"], np.asarray(rows, dtype=np.int64), chunk_rows)
+
+
 def _read_at(ds: h5py.Dataset, index: np.ndarray, chunk_rows: int = 8192) -> np.ndarray:
     """``ds[index]`` for ascending or not, repeated or not, indices, read in contiguous slices."""
     out = np.empty((len(index),) + ds.shape[1:], dtype=ds.dtype)

@@ -18,17 +18,21 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from classify.linear_probe import LinearProbe
 from classify.persist import load_model
 from extract.backbones import Backbone
 
 log = logging.getLogger(__name__)
 
 
-def _unwrap(model: object, path: str) -> tuple[list[object], LogisticRegression]:
-    """The preprocessing steps and the final LogisticRegression of a saved (searched) pipeline."""
-    est = getattr(model, "best_estimator_", model)  # classify's sweep is a refit GridSearchCV
+def _unwrap(model: object, path: str) -> tuple[list[object], LogisticRegression | LinearProbe]:
+    """The preprocessing steps and the final logistic regression of a saved (searched) pipeline:
+    classify's LinearProbe, or the LogisticRegression of models saved before it."""
+    est = getattr(model, "best_estimator_", model)  # older models: a refit GridSearchCV
     steps = [s for _, s in est.steps] if isinstance(est, Pipeline) else [est]
     *pre, final = [s for s in steps if s is not None and s != "passthrough"]
+    if isinstance(final, LinearProbe) and not pre:
+        return pre, final
     if not isinstance(final, LogisticRegression):
         raise ValueError(f"--warm-start {path}: holds a {type(final).__name__}; a warm start needs a "
                          "LogisticRegression (classify's 'logreg' model)")
@@ -46,6 +50,11 @@ def linear_weights(model: object, path: str = "model") -> tuple[np.ndarray, np.n
     softmax is sigmoid(z) for the second class, exactly as LogisticRegression predicts.
     """
     pre, clf = _unwrap(model, path)
+    if isinstance(clf, LinearProbe):
+        try:
+            return clf.raw_linear()
+        except ValueError as e:
+            raise ValueError(f"--warm-start {path}: {e}; train the logreg with standardize or no preprocessing") from None
     W = np.asarray(clf.coef_, dtype=np.float64)
     b = np.asarray(clf.intercept_, dtype=np.float64)
     if W.shape[0] > 1 and getattr(clf, "multi_class", "auto") == "ovr":

@@ -39,7 +39,7 @@ def leaderboard_table(run: Run, top: int | None = None) -> tuple[list[str], list
     k = ks[-1] if ks and ks[-1] != "top1" else None
     has_test = any(e.test for e in run.entries)
     head = ["#", "backbone", "layer", "pooling", "model", "val acc", "bal acc", "macro-F1", "log loss"] \
-        + ([f"top-{k[3:]}"] if k else []) + (["test acc"] if has_test else []) + ["fit s", "predict s", "params"]
+        + ([f"top-{k[3:]}"] if k else []) + (["test acc"] if has_test else []) + ["fit s", "est. s", "predict s", "params"]
     rows = []
     for e in run.entries[:top]:
         v = e.val
@@ -47,7 +47,7 @@ def leaderboard_table(run: Run, top: int | None = None) -> tuple[list[str], list
                  fmt(v.get("balanced_accuracy")), fmt(v.get("macro_f1")), fmt(v.get("log_loss"))]
         cells += [fmt((v.get("top_k") or {}).get(k))] if k else []
         cells += [fmt(e.test.get("accuracy") if e.test else None)] if has_test else []
-        cells += [fmt_s(e.fit_s), fmt_s(v.get("predict_s")), params_text(e.params)]
+        cells += [fmt_s(e.fit_s), fmt_s(e.estimate_s), fmt_s(v.get("predict_s")), params_text(e.params)]
         rows.append(cells)
     return head, rows
 
@@ -111,6 +111,13 @@ def notes(run: Run) -> list[str]:
     if any(e.val_source == HOLDOUT for e in run.entries):
         out.append("Note: the data has no val split, so val is a stratified holdout from train "
                    "(the models were fitted on the rest of train).")
+    selections = sorted({e.selection.split(" (")[0] for e in run.entries if e.selection})
+    if selections:
+        out.append("Model selection: " + "; ".join(selections) + " (sized from each feature set's rows; "
+                   "est. s is the time estimated before fitting).")
+    for sk in run.skipped:
+        out.append(f"Skipped under the budget: {sk.get('model')} on {sk.get('backbone')} {sk.get('feature')}: "
+                   f"{sk.get('reason')}.")
     if any(e.test for e in run.entries):
         out.append("Test accuracy is computed once per model on the test split; it played no part in the ranking.")
     return out

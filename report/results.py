@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,8 @@ class Entry:
     val_source: str
     store: str
     model_path: str | None
+    estimate_s: float | None = None  # the time estimated before fitting
+    selection: str | None = None  # how the model was selected (classify.protocol)
 
     @property
     def layer(self) -> str:
@@ -63,6 +65,7 @@ class Run:
     extraction: list[dict]
     entries: list[Entry]  # ranked, best first
     seconds: float | None
+    skipped: list[dict] = field(default_factory=list)  # models the budget skipped, with the reason
 
     @property
     def best(self) -> Entry | None:
@@ -114,6 +117,7 @@ def _entry(row: dict, where: str) -> Entry:
         fit_s=float(_need(row, "fit_s", where, (int, float))), params=dict(row.get("params") or {}),
         val_source=str(row.get("val_source") or "val split"), store=str(row.get("store") or ""),
         model_path=row.get("model_path"),
+        estimate_s=(row.get("extra") or {}).get("estimate_s"), selection=(row.get("extra") or {}).get("selection"),
     )
 
 
@@ -128,8 +132,10 @@ def parse_results(data: Any, run_dir: Path, where: str = RESULTS_FILE) -> Run:
     if not isinstance(extraction, list):
         raise ReportError(f"{where}: 'extraction' is {type(extraction).__name__}, expected list")
     seconds = data.get("seconds")
+    skipped = data.get("skipped") or []
     return Run(dir=run_dir, config=dict(data.get("config") or {}), extraction=extraction, entries=entries,
-               seconds=float(seconds) if isinstance(seconds, (int, float)) else None)
+               seconds=float(seconds) if isinstance(seconds, (int, float)) else None,
+               skipped=[s for s in skipped if isinstance(s, dict)] if isinstance(skipped, list) else [])
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -172,7 +178,7 @@ def leaderboard_rows(run: Run) -> list[dict]:
             "val_balanced_accuracy": v.get("balanced_accuracy"), "val_macro_f1": v.get("macro_f1"),
             "val_log_loss": v.get("log_loss"), **{f"val_{k}": top.get(k) for k in run.top_ks},
             "test_accuracy": e.test.get("accuracy") if e.test else None,
-            "fit_s": e.fit_s, "predict_s": v.get("predict_s"),
+            "fit_s": e.fit_s, "estimate_s": e.estimate_s, "predict_s": v.get("predict_s"),
             "params": json.dumps(e.params, sort_keys=True), "val_source": e.val_source, "model_path": e.model_path,
         })
     return rows

@@ -63,3 +63,20 @@ def test_predict_reproduces_classify_accuracy(classified, tmp_path):
     assert len(rows) == 153
     acc = sum(r["predicted"] == r["path"].split("/")[0] for r in rows) / len(rows)
     assert acc == pytest.approx(by_model["logreg"].val["accuracy"], abs=1e-9)
+
+
+def test_l_bfgs_probe_matches_sklearn_logistic_regression_at_the_same_c(store):
+    """Issue 13's fidelity target: within 0.5 points of scikit-learn at the same C, on real features."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from classify.features import load_features
+    from classify.linear_probe import LinearProbe
+
+    data = load_features(store)
+    tr, va = data.train, data.val
+    for C in (0.01, 1.0):
+        sk = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=5000)).fit(tr.X, tr.y)
+        probe = LinearProbe(C=C, tol=1e-5).fit(tr.X, tr.y)
+        assert abs((probe.predict(va.X) == va.y).mean() - sk.score(va.X, va.y)) <= 0.005, C

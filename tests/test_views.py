@@ -179,14 +179,14 @@ def test_grouping_is_what_stops_the_leak(tmp_path, single_threaded):
     held-out image sits in the train fold; grouped CV sees chance."""
     data = load_features(view_store(tmp_path, n_train=60, copies=True, noise_labels=True), views=True)
     X, y, groups = training_arrays(data.train, views=True)
-    model = build_model("knn", seed=0)
-    model.param_grid = {"clf__n_neighbors": [1]}
-    leaky = build_model("knn", seed=0)
-    leaky.param_grid = {"clf__n_neighbors": [1]}
+    model = build_model("knn", seed=0).set_params(clf__ks=(1,), clf__weightings=("uniform",))
+    leaky = build_model("knn", seed=0).set_params(clf__ks=(1,), clf__weightings=("uniform",))
     leaky.fit(X, y)
     model.fit(X, y, **fit_params(model, groups))
-    assert leaky.best_score_ > 0.95
-    assert model.best_score_ < 0.75
+    assert leaky[-1].best_score_ > 0.95
+    assert model[-1].best_score_ < 0.75
+    probe = build_model("logreg", seed=0).fit(X, y, **fit_params(build_model("logreg"), groups))
+    assert 0 < probe[-1].best_params_["C"]  # the C path runs on the same grouped folds
 
 
 def test_torch_head_early_stopping_fold_is_grouped(tmp_path, monkeypatch):
@@ -214,7 +214,8 @@ def test_torch_head_early_stopping_fold_is_grouped(tmp_path, monkeypatch):
 
 def test_fit_params_route_groups():
     g = np.arange(4)
-    assert set(fit_params(build_model("logreg"), g)) == {"groups"}
+    assert set(fit_params(build_model("rf"), g)) == {"groups"}  # a Sweep: groups go to its splitter
+    assert set(fit_params(build_model("logreg"), g)) == {"clf__groups"}  # selects inside: groups go to the probe
     assert set(fit_params(build_model("linear"), g)) == {"clf__groups"}
     assert fit_params(build_model("logreg"), None) == {}
 
