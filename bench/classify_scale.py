@@ -91,6 +91,13 @@ for name, C in (("plain", 1.0), ("same_C", {C!r})):
     t = time.perf_counter()
     m = make_pipeline(StandardScaler(), LogisticRegression(C=C, max_iter=1000)).fit(d.train.X.astype(np.float32), d.train.y)
     out[name] = {{"fit_s": time.perf_counter() - t, "val": float(m.score(d.val.X.astype(np.float32), d.val.y)), "C": C}}
+if {C!r} is not None:
+    from classify.linear_probe import LinearProbe
+    import torch
+    t = time.perf_counter()
+    p = LinearProbe(C={C!r}, n_jobs=2).fit(d.train.X, d.train.y)
+    out["probe_same_C"] = {{"fit_s": time.perf_counter() - t, "val": float(p.score(d.val.X, d.val.y)),
+                           "iters": p.n_iter_}}
 print(json.dumps(out))
 """
     res = subprocess.run([PY, "-c", code], cwd=ROOT, capture_output=True, text=True)
@@ -126,7 +133,9 @@ def zoo_section(work: Path, sizes: list[int], per_model: bool) -> dict:
         for name in DEFAULT_MODELS:
             r = zoo["rows"][name]
             alone = classify(store, work / f"one_{n}_{name}", name) if per_model else None
+            epochs = r["params"].get("epochs_run")
             table[n]["models"][name] = {"fit_s": r["fit_s"], "estimate_s": r["extra"].get("estimate_s"),
+                                        "s_per_epoch": r["fit_s"] / epochs if epochs else None,
                                         "val": r["val"]["accuracy"],
                                         "rss": alone["rss"] if alone else None, "wall": alone["wall"] if alone else None}
             say(f"| {name} | {r['fit_s']:.1f} | {r['extra'].get('estimate_s', 0):.1f} | {r['val']['accuracy']:.3f} | "
@@ -141,16 +150,22 @@ def zoo_section(work: Path, sizes: list[int], per_model: bool) -> dict:
             say(f"best of the zoo: {best['model']} {best['val']['accuracy']:.3f}; plain standardized sklearn logreg "
                 f"(C=1): {sk['plain']['val']:.3f} in {sk['plain']['fit_s']:.1f} s ({'not worse' if ok else 'WORSE'})")
         if "same_C" in sk:
-            lr = zoo["rows"]["logreg"]
-            say(f"at the probe's C={sk['same_C']['C']:.3g}: sklearn {sk['same_C']['val']:.3f} in "
-                f"{sk['same_C']['fit_s']:.1f} s; the probe's whole path + refit {lr['fit_s']:.1f} s "
+            lr, one = zoo["rows"]["logreg"], sk["probe_same_C"]
+            say(f"one fit at the probe's C={sk['same_C']['C']:.3g}, from zero: sklearn LogisticRegression "
+                f"{sk['same_C']['fit_s']:.2f} s (val {sk['same_C']['val']:.3f}), torch L-BFGS probe {one['fit_s']:.2f} s "
+                f"(val {one['val']:.3f}, {one['iters']} iterations): {sk['same_C']['fit_s'] / one['fit_s']:.1f}x; "
+                f"the probe's whole path + refit {lr['fit_s']:.1f} s "
                 f"(val {lr['val']['accuracy']:.3f}; L-BFGS {lr['extra']['lbfgs']['evals']} evaluations, "
                 f"{lr['extra']['lbfgs']['s_per_eval'] * 1e3:.0f} ms each)")
     if len(sizes) > 1:
         say("\nexponent of fit time against rows (fit s ~ rows^k), " + ", ".join(f"{n:,}" for n in sizes) + ":")
         for name in DEFAULT_MODELS:
             k = exponent({n: table[n]["models"][name]["fit_s"] for n in sizes})
-            say(f"  {name:11s} k = {k:.2f}" if k is not None else f"  {name:11s} -")
+            per_epoch = {n: table[n]["models"][name]["s_per_epoch"] for n in sizes}
+            ke = exponent(per_epoch) if all(per_epoch.values()) else None
+            say((f"  {name:11s} k = {k:.2f}" if k is not None else f"  {name:11s} -")
+                + (f"; seconds per epoch k = {ke:.2f} (fewer epochs at more rows: row-passes are capped)"
+                   if ke is not None else ""))
     return table
 
 

@@ -163,8 +163,7 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
                            budget_s=None)[0]
     model = build_model(name, preprocess=preprocess, seed=seed, jobs=jobs, log_dir=log_dir, build=plan.build)
     X = model_input(model, X)
-    if entry.uses_torch:
-        import torch  # noqa: F401 - loaded before the clock starts: a fit time should not include an import
+    import torch  # noqa: F401 - the heads, probes and kNN use it; a fit time should not include an import
     # One BLAS/OpenMP thread per fit; --jobs parallelizes the sweep's candidates instead (the
     # chunked solvers and the large-store forests set their own threads). On small cached
     # features extra threads mostly spin: a tiny HGB fit took 48 s instead of 1 s on a busy

@@ -241,3 +241,17 @@ def test_run_classify_reports_protocol_estimates_and_skips(tmp_path, make_store)
     results = run_classify(store, out_dir=tmp_path / "out2", models="logreg,knn", protocol="holdout")
     assert all(r.extra["estimate_s"] > 0 and r.extra["selection"].startswith("one stratified") for r in results)
     assert "est. s" in (tmp_path / "out2" / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("weights", ["uniform", "distance"])
+def test_cosine_knn_votes_like_sklearn(weights):
+    from sklearn.neighbors import KNeighborsClassifier
+
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(300, 12)).astype(np.float32), rng.integers(0, 4, 300)
+    Q = rng.normal(size=(80, 12)).astype(np.float32)
+    mine = CosineKNN(7, weights=weights).fit(X, y)
+    ref = KNeighborsClassifier(7, weights=weights, metric="cosine", algorithm="brute").fit(X, y)
+    assert np.allclose(mine.predict_proba(Q), ref.predict_proba(Q), atol=1e-4)
+    assert (mine.predict(Q) == ref.predict(Q)).mean() >= 0.98  # ties may break apart in float32
+    assert np.array_equal(CosineKNN(1).fit(X, y).predict(X), y)  # each row is its own nearest neighbour
