@@ -90,7 +90,11 @@ def predict_tta(model: Any, X: np.ndarray, X_flip: np.ndarray | None = None
     """(predictions, probabilities, scores); with ``X_flip`` (features of the mirrored crops) the
     probabilities (or decision scores) of both crops are averaged and predictions follow them."""
     if X_flip is None:
-        return np.asarray(model.predict(X)), *class_scores(model, X)
+        proba, scores = class_scores(model, X)
+        # Predictions follow the probabilities (every zoo model predicts their argmax): one
+        # forward instead of two, which is a whole neighbour search for kNN.
+        pred = np.asarray(model.classes_)[np.argmax(proba, axis=1)] if proba is not None else model.predict(X)
+        return np.asarray(pred), proba, scores
     proba, scores = class_scores(model, X)
     proba_f, scores_f = class_scores(model, X_flip)
     classes = np.asarray(model.classes_)

@@ -15,6 +15,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from classify import progress
 from classify.splits import SmallDataKFold
+from classify.torch_heads import torch_threads
 
 QUERY_CHUNK = 1024
 EXACT = 1e-6  # cosine distance below which a neighbour counts as an exact match
@@ -103,10 +104,11 @@ class SweptKNN(ClassifierMixin, BaseEstimator):
     search per fold; ties go to the first grid point (the largest k, the smoothest vote)."""
 
     def __init__(self, ks: tuple[int, ...] = (21, 15, 11, 7, 5, 3, 1), weightings: tuple[str, ...] = ("uniform", "distance"),
-                 *, cv: object | None = None, random_state: int = 0):
+                 *, cv: object | None = None, n_jobs: int | None = None, random_state: int = 0):
         self.ks = ks
         self.weightings = weightings
         self.cv = cv
+        self.n_jobs = n_jobs  # torch threads for the searches (None: as set)
         self.random_state = random_state
 
     scoring = "accuracy"
@@ -122,7 +124,8 @@ class SweptKNN(ClassifierMixin, BaseEstimator):
         scores = np.zeros((len(grid), len(folds)))
         for f, (fit_rows, held) in enumerate(folds):
             kmax = min(max(self.ks), len(fit_rows))
-            sims, idx = neighbours(X[fit_rows], X[held], kmax)
+            with torch_threads(self.n_jobs):
+                sims, idx = neighbours(X[fit_rows], X[held], kmax)
             labels = codes[fit_rows][idx]
             for g, (k, w) in enumerate(grid):
                 scores[g, f] = vote_accuracy(sims, labels, codes[held], min(k, kmax), w, len(self.classes_))

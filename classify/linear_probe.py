@@ -4,8 +4,7 @@ along a warm-started regularization path.
 DINOv2's and CLIP_benchmark's linear probes, done on a CPU: full-batch L-BFGS in float32 torch
 (:mod:`classify.lbfgs`), preprocessing applied chunk by chunk (:mod:`classify.chunkmap`), C swept
 from strong to weak regularization with each fit starting where the previous one stopped, a
-coarse grid refined around its best point (path fits to a looser tolerance than the refit: they
-only rank C), the path stopped once the held-out score has fallen
+coarse grid refined around its best point, the path stopped once the held-out score has fallen
 ``patience`` times in a row, then one refit on every row. The folds come from ``cv`` (the
 protocol's k-fold, repeated k-fold or single holdout); ``groups`` keeps augmented views of an
 image on one side.
@@ -26,6 +25,7 @@ from classify import progress
 from classify.chunkmap import ChunkMap, check_steps
 from classify.lbfgs import CHUNK_ROWS, LOSSES, Rows, fit_linear, scores
 from classify.splits import SmallDataKFold
+from classify.torch_heads import torch_threads
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def __init__(self, *, loss: str = "log", C: float | None = None, Cs: tuple[float, ...] = COARSE_CS,
                  refine: bool = True, patience: int = 2, cv: object | None = None,
                  preprocess: tuple[str, ...] = ("standardize",), max_iter: int = 100, refit_max_iter: int = 500,
-                 tol: float = 1e-4, path_tol: float = 1e-3, n_jobs: int | None = 1, chunk_rows: int = CHUNK_ROWS, random_state: int = 0):
+                 tol: float = 1e-4, path_tol: float = 2e-5, n_jobs: int | None = 1, chunk_rows: int = CHUNK_ROWS, random_state: int = 0):
         self.loss = loss
         self.C = C
         self.Cs = Cs
@@ -76,13 +76,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
             raise ValueError(f"LinearProbe needs at least 2 classes in y; got 1 class: {self.classes_.tolist()}")
-        import torch
-
-        old = torch.get_num_threads()
-        if self.n_jobs is not None:
-            torch.set_num_threads(max(1, (torch.get_num_threads() if self.n_jobs == -1 else self.n_jobs)))
         self.fit_stats_ = {"path": [], "refit": None}
-        try:
+        with torch_threads(self.n_jobs):
             warm = None
             if self.C is None:
                 self.best_params_, self.best_score_, warm = self._select(X, codes, groups)
@@ -94,8 +89,6 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             W, b, info = fit_linear(data, len(self.classes_), C, loss=self.loss, W0=None if warm is None else warm[0],
                                     b0=None if warm is None else warm[1], max_iter=self.refit_max_iter, tol=self.tol)
             progress.advance()
-        finally:
-            torch.set_num_threads(old)
         if not info.converged:
             log.info("LinearProbe(%s): refit at C=%.3g stopped at max_iter=%d", self.loss, C, self.refit_max_iter)
         self.fit_stats_["refit"] = vars(info)

@@ -101,7 +101,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
             raise ValueError(f"{type(self).__name__}: {len(y)} rows are too few to carve an early-stopping fold")
         import torch
 
-        with torch.random.fork_rng(devices=[]), _num_threads(torch, self.n_jobs):
+        with torch.random.fork_rng(devices=[]), torch_threads(self.n_jobs):
             torch.manual_seed(self.random_state)
             net = _build_net(torch, X.shape[1], len(self.classes_), tuple(self.hidden), self.dropout, self.batchnorm)
             self.history_ = self._train(torch, net, X, codes.astype(np.int64), train, val)
@@ -199,8 +199,11 @@ def _batches(torch, n: int, size: int, gen) -> list:
 
 
 @contextmanager
-def _num_threads(torch, n_jobs: int | None) -> Iterator[None]:
-    """torch's intra-op threads for this fit only (``n_jobs=-1``: all cores), restored after."""
+def torch_threads(n_jobs: int | None) -> Iterator[None]:
+    """torch's intra-op threads for this fit only (``n_jobs=-1``: all cores; None: as they are),
+    restored after. Needed inside ``threadpool_limits(1)``, which also pins torch to one thread."""
+    import torch
+
     old = torch.get_num_threads()
     if n_jobs is not None:
         torch.set_num_threads((os.cpu_count() or 1) if n_jobs == -1 else n_jobs)

@@ -180,11 +180,10 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
              **({"note": plan.note} if plan.note else {})}
     params = {**chosen_params(model), **({"approx": plan.note.split(";")[0]} if plan.note else {})}
     results = []
-    for t in tta:
-        with threadpool_limits(limits=1):
-            val, test = (evaluate(model, model_input(model, s.X), s.y, class_names=data.class_names, paths=s.paths,
-                                  X_flip=model_input(model, s.flip) if t == "flip" else None) if s is not None else None
-                         for s in (data.val, data.test))
+    for t in tta:  # scoring runs on every core: one predict per split, nothing to thrash
+        val, test = (evaluate(model, model_input(model, s.X), s.y, class_names=data.class_names, paths=s.paths,
+                              X_flip=model_input(model, s.flip) if t == "flip" else None) if s is not None else None
+                     for s in (data.val, data.test))
         full = variant_name(name, views, t)
         path = save_model(SavedModel(model=model, name=full, feature=data.feature, class_names=data.class_names,
                                      spec=data.spec, cache_key=data.cache_key, store=str(Path(data.store).resolve()),
