@@ -274,7 +274,7 @@ def _svm_rbf(b: Build) -> Candidate:
                    ("standardize", "l2", f"nystroem:{m}:{RBF_GAMMA}", "standardize"))
     cost = 1.8 * _probe_cost(p, 6, width=m) + 2 * p.n_rows * m * p.n_dims / 1e9 * (p.n_fits + 1)  # hinge refits run long
     return Candidate(probe, cost=cost, chunked=True,
-                     note=f"approx: Nystroem {m} landmarks (gamma {RBF_GAMMA}) + linear SVM")
+                     note=f"Nystroem approximation: {m} landmarks (gamma {RBF_GAMMA}) + linear SVM")
 
 
 @register_model("knn", preprocess="none", summary="k nearest neighbours, cosine, k and weighting from one search per fold")
@@ -299,7 +299,7 @@ def _forest(cls: type, b: Build, **kw: Any) -> Candidate:
     rows = min(p.n_rows, max_rows)
     clf = cls(n_estimators=trees, max_features="sqrt", bootstrap=True, max_samples=rows if rows < p.n_rows else None,
               random_state=b.seed, n_jobs=b.threads, **kw)
-    return Candidate(clf, cost=trees * _tree_work(cls, rows, p), note=f"{trees} trees on <= {rows:,} rows each")
+    return Candidate(clf, cost=trees * _tree_work(cls, rows, p), note=f"bounded: {trees} trees on <= {rows:,} rows each")
 
 
 def _tree_work(cls: type, n: float, p: protocols.Protocol) -> float:
@@ -333,7 +333,7 @@ def _hgb(b: Build) -> Candidate:
     iters = 50 if b.approximate else 100
     clf = HistGradientBoostingClassifier(max_iter=iters, learning_rate=0.1, early_stopping=True, validation_fraction=0.1,
                                          n_iter_no_change=5, random_state=b.seed)
-    return Candidate(clf, cost=work * iters, note=f"early stopping, <= {iters} iterations")
+    return Candidate(clf, cost=work * iters, note=f"bounded: early stopping, <= {iters} iterations")
 
 
 DEFAULT_MODELS: tuple[str, ...] = tuple(n for n, e in _REGISTRY.items() if e.default)

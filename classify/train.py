@@ -70,6 +70,17 @@ def _chunked(model: object) -> bool:
     return hasattr(final, "chunk_rows")
 
 
+def _preload_torch(model: object) -> None:
+    """Imports a fit time should not include: torch for the heads, probes and kNN, and the
+    optimizers' first-use import of torch._dynamo (1.5-2.5 s here, once per process)."""
+    final = model.steps[-1][1] if hasattr(model, "steps") else model
+    if type(final).__module__.startswith(("classify.linear_probe", "classify.torch_heads", "classify.knn")):
+        import torch
+
+        if not type(final).__module__.endswith("knn"):
+            import torch._dynamo  # noqa: F401
+
+
 def model_input(model: object, X: np.ndarray | None) -> np.ndarray | None:
     if X is None or X.dtype == np.float32 or _chunked(model):
         return X
@@ -163,7 +174,7 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
                            budget_s=None)[0]
     model = build_model(name, preprocess=preprocess, seed=seed, jobs=jobs, log_dir=log_dir, build=plan.build)
     X = model_input(model, X)
-    import torch  # noqa: F401 - the heads, probes and kNN use it; a fit time should not include an import
+    _preload_torch(model)
     # One BLAS/OpenMP thread per fit; --jobs parallelizes the sweep's candidates instead (the
     # chunked solvers and the large-store forests set their own threads). On small cached
     # features extra threads mostly spin: a tiny HGB fit took 48 s instead of 1 s on a busy
@@ -178,7 +189,7 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
     extra = {**_search_extra(model), **_solver_extra(model), **({"views": data.n_views, "train_samples": int(len(y))} if views else {}),
              "estimate_s": plan.estimate_s, "selection": plan.build.protocol.describe(),
              **({"note": plan.note} if plan.note else {})}
-    params = {**chosen_params(model), **({"approx": plan.note.split(";")[0]} if plan.note else {})}
+    params = {**chosen_params(model), **({"note": plan.note} if plan.note else {})}
     results = []
     for t in tta:  # scoring runs on every core: one predict per split, nothing to thrash
         val, test = (evaluate(model, model_input(model, s.X), s.y, class_names=data.class_names, paths=s.paths,
