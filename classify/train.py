@@ -147,7 +147,8 @@ def plan_models(names: list[str], protocol: protocols.Protocol, *, seed: int, jo
             cheap = replace(build, approximate=True)
             cheap_cand = candidate(name, cheap)
             cheap_est = budgets.estimate_seconds(cheap_cand.cost)
-            why = f"estimated {budgets.fmt_seconds(est)} > {budgets.fmt_seconds(left)} left of the budget"
+            why = (f"estimated {budgets.fmt_seconds(est)} > {budgets.fmt_seconds(left)} left of the budget" if left > 0
+                   else f"estimated {budgets.fmt_seconds(est)}, and the budget is spent")
             if cheap_est <= left:
                 plan = Plan(name, cheap, cheap_est, "; ".join(filter(None, [cheap_cand.note, f"approximated: {why}"])))
             else:

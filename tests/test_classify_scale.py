@@ -206,7 +206,7 @@ def test_builders_bound_their_cost_at_scale():
     head = candidate("mlp", large).estimator
     assert head.batch_size == 512 and head.max_epochs * 200_000 <= 2.5e6
     cheap = Build(protocol=large.protocol, approximate=True)
-    for name in ("logreg", "svm-linear", "rf", "extratrees", "mlp"):
+    for name in ("logreg", "svm-linear", "svm-rbf", "rf", "extratrees", "mlp"):
         assert candidate(name, cheap).cost < candidate(name, large).cost, name
     est = {n: budget.estimate_seconds(candidate(n, large).cost) for n in ("logreg", "knn")}
     assert all(0 < s < 1e5 for s in est.values())
