@@ -41,26 +41,19 @@ class ChunkMap:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_cache": None}
 
-    @property
-    def out_dim(self) -> int | None:
-        for p in reversed(self.params_):
-            if "out_dim" in p:
-                return p["out_dim"]
-        return None
-
     def fit(self, X: np.ndarray, index: np.ndarray | None = None, chunk: int = CHUNK_ROWS) -> "ChunkMap":
         """Fit each step on the rows ``X[index]`` as the previous steps leave them (one pass a step)."""
         import torch
 
         self.params_, self._cache = [], None
         rows = np.arange(len(X)) if index is None else np.asarray(index)
-        for step in self.steps:
-            done = list(self.params_)
+        def mapped():  # the rows as the steps fitted so far leave them
+            for start in range(0, len(rows), chunk):
+                x = torch.from_numpy(np.ascontiguousarray(X[rows[start:start + chunk]], dtype=np.float32))
+                yield self._apply(x).double()
 
-            def mapped():
-                for start in range(0, len(rows), chunk):
-                    x = torch.from_numpy(np.ascontiguousarray(X[rows[start:start + chunk]], dtype=np.float32))
-                    yield self._apply(x, done, len(done)).double()
+        for step in self.steps:
+            self._cache = None  # a step was added: _apply must see it
 
             if step == "standardize":
                 n, s1, s2 = 0, 0.0, 0.0
@@ -89,12 +82,13 @@ class ChunkMap:
                 rng = np.random.default_rng(self.random_state)
                 pick = np.sort(rng.choice(len(rows), size=min(n_land, len(rows)), replace=False))
                 x = torch.from_numpy(np.ascontiguousarray(X[rows[pick]], dtype=np.float32))
-                land = self._apply(x, done, len(done)).double()
+                land = self._apply(x).double()
                 K = torch.exp(-gamma * torch.cdist(land, land).pow(2))
                 vals, vecs = torch.linalg.eigh(K)
                 norm = vecs @ torch.diag(1.0 / torch.sqrt(vals.clamp_min(1e-12))) @ vecs.T  # sklearn's K^-1/2
                 self.params_.append({"landmarks": land.float().numpy(), "gamma": gamma,
                                      "normalization": norm.float().numpy(), "out_dim": len(land)})
+        self._cache = None
         return self
 
     def _tensors(self) -> list[dict]:
@@ -105,12 +99,11 @@ class ChunkMap:
                            for p in self.params_]
         return self._cache
 
-    def _apply(self, x, params: list[dict], upto: int):
+    def _apply(self, x):
+        """The steps fitted so far (all of them once fitted)."""
         import torch
 
-        tensors = [{k: torch.from_numpy(v) if isinstance(v, np.ndarray) else v for k, v in p.items()}
-                   for p in params] if params is not self.params_ else self._tensors()
-        for step, p in zip(self.steps[:upto], tensors):
+        for step, p in zip(self.steps, self._tensors()):
             if step == "standardize":
                 x = (x - p["mean"]) * p["inv_scale"]
             elif step == "l2":
@@ -126,4 +119,4 @@ class ChunkMap:
     def __call__(self, x):
         if len(self.params_) != len(self.steps):
             raise RuntimeError("ChunkMap is not fitted")
-        return self._apply(x, self.params_, len(self.steps))
+        return self._apply(x)

@@ -108,11 +108,12 @@ def _names(labels: np.ndarray, class_names: list[str]) -> list[str]:
     return [class_names[i] if 0 <= i < len(class_names) else str(i) for i in sorted(set(labels.tolist()))]
 
 
-def _check_train(path: Path, train: Split, class_names: list[str]) -> None:
-    if len(train) == 0:
+def _check_train(path: Path, y: np.ndarray, class_names: list[str]) -> None:
+    """Before any feature is read: a classifier needs labeled train rows of two classes."""
+    if len(y) == 0:
         raise ValueError(f"{path}: no labeled train rows; a classifier needs a train split with labels")
-    if len(set(train.y.tolist())) < 2:
-        raise ValueError(f"{path}: the train split has only one class ({_names(train.y, class_names)[0]!r}); "
+    if len(set(y.tolist())) < 2:
+        raise ValueError(f"{path}: the train split has only one class ({_names(y, class_names)[0]!r}); "
                          "a classifier needs at least two")
 
 
@@ -158,9 +159,7 @@ def load_features(path: str | os.PathLike, feature: str | None = None, *, allow_
     if not info.complete:
         log.warning("%s: incomplete store: using the %d of %d rows written so far", info.path, info.n_done, info.n_rows)
     at = {s: np.flatnonzero(labeled & (index["split"] == s)) for s in ("train", "val", "test")}
-    if len(at["train"]) == 0 or len(set(index["y"][at["train"]].tolist())) < 2:
-        _check_train(info.path, Split(np.empty((0, 0)), index["y"][at["train"]], index["paths"][at["train"]]),
-                     info.class_names)
+    _check_train(info.path, index["y"][at["train"]], info.class_names)
     val_source = VAL_SPLIT
     if len(at["val"]) == 0:
         keep, held = stratified_holdout(index["y"][at["train"]], holdout, holdout_seed)

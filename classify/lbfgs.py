@@ -25,7 +25,7 @@ CHUNK_ROWS = 8192
 # L-BFGS evaluation then reads them without gathering or transforming again.
 MATERIALIZE_BYTES = 256 * 2**20
 
-ChunkMap = Callable[["object"], "object"]  # torch (m, d) float32 -> torch (m, d') float32, with .steps
+FeatureMap = Callable[["object"], "object"]  # classify.chunkmap.ChunkMap: torch (m, d) -> (m, d') float32
 
 
 @dataclass
@@ -43,7 +43,7 @@ class Rows:
     X: np.ndarray
     y: np.ndarray | None  # class codes 0..c-1 of the selected rows, or None to only score
     index: np.ndarray | None = None
-    fmap: ChunkMap | None = None
+    fmap: FeatureMap | None = None
     chunk: int = CHUNK_ROWS
     block: object | None = None  # torch tensor of every mapped row, when materialized
 
@@ -107,14 +107,13 @@ class Rows:
         width = next(self.chunks())[1].shape[1]
         if len(self) * width * 4 > limit:
             return self
-        mapped = Rows(self.X, self.y, self.index, self.fmap, self.chunk)
-        mapped.affine, mapped.masked = None, False
-        block = torch.cat([x for _, x in mapped.chunks()])
+        block = torch.cat([x for _, x in self.chunks()])  # chunks() gathers and maps: never masked or folded
         return Rows(self.X, self.y, self.index, self.fmap, self.chunk, block.contiguous())
 
 
-def _effective(W, b, affine):
-    """Weights and bias acting on raw rows when a standardization (mean m, 1/scale s) is folded in."""
+def fold_affine(W, b, affine):
+    """Weights and bias acting on raw rows when a standardization (mean m, 1/scale s) is folded in
+    (torch tensors or numpy arrays alike)."""
     if affine is None:
         return W, b
     m, s = affine
@@ -147,7 +146,7 @@ def objective(W, b, data: Rows, lam: float, loss: str) -> tuple[float, object, o
     """(value, dW, db) of ``mean loss + lam/2 ||W||^2`` over ``data``'s rows."""
     import torch
 
-    We, be = _effective(W, b, data.affine)
+    We, be = fold_affine(W, b, data.affine)
     gW, gb = torch.zeros_like(W), torch.zeros_like(b)
     total = 0.0
     for y, x, w in data.labelled_chunks():
@@ -213,7 +212,7 @@ def scores(W, b, data: Rows):
     """(n, c) float32 decision scores, chunk by chunk."""
     import torch
 
-    We, be = _effective(W, b, data.affine)
+    We, be = fold_affine(W, b, data.affine)
     out = torch.empty(len(data), W.shape[0])
     with torch.no_grad():
         for sl, x in data.chunks():

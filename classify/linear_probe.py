@@ -23,7 +23,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from classify import progress
 from classify.chunkmap import ChunkMap, check_steps
-from classify.lbfgs import CHUNK_ROWS, LOSSES, Rows, fit_linear, scores
+from classify.lbfgs import CHUNK_ROWS, LOSSES, Rows, fit_linear, fold_affine, scores
 from classify.splits import SmallDataKFold
 from classify.torch_heads import torch_threads
 
@@ -136,9 +136,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         C = max(results, key=lambda c: (results[c], -c))  # ties: the stronger regularization
         log.debug("LinearProbe(%s): C path %s -> C=%.4g", self.loss,
                   {f"{c:.3g}": round(s, 4) for c, s in sorted(results.items())}, C)
-        W = torch_mean([w[0] for w in weights[C]])
-        b = torch_mean([w[1] for w in weights[C]])
-        return {"C": C}, results[C], (W, b)
+        import torch
+
+        warm = tuple(torch.stack(parts).mean(0) for parts in zip(*weights[C]))  # the folds' mean (W, b)
+        return {"C": C}, results[C], warm
 
     def _at(self, C: float, prepared: list, start: list) -> tuple[float, list]:
         """Mean held-out score at C over the folds, and each fold's (W, b)."""
@@ -167,10 +168,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
             raise ValueError(f"a LinearProbe(loss={self.loss!r}, preprocess={self.map_.steps}) is not a softmax "
                              "over a linear map of the raw features")
         W, b = self.coef_.astype(np.float64), self.intercept_.astype(np.float64)
-        for p in reversed(self.map_.params_):
-            W = W * p["inv_scale"].astype(np.float64)
-            b = b - W @ p["mean"].astype(np.float64)
-        return W, b
+        if not self.map_.params_:
+            return W, b
+        p = self.map_.params_[0]
+        return fold_affine(W, b, (p["mean"].astype(np.float64), p["inv_scale"].astype(np.float64)))
 
     def _scores(self, X):
         check_is_fitted(self, "coef_")
@@ -196,9 +197,3 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def predict(self, X) -> np.ndarray:
         return self.classes_[self._scores(X).argmax(1).numpy()]
-
-
-def torch_mean(tensors: list):
-    import torch
-
-    return torch.stack(tensors).mean(0)

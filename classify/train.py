@@ -22,10 +22,13 @@ from classify import progress
 from classify import protocol as protocols
 from classify.evaluate import ModelResult, chosen_params, evaluate
 from classify.features import FeatureSet, Split, load_features
+from classify.knn import SweptKNN
+from classify.linear_probe import LinearProbe
 from classify.models import Build, build_model, candidate, get_entry, resolve_models
 from classify.persist import SavedModel, save_model
 from classify.preprocess import parse_preprocess
 from classify.report import write_reports
+from classify.torch_heads import TorchHead
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +44,15 @@ def _check_jobs(jobs: int) -> int:
     return int(jobs)
 
 
+def _final(model: object) -> object:
+    """The classifier at the end of a Pipeline (a Sweep stays a Sweep: it holds the scores)."""
+    return model.steps[-1][1] if hasattr(model, "steps") else model
+
+
 def _search_extra(model: object) -> dict:
     """The sweep's CV score, so a report can show how far val and CV agree."""
-    if not hasattr(model, "best_score_") and hasattr(model, "steps"):
-        model = model.steps[-1][1]  # a selecting final step (LinearProbe, SweptKNN)
+    if not hasattr(model, "best_score_"):
+        model = _final(model)  # a selecting final step (LinearProbe, SweptKNN)
     if not hasattr(model, "best_score_") or not np.isfinite(model.best_score_):
         return {}
     return {"cv_score": float(model.best_score_), "cv_scoring": str(model.scoring), "cv_folds": int(model.n_splits_)}
@@ -53,8 +61,7 @@ def _search_extra(model: object) -> dict:
 def _solver_extra(model: object) -> dict:
     """L-BFGS work of a linear probe: fits, evaluations and seconds per evaluation (for
     extrapolating to bigger stores)."""
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    stats = getattr(final, "fit_stats_", None)
+    stats = getattr(_final(model), "fit_stats_", None)
     if not stats:
         return {}
     fits = stats["path"] + ([stats["refit"]] if stats["refit"] else [])
@@ -64,25 +71,19 @@ def _solver_extra(model: object) -> dict:
                       "refit_iters": stats["refit"]["n_iter"] if stats["refit"] else None}}
 
 
-def _chunked(model: object) -> bool:
-    """Whether the model reads float16 rows itself, a chunk at a time (else give it float32)."""
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    return hasattr(final, "chunk_rows")
-
-
 def _preload_torch(model: object) -> None:
     """Imports a fit time should not include: torch for the heads, probes and kNN, and the
     optimizers' first-use import of torch._dynamo (1.5-2.5 s here, once per process)."""
-    final = model.steps[-1][1] if hasattr(model, "steps") else model
-    if type(final).__module__.startswith(("classify.linear_probe", "classify.torch_heads", "classify.knn")):
-        import torch
-
-        if not type(final).__module__.endswith("knn"):
-            import torch._dynamo  # noqa: F401
+    final = _final(model)
+    if isinstance(final, (LinearProbe, TorchHead, SweptKNN)):
+        import torch  # noqa: F401
+    if isinstance(final, (LinearProbe, TorchHead)):
+        import torch._dynamo  # noqa: F401
 
 
 def model_input(model: object, X: np.ndarray | None) -> np.ndarray | None:
-    if X is None or X.dtype == np.float32 or _chunked(model):
+    """Float32 for every model but the chunked probe, which reads float16 rows a chunk at a time."""
+    if X is None or X.dtype == np.float32 or isinstance(_final(model), LinearProbe):
         return X
     return np.asarray(X, dtype=np.float32)
 
@@ -133,31 +134,22 @@ class Plan:
     skip: str = ""  # why it is not fitted at all
 
 
-def plan_models(names: list[str], protocol: protocols.Protocol, *, seed: int, jobs: int,
-                budget_s: float | None) -> list[Plan]:
-    """Estimate each model; under a budget, a model that would not fit in what is left is
-    approximated (the builder's cheap variant) or, if that does not fit either, skipped."""
-    plans, left = [], budget_s
-    for name in names:
-        build = Build(seed=seed, jobs=jobs, protocol=protocol)
-        cand = candidate(name, build)
-        est = budgets.estimate_seconds(cand.cost)
-        plan = Plan(name, build, est, cand.note)
-        if left is not None and est > left:
-            cheap = replace(build, approximate=True)
-            cheap_cand = candidate(name, cheap)
-            cheap_est = budgets.estimate_seconds(cheap_cand.cost)
-            why = (f"estimated {budgets.fmt_seconds(est)} > {budgets.fmt_seconds(left)} left of the budget" if left > 0
-                   else f"estimated {budgets.fmt_seconds(est)}, and the budget is spent")
-            if cheap_est <= left:
-                plan = Plan(name, cheap, cheap_est, "; ".join(filter(None, [cheap_cand.note, f"approximated: {why}"])))
-            else:
-                plan = Plan(name, build, est, cand.note,
-                            skip=f"{why} (approximated: {budgets.fmt_seconds(cheap_est)})")
-        if not plan.skip and left is not None:
-            left -= plan.estimate_s
-        plans.append(plan)
-    return plans
+def plan_model(name: str, protocol: protocols.Protocol, *, seed: int, jobs: int, budget_s: float | None) -> Plan:
+    """Estimate a model; when the estimate exceeds ``budget_s`` (what is left), approximate it
+    (the builder's cheap variant) or, if that does not fit either, skip it."""
+    build = Build(seed=seed, jobs=jobs, protocol=protocol)
+    cand = candidate(name, build)
+    est = budgets.estimate_seconds(cand.cost)
+    if budget_s is None or est <= budget_s:
+        return Plan(name, build, est, cand.note)
+    cheap = replace(build, approximate=True)
+    cheap_cand = candidate(name, cheap)
+    cheap_est = budgets.estimate_seconds(cheap_cand.cost)
+    why = (f"estimated {budgets.fmt_seconds(est)} > {budgets.fmt_seconds(budget_s)} left of the budget" if budget_s > 0
+           else f"estimated {budgets.fmt_seconds(est)}, and the budget is spent")
+    if cheap_est <= budget_s:
+        return Plan(name, cheap, cheap_est, "; ".join(filter(None, [cheap_cand.note, f"approximated: {why}"])))
+    return Plan(name, build, est, cand.note, skip=f"{why} (approximated: {budgets.fmt_seconds(cheap_est)})")
 
 
 def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: int = 0,
@@ -171,8 +163,8 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
     log_dir = Path(tensorboard) / stem if tensorboard is not None and entry.uses_torch else None
     X, y, groups = training_arrays(data.train, views)
     if plan is None:
-        plan = plan_models([name], protocols.choose(len(y), data.dim, len(np.unique(y))), seed=seed, jobs=jobs,
-                           budget_s=None)[0]
+        plan = plan_model(name, protocols.choose(len(y), data.dim, len(np.unique(y))), seed=seed, jobs=jobs,
+                          budget_s=None)
     model = build_model(name, preprocess=preprocess, seed=seed, jobs=jobs, log_dir=log_dir, build=plan.build)
     X = model_input(model, X)
     _preload_torch(model)
@@ -272,7 +264,7 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     for name in names:
         for on in view_modes:
             left = None if budget_s is None else budget_s - (time.perf_counter() - start)
-            plan = plan_models([name], chosen[on], seed=seed, jobs=jobs, budget_s=left)[0]
+            plan = plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=left)
             if plan.skip:
                 log.warning("%-16s skipped: %s", variant_name(name, on), plan.skip)
                 meta["skipped"].append({"model": variant_name(name, on), "reason": plan.skip,

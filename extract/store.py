@@ -200,26 +200,12 @@ def read_rows(
 
     Rows that failed to decode, or are not yet written in a partial store, are left out.
     """
-    info = read_info(path, allow_partial=allow_partial)
-    if not info.complete and not allow_partial:
-        raise StoreError(f"{info.path}: store is incomplete; rerun the extraction or pass --allow-partial")
-    key = resolve_feature(info, feature)
-    with _open_h5(info.path) as f:
-        split = f["split"].asstr()[:]
-        keep = f["done"][:] & f["ok"][:]
-        if splits is not None:
-            keep &= np.isin(split, list(splits))
-        rows = np.flatnonzero(keep)
-        # Contiguous row ranges chunk by chunk: fancy indexing in h5py is slow.
-        X = _read_at(f[f"features/{key}"], rows, chunk_rows)
-        return {
-            "X": X,
-            "y": f["labels"][:][rows],
-            "paths": f["paths"].asstr()[:][rows],
-            "split": split[rows],
-            "rows": rows,
-            "feature": np.array(key),
-        }
+    key = resolve_feature(read_info(path, allow_partial=allow_partial), feature)
+    index = read_index(path, allow_partial=allow_partial)
+    if splits is not None:
+        index = {k: v[np.isin(index["split"], list(splits))] for k, v in index.items()}
+    X = read_features(path, key, index["rows"], allow_partial, chunk_rows)
+    return {"X": X, **index, "feature": np.array(key)}
 
 
 def read_index(path: str | os.PathLike, allow_partial: bool = False) -> dict[str, np.ndarray]:

@@ -26,7 +26,7 @@ from classify.linear_probe import LinearProbe
 from classify.models import Build, build_model, candidate
 from classify.splits import RepeatedSmallDataKFold, SmallDataKFold, StratifiedHoldout
 from classify.sweep import Sweep
-from classify.train import plan_models, run_classify
+from classify.train import plan_model, run_classify
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -222,11 +222,11 @@ def test_budget_parsing():
 
 def test_budget_approximates_then_skips(monkeypatch):
     p = protocol.choose(200_000, 1280, 100)
-    full = plan_models(["logreg"], p, seed=0, jobs=2, budget_s=None)[0]
+    full = plan_model("logreg", p, seed=0, jobs=2, budget_s=None)
     cheap_est = budget.estimate_seconds(candidate("logreg", Build(protocol=p, approximate=True)).cost)
-    approx = plan_models(["logreg"], p, seed=0, jobs=2, budget_s=(cheap_est + full.estimate_s) / 2)[0]
+    approx = plan_model("logreg", p, seed=0, jobs=2, budget_s=(cheap_est + full.estimate_s) / 2)
     assert approx.build.approximate and "approximated" in approx.note and not approx.skip
-    skipped = plan_models(["logreg"], p, seed=0, jobs=2, budget_s=cheap_est / 2)[0]
+    skipped = plan_model("logreg", p, seed=0, jobs=2, budget_s=cheap_est / 2)
     assert skipped.skip.startswith("estimated") and "left of the budget" in skipped.skip
 
 
