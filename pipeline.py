@@ -52,11 +52,27 @@ def _setup_logging(args: argparse.Namespace) -> None:
         logging.getLogger(noisy).setLevel(max(level, logging.WARNING))
 
 
+def _print_costs() -> None:
+    """``-v``: what the run spent before and around its real work (see extract/costs.py)."""
+    from extract import costs
+
+    print(f"fixed costs: {costs.line()}; wall {costs.since_process_start() or 0:.2f} s since the process started",
+          file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    from extract import costs
+
     args = build_parser().parse_args(argv)
+    startup = costs.since_process_start()
+    if startup is not None and argv is None:
+        costs.add("start-up (interpreter, imports, parser)", startup)
     _setup_logging(args)
     try:
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        if args.verbose:
+            _print_costs()
+        return code
     except KeyboardInterrupt:
         hint = "rerun with --resume" if getattr(args, "command", "") == "finetune" else "rerun the same command"
         print(f"interrupted: work done so far is kept; {hint} to continue", file=sys.stderr)

@@ -28,7 +28,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int)
     p.add_argument("--workers", type=int)
     p.add_argument("--device", help="auto, cpu, cuda, mps")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"))
+    p.add_argument("--runtime", choices=("auto", "torch", "openvino"),
+                   help="what runs the networks (as for extract; default auto: OpenVINO on a CPU when installed)")
+    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8", "auto"))
     p.add_argument("--jobs", type=int, help="parallel jobs for classifier sweeps (default 1)")
     p.add_argument("--seed", type=int)
     p.add_argument("--tensorboard", help="write torch-head training curves and misclassified images here")
@@ -46,7 +48,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 
 FLAG_KEYS = ("data", "out", "backbones", "layers", "pools", "models", "weights", "cache_dir", "batch_size",
-             "workers", "device", "precision", "jobs", "seed", "tensorboard", "image_root", "views",
+             "workers", "device", "runtime", "precision", "jobs", "seed", "tensorboard", "image_root", "views",
              "train_on_views", "tta", "protocol", "budget")
 
 

@@ -34,6 +34,7 @@ class RunConfig:
     batch_size: int = 32
     workers: int | None = None
     device: str = "auto"
+    runtime: str = "auto"  # extract --runtime: auto | torch | openvino
     precision: str = "fp32"
     jobs: int = 1
     seed: int = 0

@@ -16,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 log = logging.getLogger(__name__)
-SPEC_KEYS = ("backbone", "weights", "weights_sha256", "transform", "precision", "draft", "fold_bn")
+SPEC_KEYS = ("backbone", "weights", "weights_sha256", "transform", "precision", "draft", "fold_bn", "runtime",
+             "calibration")
 
 
 class MismatchError(ValueError):
@@ -51,19 +52,24 @@ def _extract_for(saved, files: list[str], work: Path, weights_file: str | None, 
     wid = spec.get("weights", "DEFAULT")
     if wid.startswith("file:") and not weights_file:
         raise MismatchError(f"the model was trained on features from weights file {wid[5:]!r}; pass it with --weights")
+    precision = spec.get("precision", "fp32")
     cfg = ExtractConfig(
         data="-", backbone=spec["backbone"], out=str(work / "predict.h5"), layers=(Tap.parse(layer).name,),
         pools=("avg",) if pool == "none" else (pool,), weights="DEFAULT" if wid.startswith("file:") else wid,
-        weights_file=weights_file, precision=spec.get("precision", "fp32"), dtype=spec.get("dtype", "float32"),
+        weights_file=weights_file, precision=precision, dtype=spec.get("dtype", "float32"),
+        # fp32 rows agree across runtimes (so the spec leaves the runtime out): the fastest one here will do;
+        # other precisions run on the runtime the store recorded (absent: torch, as before runtimes existed).
+        runtime=spec.get("runtime", "auto" if precision == "fp32" else "torch"),
+        calibration=spec.get("calibration"), quantized_from=saved.store if precision == "int8" else None,
         draft=bool(spec.get("draft")), max_pixels=spec.get("max_pixels"), flip=flip, progress=progress,
         fold_bn=bool(spec.get("fold_bn", False)),  # stores made before folding existed did not fold
     )
     p = plan(cfg, manifest=from_files(files))
-    if p.backbone.weights_sha256 != spec.get("weights_sha256"):
-        raise MismatchError(f"backbone weights sha256 {str(p.backbone.weights_sha256)[:12]} differ from the model's "
+    if p.facts.weights_sha256 != spec.get("weights_sha256"):
+        raise MismatchError(f"backbone weights sha256 {str(p.facts.weights_sha256)[:12]} differ from the model's "
                             f"{str(spec.get('weights_sha256'))[:12]}")
-    if p.backbone.transform.to_dict() != spec.get("transform"):
-        raise MismatchError(f"{spec['backbone']}: preprocessing {p.backbone.transform.to_dict()} differs from the "
+    if p.facts.transform.to_dict() != spec.get("transform"):
+        raise MismatchError(f"{spec['backbone']}: preprocessing {p.facts.transform.to_dict()} differs from the "
                             f"model's {spec.get('transform')}")
     execute(p)
     return Path(cfg.out)

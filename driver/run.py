@@ -45,7 +45,7 @@ def extract_all(cfg: RunConfig, progress: bool) -> list[dict]:
             log.info("%s: using torchvision DEFAULT weights from the torch hub cache", name)
         ecfg = ExtractConfig(data=cfg.data, backbone=name, out="-", layers=cfg.layers, pools=cfg.pools,
                              weights=weights, weights_file=weights_file, batch_size=cfg.batch_size,
-                             workers=cfg.workers, device=cfg.device, precision=cfg.precision,
+                             workers=cfg.workers, device=cfg.device, runtime=cfg.runtime, precision=cfg.precision,
                              image_root=cfg.image_root, views=cfg.views, progress=progress)
         p = plan(ecfg, manifest=manifest)
         store = cfg.feature_dir / f"{safe_name(name)}-{p.cache_key[:12]}.h5"

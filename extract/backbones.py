@@ -13,7 +13,7 @@ import difflib
 import importlib
 import os
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -21,29 +21,11 @@ import torch
 from torch import nn
 
 from extract.files import sha256_file
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+from extract.transforms import IMAGENET_MEAN, IMAGENET_STD, TransformSpec  # noqa: F401 - re-exported
 
 
 class BackboneError(ValueError):
     """A backbone or its weights cannot be had; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class TransformSpec:
-    """Eval preprocessing as data, so it can be hashed into the cache key and rebuilt exactly."""
-
-    resize: int  # shorter side after resizing
-    crop: int  # square center crop
-    mean: tuple[float, float, float] = IMAGENET_MEAN
-    std: tuple[float, float, float] = IMAGENET_STD
-    interpolation: str = "bilinear"  # bilinear | bicubic | nearest
-
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["mean"], d["std"] = list(self.mean), list(self.std)
-        return d
 
 
 @dataclass
@@ -57,6 +39,7 @@ class Backbone:
     weights: str  # weights id: an enum name, "file:<path>", or "none"
     weights_sha256: str | None = None
     extra: dict = field(default_factory=dict)
+    weights_path: str | None = None  # the file the weights were read from (None: random or from a hub)
 
     def provenance(self) -> dict:
         return {"backbone": self.name, "weights": self.weights, "weights_sha256": self.weights_sha256,
@@ -164,7 +147,7 @@ def _build_torchvision(name: str, weights: str, weights_file: str | None) -> Bac
         _load_into(model, load_state_dict_file(weights_file), f"--weights {weights_file}")
         tf = _tv_transform(default) if default is not None else TransformSpec(256, 224)
         return Backbone(name, freeze(model), _default_layer(model), tf, f"file:{Path(weights_file).name}",
-                        sha256_file(weights_file))
+                        sha256_file(weights_file), weights_path=str(Path(weights_file).resolve()))
     if weights.lower() == "none":
         model = tvm.get_model(name, weights=None)
         tf = _tv_transform(default) if default is not None else TransformSpec(256, 224)
@@ -181,7 +164,8 @@ def _build_torchvision(name: str, weights: str, weights_file: str | None) -> Bac
             f"downloads; fetch {w.url} into {ckpt.parent} (or set TORCH_HOME), pass --weights FILE, or --weights none"
         )
     model = tvm.get_model(name, weights=w)  # reads the cached file, no network
-    return Backbone(name, freeze(model), _default_layer(model), _tv_transform(w), w.name, sha256_file(ckpt))
+    return Backbone(name, freeze(model), _default_layer(model), _tv_transform(w), w.name, sha256_file(ckpt),
+                    weights_path=str(ckpt.resolve()))
 
 
 # --------------------------------------------------------------------------- EfficientNet-Lite
@@ -224,7 +208,7 @@ def _lite_builder(index: int, image_size: int) -> Builder:
         tf = TransformSpec(resize=image_size + 32, crop=image_size, mean=(127 / 255,) * 3, std=(128 / 255,) * 3,
                            interpolation="bicubic")
         return Backbone(f"efficientnet_lite{index}", freeze(model), "_fc:in", tf, wid,
-                        sha256_file(path) if path else None)
+                        sha256_file(path) if path else None, weights_path=str(path.resolve()) if path else None)
 
     return build
 
@@ -258,9 +242,10 @@ def _build_timm(name: str, weights: str, weights_file: str | None) -> Backbone:
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise BackboneError(f"unknown timm model {name!r}" + (f"; closest: {close}" if close else ""))
     model = timm.create_model(name, pretrained=False)
+    wpath = None
     if weights_file:
         _load_into(model, load_state_dict_file(weights_file), f"--weights {weights_file}")
-        wid, sha = f"file:{Path(weights_file).name}", sha256_file(weights_file)
+        wid, sha, wpath = f"file:{Path(weights_file).name}", sha256_file(weights_file), str(Path(weights_file).resolve())
     elif weights.lower() == "none":
         wid, sha = "none", None
     else:
@@ -277,7 +262,7 @@ def _build_timm(name: str, weights: str, weights_file: str | None) -> Backbone:
     crop = int(cfg["input_size"][-1])
     tf = TransformSpec(resize=int(crop / cfg.get("crop_pct", 0.875)), crop=crop, mean=tuple(cfg["mean"]),
                        std=tuple(cfg["std"]), interpolation=str(cfg.get("interpolation", "bilinear")))
-    return Backbone(f"timm:{name}", freeze(model), _default_layer(model), tf, wid, sha)
+    return Backbone(f"timm:{name}", freeze(model), _default_layer(model), tf, wid, sha, weights_path=wpath)
 
 
 # --------------------------------------------------------------------------- entry point

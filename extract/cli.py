@@ -61,8 +61,13 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
                         "thread: prefetch on threads; process: DataLoader worker processes (same features; "
                         "default auto: inline on all cores for a CPU forward, process for a GPU)")
     g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16", "auto"), default=None,
-                   help="autocast precision (default fp32; auto = bf16/fp16 where the hardware is native)")
+    g.add_argument("--runtime", choices=("auto", "torch", "openvino"), default=None,
+                   help="what runs the network: openvino (CPU; converted once and cached in $FEATCACHE_HOME, "
+                        "1.5-3x torch here) or torch (any device); default auto: OpenVINO on a CPU when installed")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8", "auto"), default=None,
+                   help="fp32 (default), bf16/fp16 (autocast on torch, inference hints on OpenVINO), int8 "
+                        "(OpenVINO: NNCF post-training quantization calibrated on up to 300 of the job's train "
+                        "images, checked and recorded in the store), auto = bf16/fp16 where the hardware is native")
     g.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
                    help="keep NCHW memory format")
     g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", default=None,
@@ -107,7 +112,7 @@ def config_from_args(args: argparse.Namespace, **override: object):  # -> Extrac
         "data": getattr(args, "data", None), "backbone": getattr(args, "backbone", None),
         "out": getattr(args, "out", None), "layers": args.layers, "pools": args.pool, "weights": weights,
         "weights_file": weights_file, "batch_size": args.batch_size, "workers": args.workers,
-        "loader": args.loader,
+        "loader": args.loader, "runtime": args.runtime,
         "device": args.device, "precision": args.precision, "dtype": args.dtype, "compression": args.compression,
         "channels_last": args.channels_last, "fold_bn": args.fold_bn, "draft": args.draft,
         "image_root": args.image_root,
@@ -164,7 +169,18 @@ def main_info(args: argparse.Namespace) -> int:
     t = spec["transform"]
     print(f"  transform  resize {t['resize']} {t['interpolation']}, crop {t['crop']}, mean {t['mean']}, std {t['std']}"
           f"{', draft' if spec.get('draft') else ''}")
-    print(f"  precision  {spec['precision']}, stored {info.dtype}")
+    runtime = prov.get("runtime", "torch")
+    print(f"  precision  {spec['precision']} on {runtime}"
+          f"{' ' + str(prov.get('openvino')) if runtime == 'openvino' and prov.get('openvino') else ''}, "
+          f"stored {info.dtype}")
+    if "calibration" in spec:
+        c = spec["calibration"]
+        checks = prov.get("quantization", {}).get("check", {})
+        print(f"  int8       {c['method']} on {c['rows']} calibration rows ({c['model_type']}, "
+              f"preset {c['preset']}); network embedded in the store")
+        for key, ch in checks.items():
+            print(f"             {key}: cosine to fp32 {ch['cosine_mean']:.4f} (min {ch['cosine_min']:.4f}), "
+                  f"probe accuracy {_pct(ch.get('probe_fp32'))} -> {_pct(ch.get('probe_int8'))}")
     print(f"  rows       {info.n_rows} ({info.n_ok} readable, {len(info.errors)} errors); "
           f"splits {info.split_counts}")
     print(f"  classes    {len(info.class_names)}: {', '.join(info.class_names[:20])}"
@@ -182,6 +198,10 @@ def main_info(args: argparse.Namespace) -> int:
     for path, msg in info.errors[: args.errors]:
         print(f"  error      {path}: {msg}")
     return 0
+
+
+def _pct(v: float | None) -> str:
+    return "-" if v is None else f"{100 * v:.1f}%"
 
 
 def main_backbones(args: argparse.Namespace) -> int:

@@ -132,7 +132,12 @@ class FeatureHooks:
         for mode in self.pools:
             key = f"{tap.name}/{pool_name(x.dim(), mode)}"
             if key not in self._out:
-                self._out[key] = pool(x, mode)
+                v = pool(x, mode)
+                if v.data_ptr() == x.data_ptr():
+                    # The activation itself or a view of it (a vector, flatten, cls): an in-place op later
+                    # in the forward (ReLU(inplace=True), ``out += identity``) would change what we keep.
+                    v = v.clone()
+                self._out[key] = v
         self._fired.add(tap)
         if self.stop_early and len(self._fired) == len(self.taps):
             raise _StopForward

@@ -4,6 +4,7 @@ Both yield ``collate_fn`` of consecutive slices of the dataset, in order, so the
 changes speed, never the numbers (it is not part of the cache key). Threads work because
 Pillow releases the GIL while it decodes and resizes; they skip the worker start-up and
 the shared-memory hand-over of every batch, but share the main process with the forward.
+Only the ``process`` loader (and pinning for a GPU) imports torch.
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Callable, Iterator, Sequence
 
-import torch
-from torch.utils.data import DataLoader, Dataset
+from extract.devices import device_type
 
 LOADERS = ("auto", "process", "thread", "inline")
 PREFETCH = 2  # batches in flight per decode thread (DataLoader's prefetch_factor counts the same way)
@@ -28,7 +28,7 @@ def check_loader(loader: str) -> None:
         raise ValueError(f"--loader {loader!r}: expected {', '.join(LOADERS)}")
 
 
-def resolve_loader(loader: str, device: torch.device) -> str:
+def resolve_loader(loader: str, device: object) -> str:
     """``auto``: inline decoding on every core when the forward runs on the CPU, worker
     processes that prefetch for an accelerator (which idles while the host decodes).
 
@@ -40,13 +40,13 @@ def resolve_loader(loader: str, device: torch.device) -> str:
     check_loader(loader)
     if loader != "auto":
         return loader
-    return "inline" if device.type == "cpu" else "process"
+    return "inline" if device_type(device) == "cpu" else "process"
 
 
-def default_workers(device: torch.device, loader: str) -> int:
+def default_workers(device: object, loader: str) -> int:
     """Decoders per loader: every core for inline decoding (it never runs beside the forward)."""
     cores = os.cpu_count() or 1
-    if device.type == "cuda":
+    if device_type(device) == "cuda":
         return min(8, cores)
     if loader == "inline":
         return cores
@@ -54,13 +54,20 @@ def default_workers(device: torch.device, loader: str) -> int:
     return 1 if cores <= 4 else cores // 4
 
 
-def make_loader(dataset: Dataset, batch_size: int, collate_fn: Callable, loader: str, workers: int,
-                pin_memory: bool = False) -> DataLoader | _ThreadedLoader:
-    """An iterable of ``collate_fn(batch)``; ``workers == 0`` decodes in the main thread whatever ``loader``."""
+def make_loader(dataset, batch_size: int, collate_fn: Callable, loader: str, workers: int,  # noqa: ANN001
+                pin_memory: bool = False):  # -> DataLoader | _ThreadedLoader
+    """An iterable of ``collate_fn(batch)``; ``workers == 0`` decodes in the main thread whatever ``loader``.
+
+    ``dataset`` is any map-style dataset (``len`` and ``[i]``), e.g. :class:`extract.rows.ImageRows`.
+    """
     if loader == "thread" and workers > 0:
         return ThreadLoader(dataset, batch_size, collate_fn, workers, pin_memory)
     if loader == "inline" and workers > 0:
         return InlineLoader(dataset, batch_size, collate_fn, workers, pin_memory)
+    if workers == 0 and not pin_memory:
+        return InlineLoader(dataset, batch_size, collate_fn, 0)  # the main thread, without importing torch
+    from torch.utils.data import DataLoader
+
     return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers, collate_fn=collate_fn,
                       pin_memory=pin_memory, persistent_workers=False, prefetch_factor=4 if workers else None,
                       worker_init_fn=_ignore_sigint if workers else None)
@@ -73,10 +80,12 @@ def _ignore_sigint(worker_id: int) -> None:
 class _ThreadedLoader:
     """What the thread-based loaders share: the dataset's batches in order, ``threads`` decoders."""
 
-    def __init__(self, dataset: Dataset, batch_size: int, collate_fn: Callable, threads: int,
+    min_threads = 1
+
+    def __init__(self, dataset, batch_size: int, collate_fn: Callable, threads: int,  # noqa: ANN001
                  pin_memory: bool = False):
-        if threads < 1:
-            raise ValueError(f"threads must be >= 1, got {threads}")
+        if threads < self.min_threads:
+            raise ValueError(f"threads must be >= {self.min_threads}, got {threads}")
         self.dataset, self.batch_size, self.collate_fn = dataset, batch_size, collate_fn
         self.threads, self.pin_memory = threads, pin_memory
 
@@ -132,11 +141,18 @@ class InlineLoader(_ThreadedLoader):
     Nothing overlaps the forward: when the forward already keeps every core busy (a CPU
     device), a decoder running beside it only steals cycles from its threads, so the fastest
     schedule is all cores decoding, then all cores computing. Same batches, order and errors
-    as the other loaders; warnings are handled as in :class:`ThreadLoader`.
+    as the other loaders; warnings are handled as in :class:`ThreadLoader`. With 0 threads the
+    calling thread decodes.
     """
+
+    min_threads = 0
 
     def __iter__(self) -> Iterator:
         n = len(self.dataset)
+        if self.threads == 0:  # the main thread decodes (what DataLoader(num_workers=0) does)
+            for start in range(0, n, self.batch_size):
+                yield self.collate_fn([self.dataset[i] for i in range(start, min(start + self.batch_size, n))])
+            return
         with self._pool() as pool:
             for start in range(0, n, self.batch_size):
                 batch = self.collate_fn(list(pool.map(self.dataset.__getitem__,
@@ -145,5 +161,10 @@ class InlineLoader(_ThreadedLoader):
 
 
 def _pinned(batch):
-    """Page-locked tensors for a fast, asynchronous copy to the GPU (what DataLoader's pin_memory does)."""
-    return type(batch)(x.pin_memory() if isinstance(x, torch.Tensor) else x for x in batch)
+    """Page-locked tensors for a fast, asynchronous copy to the GPU (what DataLoader's pin_memory does);
+    numpy arrays become pinned tensors."""
+    import numpy as np
+    import torch
+
+    return type(batch)(torch.from_numpy(x).pin_memory() if isinstance(x, np.ndarray) and x.dtype == np.uint8
+                       else x.pin_memory() if isinstance(x, torch.Tensor) else x for x in batch)

@@ -24,39 +24,45 @@ from pathlib import Path
 import numpy as np
 
 from extract.runner import ExtractConfig, ExtractSummary, Plan, _provenance, _summary, plan
-from extract.store import open_for_write, write_lock
+from extract.store import open_for_write, store_status, write_lock
 
 log = logging.getLogger(__name__)
 KILL_ENV = "FEATCACHE_TEST_KILL_WORKER"  # tests: "<marker file>:<batch number>" kills one actor once
 
 
 class _Extractor:
-    """A Ray Data actor: one frozen backbone per worker, reused for every batch it gets."""
+    """A Ray Data actor: one network per worker, reused for every batch it gets.
 
-    def __init__(self, cfg: dict, precision: str, keys: dict[str, int]):
-        import torch
+    On OpenVINO the driver sends the network itself (IR bytes), so every worker runs the very
+    network the store records, int8 included; on torch each worker builds and folds the backbone.
+    """
 
-        from extract.backbones import create_backbone
-        from extract.hooks import FeatureHooks
-        from extract.preprocess import build_transform
-        from extract.runner import _autocast, pick_device, resolve_taps
+    def __init__(self, cfg: dict, runtime: str, precision: str, keys: dict[str, int], transform: dict,
+                 network: tuple[bytes, bytes] | None = None, threads: int = 1):
+        from extract.transforms import CenterCrop, TransformSpec
 
         self.cfg = ExtractConfig(**cfg)
-        self.device = pick_device("cuda" if torch.cuda.is_available() and self.cfg.device in ("auto", "cuda")
-                                  else "cpu")
-        bb = create_backbone(self.cfg.backbone, self.cfg.weights, self.cfg.weights_file)
-        taps = resolve_taps(bb, self.cfg.layers)
-        if self.cfg.fold_bn:  # as plan() does, so a Ray store holds the same numbers as a local one
-            from extract.fuse import fold_batchnorm
+        spec = TransformSpec.from_dict(transform)
+        if runtime == "openvino":
+            from extract import openvino_runtime as ovr
 
-            bb.model, _ = fold_batchnorm(bb.model, taps, bb.transform.crop)
-        self.model = bb.model.to(self.device)
-        if self.cfg.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        self.hooks = FeatureHooks(self.model, taps, self.cfg.pools).__enter__()
-        self.transform = build_transform(bb.transform)
-        self.draft = max(bb.transform.resize, bb.transform.crop) if self.cfg.draft else None
-        self.autocast = lambda: _autocast(self.device, precision)
+            # as many threads as the actor's CPUs: several actors on one node must not oversubscribe it
+            compiled = ovr.compile_network(ovr.from_bytes(*network), precision, threads=threads)
+            self.runtime = ovr.OpenVINORuntime(compiled, list(keys), self.cfg.batch_size)
+        else:
+            import torch
+
+            from extract.build import build, prepare, taps_of
+            from extract.torch_runtime import TorchRuntime
+
+            device = "cuda" if torch.cuda.is_available() and self.cfg.device in ("auto", "cuda") else "cpu"
+            torch.set_num_threads(threads)
+            bb, facts = prepare(build(self.cfg.backbone, self.cfg.weights, self.cfg.weights_file), self.cfg.layers,
+                                self.cfg.pools, self.cfg.fold_bn)  # as plan() does: the same numbers as a local run
+            self.runtime = TorchRuntime(bb.model, taps_of(facts), self.cfg.pools, spec, device, precision,
+                                        self.cfg.batch_size, self.cfg.channels_last)
+        self.crop = CenterCrop(spec)
+        self.draft = max(spec.resize, spec.crop) if self.cfg.draft else None
         self.keys = keys
         self.pool = ThreadPoolExecutor(max_workers=max(1, int(os.environ.get("FEATCACHE_DECODE_THREADS", "2"))))
         self.batches = 0
@@ -66,7 +72,7 @@ class _Extractor:
 
         try:
             img = load_image(path, max_pixels=self.cfg.max_pixels, draft_size=self.draft)
-            return self.transform(img), ""
+            return self.crop(img), ""
         except ImageError as e:
             return None, str(e)
         except Exception as e:  # noqa: BLE001 - one odd image must not end the job
@@ -81,31 +87,24 @@ class _Extractor:
                 os._exit(1)  # a crashed worker, as a lost node or OOM kill would look
 
     def __call__(self, batch: dict) -> dict:
-        import torch
-
         self.batches += 1
         self._maybe_die()
         loaded = list(self.pool.map(self._load, batch["path"]))
         good = [i for i, (x, _) in enumerate(loaded) if x is not None]
         out = {"row": np.asarray(batch["row"], dtype=np.int64), "error": np.array([e for _, e in loaded], dtype=object)}
-        dims = self.keys
-        feats = {k: np.full((len(loaded), d), np.nan, np.float32) for k, d in dims.items()}
+        feats = {k: np.full((len(loaded), d), np.nan, np.float32) for k, d in self.keys.items()}
         if good:
-            x = torch.stack([loaded[i][0] for i in good]).to(self.device)
-            if self.cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            with torch.inference_mode(), self.autocast():
-                res = self.hooks(x)
-            for k in dims:
-                feats[k][good] = res[k].float().cpu().numpy()
-        for i, k in enumerate(dims):
+            res = self.runtime(np.stack([loaded[i][0] for i in good]))
+            for k in self.keys:
+                feats[k][good] = res[k]
+        for i, k in enumerate(self.keys):
             out[f"f{i}"] = feats[k]
         return out
-
-
 def extract_ray(cfg: ExtractConfig, *, address: str | None = None, workers: int = 2, gpus_per_worker: float = 0,
                 cpus_per_worker: float = 1) -> ExtractSummary:
     """Plan locally (validates everything before the cluster is touched), then run the rows on Ray."""
+    from extract.runtime import network_bytes
+
     if cfg.views:
         raise ValueError("--views with --engine ray is not supported; extract views with the local engine "
                          "(or --shard K/N on each machine)")
@@ -113,22 +112,24 @@ def extract_ray(cfg: ExtractConfig, *, address: str | None = None, workers: int 
     out = Path(cfg.out)
     t0 = time.perf_counter()
     with write_lock(out):
+        status = store_status(out, p.cache_key, p.spec, cfg.overwrite)
+        if status == "hit":
+            return _summary(out, "hit", len(p.manifest), 0, 0.0, p)
+        network, provenance, blobs = network_bytes(p, out, status) if p.runtime == "openvino" else (None, {}, {})
         writer = open_for_write(out, p.manifest, p.features, cache_key=p.cache_key, spec=p.spec,
-                                provenance={**_provenance(cfg, p.backbone, p.device), "engine": "ray",
-                                            "folded_batchnorms": p.folded},
+                                provenance={**_provenance(p), **provenance, "engine": "ray"},
                                 default_feature=p.default_key, dtype=cfg.dtype, compression=cfg.compression,
-                                overwrite=cfg.overwrite)
-        if writer.status == "hit":
-            return _summary(out, "hit", len(p.manifest), 0, 0.0, p.features)
+                                overwrite=cfg.overwrite, blobs=blobs)
         try:
-            written = _run_on_ray(p, writer, address, workers, gpus_per_worker, cpus_per_worker)
+            written = _run_on_ray(p, writer, network, address, workers, gpus_per_worker, cpus_per_worker)
             path = writer.finish()
         finally:
             writer.close()
-    return _summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p.features)
+    return _summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p)
 
 
-def _run_on_ray(p: Plan, writer, address: str | None, workers: int, gpus: float, cpus: float) -> int:  # noqa: ANN001
+def _run_on_ray(p: Plan, writer, network, address: str | None, workers: int, gpus: float,  # noqa: ANN001
+                cpus: float) -> int:
     try:
         import ray
     except ImportError:
@@ -141,10 +142,11 @@ def _run_on_ray(p: Plan, writer, address: str | None, workers: int, gpus: float,
     items = [{"row": int(r), "path": str(root / p.manifest.paths[r])} for r in writer.pending]
     keys = {f.key: f.dim for f in p.features}
     ds = ray.data.from_items(items, override_num_blocks=max(1, min(len(items), workers * 8)))
-    ds = ds.map_batches(_Extractor, fn_constructor_kwargs={"cfg": asdict(p.cfg), "precision": p.precision,
-                                                           "keys": keys},
-                        batch_size=p.cfg.batch_size, compute=ray.data.ActorPoolStrategy(size=workers),
-                        num_gpus=gpus or None, num_cpus=cpus, batch_format="numpy")
+    kwargs = {"cfg": asdict(p.cfg), "runtime": p.runtime, "precision": p.precision, "keys": keys,
+              "transform": p.facts.transform.to_dict(), "network": network, "threads": max(1, int(cpus))}
+    ds = ds.map_batches(_Extractor, fn_constructor_kwargs=kwargs, batch_size=p.cfg.batch_size,
+                        compute=ray.data.ActorPoolStrategy(size=workers), num_gpus=gpus or None, num_cpus=cpus,
+                        batch_format="numpy")
     written = 0
     names = list(keys)
     for batch in ds.iter_batches(batch_size=None, batch_format="numpy"):

@@ -4,11 +4,15 @@ Python API for notebooks::
 
     from extract.runner import ExtractConfig, extract
     summary = extract(ExtractConfig(data="hymenoptera", backbone="efficientnet_lite0", out="h.h5"))
+
+A job is planned first (options checked, images listed, the backbone's facts known), then
+executed: a cache hit returns before any network is prepared, and the facts come from the
+model cache when they can, so a hit, or an OpenVINO run of a cached network, neither builds
+the torch model nor imports torch.
 """
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import hashlib
 import json
@@ -23,21 +27,19 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
-import torch
 from tqdm import tqdm
 
-from extract import __version__
-from extract.backbones import Backbone, TransformSpec, create_backbone
-from extract.fuse import fold_batchnorm
-from extract.hooks import FeatureHooks, Tap
+from extract import __version__, costs
+from extract.devices import device_type, resolve_device, resolve_precision, resolve_runtime
 from extract.loaders import check_loader, default_workers, make_loader, resolve_loader
-from extract.preprocess import ImageRows, Uint8Crop, collate, collate_views, normalize_batch
+from extract.modelcache import ModelFacts, load_facts, request_key, save_facts, versions
+from extract.rows import ImageRows, collate, collate_views
 from extract.sources import build_manifest
-from extract.store import FeatureSpec, Manifest, ViewLayout, open_for_write, write_lock
+from extract.store import FeatureSpec, Manifest, ViewLayout, open_for_write, store_status, write_lock
+from extract.transforms import CenterCrop
 from extract.views import DEFAULT_RATIO, DEFAULT_SCALE, view_transform
 
 log = logging.getLogger(__name__)
-PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,8 @@ class ExtractConfig:
     workers: int | None = None  # None: chosen for the device and core count
     loader: str = "auto"  # inline / thread / process decoding (auto: inline on a CPU); not in the cache key
     device: str = "auto"
-    precision: str = "fp32"
+    runtime: str = "auto"  # torch | openvino (auto: OpenVINO for a CPU forward when installed)
+    precision: str = "fp32"  # fp32 | bf16 | fp16 | int8 (OpenVINO) | auto
     dtype: str = "float32"  # storage dtype of the features
     compression: str | None = None
     channels_last: bool = True
@@ -71,6 +74,8 @@ class ExtractConfig:
     view_splits: tuple[str, ...] = ("train",)
     view_scale: tuple[float, float] = DEFAULT_SCALE  # RandomResizedCrop's area range
     flip: bool = False  # store every row's mirrored crop (flip TTA); implied by views > 0
+    calibration: dict | None = None  # int8: reuse this recorded calibration (predict), not the job's own images
+    quantized_from: str | None = None  # int8: a store whose embedded network to use (predict)
     progress: bool = True
 
 
@@ -87,94 +92,34 @@ class ExtractSummary:
     features: dict[str, int] = field(default_factory=dict)
     errors: list[tuple[str, str]] = field(default_factory=list)
     views: int = 0
+    runtime: str = ""
+    precision: str = ""
 
     def line(self) -> str:
         if self.status == "hit":
             return f"cache hit: {self.store} already holds these {self.rows} rows ({self.file_mb:.1f} MB)"
         what = "resumed" if self.status == "resume" else "wrote"
         views = f" with {self.views} augmented views each of the train rows and every row's mirror" if self.views else ""
+        how = f" [{self.runtime} {self.precision}]" if self.runtime else ""
         return (f"{what} {self.written} rows of {self.rows}{views} to {self.store} in {self.seconds:.1f} s "
-                f"({self.images_per_s:.1f} img/s, {self.file_mb:.1f} MB); skipped {self.skipped} unreadable")
+                f"({self.images_per_s:.1f} img/s, {self.file_mb:.1f} MB){how}; skipped {self.skipped} unreadable")
 
 
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    if name not in ("cpu", "cuda", "mps") and not name.startswith("cuda:"):
-        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available")
-    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
-    if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {name}: MPS is not available on this machine")
-    return device
+def cache_spec(cfg: ExtractConfig, facts: ModelFacts, manifest: Manifest, precision: str, runtime: str,
+               calibration: dict | None = None) -> dict:
+    """Everything that decides the stored numbers. Missing one here is the stale-cache bug.
 
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text().split("flags", 2)[1].split("\n", 1)[0].split()
-    except (OSError, IndexError):
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def resolve_precision(precision: str, device: torch.device) -> str:
-    if precision not in PRECISIONS:
-        raise ValueError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    if device.type == "cpu":
-        return "bf16" if cpu_has_native_bf16() else "fp32"
-    return "fp32"
-
-
-def _autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager:
-    if precision == "fp32":
-        return contextlib.nullcontext()
-    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
-    return torch.autocast(device_type=device.type, dtype=dtype)
-
-
-def resolve_taps(backbone: Backbone, layers: tuple[str, ...]) -> list[Tap]:
-    names = [backbone.default_layer if name in ("default", "") else name for name in layers]
-    taps = [Tap.parse(n) for n in dict.fromkeys(names)]
-    return taps
-
-
-def probe_features(backbone: Backbone, taps: list[Tap], pools: tuple[str, ...]) -> list[FeatureSpec]:
-    """One forward on a dummy image: validates layers and learns each feature's dim before any I/O."""
-    crop = backbone.transform.crop
-    with FeatureHooks(backbone.model, taps, pools) as hooks, torch.inference_mode():
-        out = hooks(torch.zeros(1, 3, crop, crop))
-        shapes = dict(hooks.raw_shapes)
-    specs = []
-    for key, value in out.items():
-        name, pool = key.rsplit("/", 1)
-        tap = next(t for t in taps if t.name == name)
-        specs.append(FeatureSpec(tap.layer, tap.side, pool, int(value.shape[1]), shapes[tap]))
-    return specs
-
-
-def cache_spec(cfg: ExtractConfig, backbone: Backbone, features: list[FeatureSpec], manifest: Manifest,
-               precision: str) -> dict:
-    """Everything that decides the stored numbers. Missing one here is the stale-cache bug."""
+    The runtime is in it except at fp32, where OpenVINO's rows agree with torch's within 4e-6
+    (relative, tests/test_openvino.py on every backbone family), as close as BatchNorm folding
+    moves them, so a torch and an OpenVINO fp32 store share a key; bf16, fp16 and int8 run
+    other kernels on each, so they do not.
+    """
     return {
-        "backbone": backbone.name,
-        "weights": backbone.weights,
-        "weights_sha256": backbone.weights_sha256,
-        "features": [f.key for f in features],
-        "transform": backbone.transform.to_dict(),
+        "backbone": facts.backbone,
+        "weights": facts.weights,
+        "weights_sha256": facts.weights_sha256,
+        "features": [f.key for f in facts.features],
+        "transform": facts.transform.to_dict(),
         "draft": cfg.draft,
         "max_pixels": cfg.max_pixels,
         "precision": precision,
@@ -183,6 +128,8 @@ def cache_spec(cfg: ExtractConfig, backbone: Backbone, features: list[FeatureSpe
         "manifest": manifest.fingerprint,
         "rows": len(manifest),
         **({"views": view_spec(cfg)} if cfg.views or cfg.flip else {}),  # absent when off: plain stores keep keys
+        **({"runtime": runtime} if runtime != "torch" and precision != "fp32" else {}),
+        **({"calibration": calibration} if calibration is not None else {}),
     }
 
 
@@ -204,45 +151,88 @@ def cache_key(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def _provenance(cfg: ExtractConfig, backbone: Backbone, device: torch.device) -> dict:
-    import torchvision
-
+def _provenance(p: "Plan") -> dict:
+    v = versions()
     return {
-        **backbone.provenance(),
+        **p.facts.provenance(),
         "tool_version": __version__,
-        "torch": torch.__version__,
-        "torchvision": torchvision.__version__,
+        "torch": v.get("torch"),
+        "torchvision": v.get("torchvision"),
+        "runtime": p.runtime,
+        **({"openvino": v.get("openvino")} if p.runtime == "openvino" else {}),
+        **({"nncf": v.get("nncf")} if p.precision == "int8" else {}),
         "python": platform.python_version(),
         "host": platform.node(),
-        "device": str(device),
+        "device": p.device,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "argv": sys.argv,
-        "config": {k: v for k, v in asdict(cfg).items() if k != "progress"},
+        "config": {k: v for k, v in asdict(p.cfg).items() if k != "progress"},
+        "folded_batchnorms": p.facts.folded,
     }
 
 
 @dataclass
 class Plan:
-    """A resolved job: everything known before the first image is read."""
+    """A resolved job: everything known before the first image is read (the model itself is built
+    only when the job has rows to extract; :meth:`model`)."""
 
     cfg: ExtractConfig
-    device: torch.device
+    device: str
+    runtime: str
     precision: str
-    manifest: Manifest
-    backbone: Backbone
-    taps: list[Tap]
-    features: list[FeatureSpec]
-    default_key: str
+    manifest: Manifest  # this job's rows (a shard's slice with --shard)
+    facts: ModelFacts
     spec: dict
-    folded: int = 0  # BatchNorms folded into convolutions
+    backbone: object | None = None  # extract.backbones.Backbone once built (BatchNorms folded as asked)
+    full_manifest: Manifest | None = None  # every row of the job, before --shard (int8 calibration)
+    custom: bool = False  # built from a Backbone object the caller passed: not in the model cache
 
     @property
     def cache_key(self) -> str:
         return cache_key(self.spec)
 
+    @property
+    def features(self) -> list[FeatureSpec]:
+        return list(self.facts.features)
 
-def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbone | None = None) -> Plan:
-    """Validate options, list the images, build the backbone and probe its layers; read no image yet."""
+    @property
+    def default_key(self) -> str:
+        return self.facts.default_key
+
+    @property
+    def folded(self) -> int:
+        return self.facts.folded
+
+    def model(self):  # -> extract.backbones.Backbone
+        """The frozen backbone, built now if the plan's facts came from the model cache."""
+        if self.backbone is None:
+            b = _build_module()
+            bb, facts = b.prepare(b.build(self.cfg.backbone, self.cfg.weights, self.cfg.weights_file),
+                                  self.cfg.layers, self.cfg.pools, self.cfg.fold_bn)
+            _check_same_facts(self.facts, facts)
+            self.backbone = bb
+        return self.backbone
+
+
+def _build_module():  # noqa: ANN202
+    """extract.build, whose import is torch's (2-4 s here): timed as a fixed cost."""
+    if "extract.build" not in sys.modules:
+        with costs.timed("torch import"):
+            import extract.build  # noqa: F401
+    return sys.modules["extract.build"]
+
+
+def _check_same_facts(cached: ModelFacts, built: ModelFacts) -> None:
+    fields = ("weights", "weights_sha256", "features", "default_key", "folded", "transform", "taps")
+    diff = [f for f in fields if getattr(cached, f) != getattr(built, f)]
+    if diff:
+        from extract.modelcache import cache_home
+
+        raise RuntimeError(f"the model cache ({cache_home()}) disagrees with {built.backbone} as built now "
+                           f"(in {', '.join(diff)}); delete that folder and run again")
+
+
+def _check_options(cfg: ExtractConfig) -> None:
     if cfg.batch_size < 1:
         raise ValueError(f"--batch-size {cfg.batch_size}: must be >= 1")
     if cfg.workers is not None and cfg.workers < 0:
@@ -257,53 +247,98 @@ def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbon
     if not 0 < lo <= hi <= 1:
         raise ValueError(f"--view-scale {lo},{hi}: expected 0 < min <= max <= 1 (fractions of the image area)")
     if cfg.views and not cfg.view_splits:
-        raise ValueError("--view-splits: name at least one split (e.g. train)")
+        raise ValueError("view_splits: name at least one split to draw the views for (e.g. train)")
     if cfg.dtype not in ("float32", "float16"):
         raise ValueError(f"--dtype {cfg.dtype!r}: expected float32 or float16")
-    device = pick_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
-    manifest = manifest or build_manifest(cfg.data, cfg.image_root, cfg.allow_outside_root)
-    backbone = backbone or create_backbone(cfg.backbone, cfg.weights, cfg.weights_file)
-    taps = resolve_taps(backbone, cfg.layers)
-    features = probe_features(backbone, taps, cfg.pools)
-    default_key = next(f.key for f in features if f.key.rsplit("/", 1)[0] == taps[0].name)
-    spec = cache_spec(cfg, backbone, features, manifest, precision)
+
+
+def _facts(cfg: ExtractConfig, backbone) -> tuple[ModelFacts, object | None]:  # noqa: ANN001
+    """The backbone's facts from the model cache, or by building it (then cached for next time)."""
+    if backbone is not None:
+        bb, facts = _build_module().prepare(backbone, cfg.layers, cfg.pools, cfg.fold_bn)
+        return facts, bb
+    key = request_key(cfg.backbone, cfg.weights, cfg.weights_file, cfg.layers, cfg.pools, cfg.fold_bn)
+    with costs.timed("model cache lookup"):
+        facts = load_facts(key)
+    if facts is not None:
+        return facts, None
+    b = _build_module()
+    bb, facts = b.prepare(b.build(cfg.backbone, cfg.weights, cfg.weights_file), cfg.layers, cfg.pools, cfg.fold_bn)
+    save_facts(key, facts)
+    return facts, bb
+
+
+def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone=None) -> Plan:  # noqa: ANN001
+    """Validate options, list the images, learn the backbone's facts; read no image yet.
+
+    ``backbone``: an ``extract.backbones.Backbone`` to use instead of building ``cfg.backbone``
+    (never taken from or put in the model cache).
+    """
+    _check_options(cfg)
+    device = resolve_device(cfg.device)
+    runtime = resolve_runtime(cfg.runtime, device)
+    precision = resolve_precision(cfg.precision, device, runtime)
+    with costs.timed("manifest"):
+        manifest = manifest or build_manifest(cfg.data, cfg.image_root, cfg.allow_outside_root)
+    facts, bb = _facts(cfg, backbone)
+    calibration = _calibration(cfg, manifest, facts) if precision == "int8" else None
+    spec = cache_spec(cfg, facts, manifest, precision, runtime, calibration)
+    full = manifest
     if cfg.shard:
         from extract.shards import parse_shard, shard_manifest
 
         manifest, spec["shard"] = shard_manifest(manifest, *parse_shard(cfg.shard))
-    folded = 0
-    if cfg.fold_bn:
-        model, folded = fold_batchnorm(backbone.model, taps, backbone.transform.crop)
-        backbone = dataclasses.replace(backbone, model=model)
-    return Plan(cfg, device, precision, manifest, backbone, taps, features, default_key, spec, folded)
+    return Plan(cfg, device, runtime, precision, manifest, facts, spec, bb, full, custom=backbone is not None)
 
 
-def extract(cfg: ExtractConfig, manifest: Manifest | None = None, backbone: Backbone | None = None) -> ExtractSummary:
+def _calibration(cfg: ExtractConfig, manifest: Manifest, facts: ModelFacts) -> dict:
+    if cfg.calibration is not None:
+        return dict(cfg.calibration)
+    from extract.quantize import calibration_rows, calibration_spec
+
+    return calibration_spec(manifest, calibration_rows(manifest), facts.transformer)
+
+
+def with_runtime(p: Plan, runtime: str) -> Plan:
+    """The same job on another runtime (its spec and cache key follow)."""
+    spec = cache_spec(p.cfg, p.facts, p.full_manifest or p.manifest, p.precision, runtime, p.spec.get("calibration"))
+    if "shard" in p.spec:
+        spec["shard"] = p.spec["shard"]
+    return dataclasses.replace(p, runtime=runtime, spec=spec)
+
+
+def extract(cfg: ExtractConfig, manifest: Manifest | None = None, backbone=None) -> ExtractSummary:  # noqa: ANN001
     """Run (or resume, or skip as a cache hit) one extraction job."""
     return execute(plan(cfg, manifest, backbone))
 
 
 def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
     """Write a planned job to ``out`` (default: the config's ``out``)."""
+    from extract.runtime import open_runtime
+
     out = Path(out or p.cfg.out)
     t0 = time.perf_counter()
     with write_lock(out):
-        writer = open_for_write(out, p.manifest, p.features, cache_key=p.cache_key, spec=p.spec,
-                                provenance={**_provenance(p.cfg, p.backbone, p.device), "folded_batchnorms": p.folded},
-                                default_feature=p.default_key,
-                                dtype=p.cfg.dtype, compression=p.cfg.compression, overwrite=p.cfg.overwrite,
-                                views=view_layout(p.cfg, p.manifest))
-        if writer.status == "hit":
-            return _summary(out, "hit", len(p.manifest), 0, 0.0, p.features)
-        log.info("%s %s: %d of %d rows to extract", "resuming" if writer.status == "resume" else "writing",
-                 out, len(writer.pending), len(p.manifest))
-        try:
-            written = _run_loop(p.cfg, p.backbone, p.taps, p.manifest, writer, p.device, p.precision)
-            path = writer.finish()
-        finally:
-            writer.close()
-    return _summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p.features)
+        status = store_status(out, p.cache_key, p.spec, p.cfg.overwrite)
+        if status == "hit":
+            return _summary(out, "hit", len(p.manifest), 0, 0.0, p)
+        with open_runtime(p, out, status) as opened:
+            key, p = p.cache_key, opened.plan  # another plan after a fallback to torch
+            if p.cache_key != key and store_status(out, p.cache_key, p.spec, p.cfg.overwrite) == "hit":
+                return _summary(out, "hit", len(p.manifest), 0, 0.0, p)
+            writer = open_for_write(out, p.manifest, p.features, cache_key=p.cache_key, spec=p.spec,
+                                    provenance={**_provenance(p), **opened.provenance},
+                                    default_feature=p.default_key, dtype=p.cfg.dtype,
+                                    compression=p.cfg.compression, overwrite=p.cfg.overwrite,
+                                    views=view_layout(p.cfg, p.manifest), blobs=opened.blobs)
+            log.info("%s %s: %d of %d rows to extract (%s, %s)", "resuming" if writer.status == "resume" else "writing",
+                     out, len(writer.pending), len(p.manifest), p.runtime, p.precision)
+            try:
+                written = _run_loop(p, opened.runtime, writer)
+                path = writer.finish()
+            finally:
+                writer.close()
+    return _summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p)
 
 
 class _StopAtBatchEnd:
@@ -336,28 +371,24 @@ class _StopAtBatchEnd:
             signal.signal(signal.SIGINT, self._previous)
 
 
-def _forward(hooks: FeatureHooks, u: torch.Tensor, spec: TransformSpec, cfg: ExtractConfig, device: torch.device,
-             precision: str) -> dict[str, np.ndarray]:
-    """Pooled features of uint8 crops ``u`` (B, H, W, 3) as float32 numpy, ``batch_size`` per forward.
-
-    Normalized on the device: a quarter of the bytes to copy, and channels_last for free.
-    """
-    parts: list[dict[str, torch.Tensor]] = []
-    layout = torch.channels_last if cfg.channels_last and device.type != "mps" else torch.contiguous_format
-    for chunk in u.split(cfg.batch_size):
-        chunk = normalize_batch(chunk.to(device, non_blocking=True), spec).contiguous(memory_format=layout)
-        with _autocast(device, precision):
-            parts.append({k: v.float().cpu() for k, v in hooks(chunk).items()})
-    return {k: torch.cat([p[k] for p in parts]).numpy() for k in parts[0]}
-
-
 def _with_nan_rows(feats: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
     """Error rows keep the NaN fill value."""
     return {k: np.concatenate([v, np.full((n, v.shape[1]), np.nan, np.float32)]) for k, v in feats.items()}
 
 
-def _batch_features(batch: tuple, hooks: FeatureHooks, spec: TransformSpec, cfg: ExtractConfig,
-                    device: torch.device, precision: str, with_views: bool) -> tuple[dict, dict | None, tuple | None]:
+def _mirror(x):  # noqa: ANN001, ANN202 - (B, H, W, 3) numpy array or (pinned) tensor
+    return x.flip(2) if not isinstance(x, np.ndarray) else x[:, :, ::-1]
+
+
+def _cat(parts: list):  # noqa: ANN202
+    if isinstance(parts[0], np.ndarray):
+        return np.concatenate(parts)
+    import torch
+
+    return torch.cat(parts)
+
+
+def batch_features(batch: tuple, runtime, k_views: int, with_views: bool) -> tuple[dict, dict | None, tuple | None]:  # noqa: ANN001
     """(features of the good rows, mirrored-crop features with NaN error rows, (view rows, view
     features)) of one loader batch; center crops, mirrors and views share the forward passes."""
     rows, images, errors = batch[:3]
@@ -366,10 +397,10 @@ def _batch_features(batch: tuple, hooks: FeatureHooks, spec: TransformSpec, cfg:
     n, parts = len(images), [images]
     view_rows, views = batch[3:5] if with_views else (None, None)
     if with_views:
-        parts.append(images.flip(2))  # the mirrored center crop (B, H, W, 3), for flip TTA
+        parts.append(_mirror(images))  # the mirrored center crop, for flip TTA
         if views is not None:
-            parts.append(views.flatten(0, 1))
-    out = _forward(hooks, torch.cat(parts) if len(parts) > 1 else images, spec, cfg, device, precision)
+            parts.append(views.reshape(-1, *views.shape[2:]))
+    out = runtime(_cat(parts) if len(parts) > 1 else images)
     feats = {k: v[:n] for k, v in out.items()}
     if not with_views:
         return feats, None, None
@@ -377,37 +408,44 @@ def _batch_features(batch: tuple, hooks: FeatureHooks, spec: TransformSpec, cfg:
     if views is None:
         return feats, flips, None
     m = len(view_rows)
-    return feats, flips, (view_rows.numpy(), {k: v[2 * n:].reshape(m, cfg.views, -1) for k, v in out.items()})
+    return feats, flips, (np.asarray(view_rows), {k: v[2 * n:].reshape(m, k_views, -1) for k, v in out.items()})
 
 
-def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest: Manifest, writer,
-              device: torch.device, precision: str) -> int:
-    model = backbone.model.to(device)
-    if cfg.channels_last and device.type != "mps":
-        model = model.to(memory_format=torch.channels_last)
-    draft = max(backbone.transform.resize, backbone.transform.crop) if cfg.draft else None
-    layout = view_layout(cfg, manifest)
-    spec = backbone.transform
+def image_rows(p: Plan, pending: np.ndarray) -> ImageRows:
+    """The job's pending rows as decoded uint8 crops (and views), as every engine reads them."""
+    spec, cfg = p.facts.transform, p.cfg
+    draft = max(spec.resize, spec.crop) if cfg.draft else None
+    layout = view_layout(cfg, p.manifest)
     views = [view_transform(spec, cfg.view_seed, v, scale=cfg.view_scale, uint8=True) for v in range(cfg.views)]
-    dataset = ImageRows(manifest.root, manifest.paths, writer.pending, Uint8Crop(spec), cfg.max_pixels, draft,
-                        views=views, view_rows=layout.rows if layout else ())
-    kind = resolve_loader(cfg.loader, device)
-    workers = default_workers(device, kind) if cfg.workers is None else cfg.workers
+    return ImageRows(p.manifest.root, p.manifest.paths, pending, CenterCrop(spec), cfg.max_pixels, draft,
+                     views=views, view_rows=layout.rows if layout else ())
+
+
+def _run_loop(p: Plan, runtime, writer) -> int:  # noqa: ANN001
+    cfg, manifest = p.cfg, p.manifest
+    layout = view_layout(cfg, manifest)
+    dataset = image_rows(p, writer.pending)
+    kind = resolve_loader(cfg.loader, p.device)
+    workers = default_workers(p.device, kind) if cfg.workers is None else cfg.workers
     loader = make_loader(dataset, cfg.batch_size, collate_views if layout else collate, kind, workers,
-                         pin_memory=device.type == "cuda")
+                         pin_memory=device_type(p.device) == "cuda")
     written = 0
     bar = tqdm(total=len(dataset), unit="img", disable=not cfg.progress, dynamic_ncols=True, smoothing=0.1)
-    with FeatureHooks(model, taps, cfg.pools) as hooks, torch.inference_mode(), bar, _StopAtBatchEnd() as stop:
+    t_first = time.perf_counter()
+    with bar, _StopAtBatchEnd() as stop:
         for batch in loader:
             if stop.requested:
                 break  # leaving the loop shuts the workers (or threads) down before the interrupt propagates
             rows, images, errors = batch[:3]
-            feats, flips, view_feats = _batch_features(batch, hooks, spec, cfg, device, precision, layout is not None)
-            all_rows = np.concatenate([rows.numpy(), np.array(sorted(errors), dtype=np.int64)])
+            feats, flips, view_feats = batch_features(batch, runtime, cfg.views, layout is not None)
+            all_rows = np.concatenate([np.asarray(rows), np.array(sorted(errors), dtype=np.int64)])
             if len(all_rows):
                 writer.write(all_rows, _with_nan_rows(feats, len(errors)), errors, flips=flips, views=view_feats)
             for row, msg in errors.items():
                 log.warning("skipped %s: %s", manifest.paths[row], msg)
+            if t_first is not None:
+                costs.add("first batch", time.perf_counter() - t_first)
+                t_first = None
             written += len(rows) + len(errors)
             bar.update(len(rows) + len(errors))
     if stop.requested and written < len(dataset):
@@ -415,14 +453,13 @@ def _run_loop(cfg: ExtractConfig, backbone: Backbone, taps: list[Tap], manifest:
     return written
 
 
-def _summary(path: Path, status: str, rows: int, written: int, seconds: float,
-             features: list[FeatureSpec]) -> ExtractSummary:
+def _summary(path: Path, status: str, rows: int, written: int, seconds: float, p: Plan) -> ExtractSummary:
     from extract.store import read_info
 
     info = read_info(path, allow_partial=False)
     return ExtractSummary(
         store=str(path), status=status, rows=rows, written=written, skipped=len(info.errors),
         seconds=seconds, images_per_s=written / seconds if seconds else 0.0,
-        file_mb=path.stat().st_size / 1e6, features={f.key: f.dim for f in features}, errors=info.errors,
-        views=info.views,
+        file_mb=path.stat().st_size / 1e6, features={f.key: f.dim for f in p.features}, errors=info.errors,
+        views=info.views, runtime=p.runtime if status != "hit" else "", precision=p.precision,
     )

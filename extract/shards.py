@@ -65,6 +65,14 @@ def _check_shards(paths: list[Path]) -> list:
         diff = sorted(k for k in set(ref) | set(other) if ref.get(k) != other.get(k))
         if diff:
             raise StoreError(f"{info.path}: made with another spec than {infos[0].path} (differs in: {', '.join(diff)})")
+    if "calibration" in ref:  # int8: every shard must have run the very same quantized network
+        from extract.store import read_blob
+
+        nets = {i.path: read_blob(i.path, "openvino_int8.bin", allow_partial=False) for i in infos}
+        if len(set(nets.values())) > 1:
+            raise StoreError(f"{infos[0].path} and the other shards were made by different int8 networks "
+                             "(quantized separately); extract the shards with one shared $FEATCACHE_HOME so they "
+                             "quantize once")
     counts = {i.spec["shard"]["count"] for i in infos}
     if len(counts) > 1:
         raise StoreError(f"shards come from different splits into N: {sorted(counts)}")
@@ -123,6 +131,8 @@ def _write_merged(f: h5py.File, files: list[h5py.File], infos: list, spec: dict,
               for g, i in zip(files, infos)]
     err = np.concatenate(errors) if errors else np.empty(0, ERROR_DTYPE)
     f.create_dataset("errors", data=err, maxshape=(None,), chunks=(256,))
+    if "blobs" in first:  # the int8 network, the same in every shard (checked)
+        first.copy(first["blobs"], f, name="blobs")
     if len(f["paths"]) != total:
         raise StoreError(f"merged rows {len(f['paths'])} != manifest rows {total}")
     for key_ in infos[0].features:

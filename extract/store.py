@@ -4,7 +4,8 @@ A store is the only thing the two stages share, so this module imports neither
 torch nor scikit-learn. Layout (schema version 1)::
 
     /                      attrs: schema_version, complete, cache_key, spec (json),
-                           provenance (json), class_names (json), default_feature
+                           provenance (json), class_names (json), default_feature,
+                           source_root (the folder ``paths`` are relative to)
     /paths    (N,) str     relative to the source root
     /labels   (N,) int64   -1 where unlabeled
     /split    (N,) str     train / val / test / all
@@ -12,6 +13,8 @@ torch nor scikit-learn. Layout (schema version 1)::
     /ok       (N,) bool    False where the image could not be read (features are NaN)
     /errors   (E,) {row, message}
     /features/<layer>/<pool>  (N, D) float32|float16, attrs: layer, side, pool, raw_shape
+    /blobs/<name>  (B,) uint8, attrs: sha256; e.g. ``openvino_int8.xml``/``.bin``, the
+                           quantized network that made an int8 store's features
 
 With ``extract --views K`` (augmented feature cache), also::
 
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import difflib
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -267,6 +271,19 @@ def read_flip(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_par
         return _read_at(f[f"flip/{key}"], np.asarray(rows, dtype=np.int64))
 
 
+def read_blob(path: str | os.PathLike, name: str, allow_partial: bool = True) -> bytes | None:
+    """``/blobs/<name>`` of a store (None when absent); StoreError when its sha256 does not match."""
+    info_path = resolve_path(path, allow_partial=allow_partial)
+    with _open_h5(info_path) as f:
+        if f"blobs/{name}" not in f:
+            return None
+        ds = f[f"blobs/{name}"]
+        data = ds[:].tobytes()
+        if hashlib.sha256(data).hexdigest() != ds.attrs.get("sha256"):
+            raise StoreError(f"{info_path}: blob {name!r} does not match its sha256 (the file is corrupted)")
+        return data
+
+
 # --------------------------------------------------------------------------- writing
 
 
@@ -414,7 +431,7 @@ class ViewLayout:
 
 def _create(path: Path, manifest: Manifest, features: Sequence[FeatureSpec], *, cache_key: str, spec: dict,
             provenance: dict, default_feature: str, dtype: str, compression: str | None,
-            views: ViewLayout | None = None) -> None:
+            views: ViewLayout | None = None, blobs: dict[str, bytes] | None = None) -> None:
     n = len(manifest)
     tmp = partial_path(path)
     with h5py.File(tmp, "w") as f:
@@ -444,6 +461,9 @@ def _create(path: Path, manifest: Manifest, features: Sequence[FeatureSpec], *, 
             ds.attrs.update(layer=fs.layer, side=fs.side, pool=fs.pool, raw_shape=json.dumps(list(fs.raw_shape)))
         if views is not None:
             _create_views(f, n, features, views, np_dtype, compression)
+        for name, data in (blobs or {}).items():
+            ds = f.create_dataset(f"blobs/{name}", data=np.frombuffer(data, dtype=np.uint8))
+            ds.attrs["sha256"] = hashlib.sha256(data).hexdigest()
 
 
 def _create_views(f: h5py.File, n: int, features: Sequence[FeatureSpec], views: ViewLayout, dtype: np.dtype,
@@ -486,23 +506,10 @@ def _drop_unfinished_rows(f: h5py.File) -> None:
     f.flush()
 
 
-def open_for_write(
-    path: str | os.PathLike,
-    manifest: Manifest,
-    features: Sequence[FeatureSpec],
-    *,
-    cache_key: str,
-    spec: dict,
-    provenance: dict,
-    default_feature: str,
-    dtype: str = "float32",
-    compression: str | None = None,
-    overwrite: bool = False,
-    views: ViewLayout | None = None,
-) -> StoreWriter:
-    """Decide between cache hit, resume and a fresh store; never destroy a store silently.
+def store_status(path: str | os.PathLike, cache_key: str, spec: dict, overwrite: bool = False) -> str:
+    """What :func:`open_for_write` would do: "hit", "resume" or "new"; raises where it would refuse.
 
-    Must be called inside :func:`write_lock` for the same path.
+    Reads only, so a job can check before it prepares its network (a hit needs none).
     """
     path = Path(path)
     if path.is_dir():
@@ -522,7 +529,7 @@ def open_for_write(
                                  "pass --overwrite to replace it") from None
         else:
             if old_key == cache_key and old_complete:
-                return StoreWriter(path, None, "hit")
+                return "hit"
             if not overwrite:
                 raise StoreError(
                     f"{path}: holds features for another spec (differs in: {_spec_diff(old_spec, spec)}); "
@@ -537,15 +544,45 @@ def open_for_write(
         except StoreError:
             same, old_spec = False, None  # an unreadable partial of ours holds nothing to keep
         if same:
-            f = h5py.File(tmp, "r+")
-            _drop_unfinished_rows(f)
-            return StoreWriter(path, f, "resume")
+            return "resume"
         if old_spec is not None and not overwrite:
             raise StoreError(
                 f"{tmp}: an unfinished extraction with another spec (differs in: {_spec_diff(old_spec, spec)}); "
                 "pass --overwrite to discard it"
             )
-        tmp.unlink()
+    return "new"
+
+
+def open_for_write(
+    path: str | os.PathLike,
+    manifest: Manifest,
+    features: Sequence[FeatureSpec],
+    *,
+    cache_key: str,
+    spec: dict,
+    provenance: dict,
+    default_feature: str,
+    dtype: str = "float32",
+    compression: str | None = None,
+    overwrite: bool = False,
+    views: ViewLayout | None = None,
+    blobs: dict[str, bytes] | None = None,
+) -> StoreWriter:
+    """Decide between cache hit, resume and a fresh store; never destroy a store silently.
+
+    ``blobs`` (name -> bytes) are kept in the new store under ``/blobs/<name>``, e.g. the int8
+    network that made its features. Must be called inside :func:`write_lock` for the same path.
+    """
+    path = Path(path)
+    status = store_status(path, cache_key, spec, overwrite)
+    if status == "hit":
+        return StoreWriter(path, None, "hit")
+    tmp = partial_path(path)
+    if status == "resume":
+        f = h5py.File(tmp, "r+")
+        _drop_unfinished_rows(f)
+        return StoreWriter(path, f, "resume")
+    tmp.unlink(missing_ok=True)
     _create(path, manifest, features, cache_key=cache_key, spec=spec, provenance=provenance,
-            default_feature=default_feature, dtype=dtype, compression=compression, views=views)
+            default_feature=default_feature, dtype=dtype, compression=compression, views=views, blobs=blobs)
     return StoreWriter(path, h5py.File(tmp, "r+"), "new")

@@ -12,12 +12,9 @@ import math
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 from PIL import Image
-from torchvision.transforms import InterpolationMode
-from torchvision.transforms import functional as F
 
-from extract.backbones import TransformSpec
+from extract.transforms import INTERPOLATIONS, TransformSpec
 
 DEFAULT_SCALE = (0.08, 1.0)  # torchvision RandomResizedCrop's defaults
 DEFAULT_RATIO = (3 / 4, 4 / 3)
@@ -48,7 +45,8 @@ def crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[f
 
 @dataclass(frozen=True)
 class ViewTransform:
-    """``(PIL image, row) -> normalized tensor (3, crop, crop)``: RandomResizedCrop + horizontal flip,
+    """``(PIL image, row) -> normalized tensor (3, crop, crop)`` (or, with ``uint8``, the uint8
+    (crop, crop, 3) numpy crop, made without torch): RandomResizedCrop + horizontal flip,
     drawn from a generator seeded by (seed, row, view), then the backbone's own normalization.
 
     A picklable object rather than a closure, so DataLoader workers can receive it.
@@ -70,15 +68,20 @@ class ViewTransform:
         return box, bool(rng.random() < 0.5)
 
     def crop(self, img: Image.Image, row: int) -> Image.Image:
+        """torchvision's ``resized_crop`` then ``hflip`` on a PIL image, in the same PIL calls (no torch)."""
         (top, left, h, w), flip = self.params(img.width, img.height, row)
-        out = F.resized_crop(img, top, left, h, w, [self.spec.crop, self.spec.crop],
-                             interpolation=InterpolationMode(self.spec.interpolation), antialias=True)
-        return F.hflip(out) if flip else out
+        out = img.crop((left, top, left + w, top + h))
+        size = (self.spec.crop, self.spec.crop)
+        if out.size != size:
+            out = out.resize(size, INTERPOLATIONS[self.spec.interpolation])
+        return out.transpose(Image.FLIP_LEFT_RIGHT) if flip else out
 
-    def __call__(self, img: Image.Image, row: int) -> torch.Tensor:
+    def __call__(self, img: Image.Image, row: int):  # -> np.ndarray (uint8) | torch.Tensor
         out = self.crop(img, row)
         if self.uint8:
-            return torch.from_numpy(np.array(out, dtype=np.uint8, copy=True))
+            return np.array(out, dtype=np.uint8, copy=True)
+        from torchvision.transforms import functional as F
+
         return F.normalize(F.to_tensor(out), list(self.spec.mean), list(self.spec.std))
 
 

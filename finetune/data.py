@@ -21,7 +21,8 @@ from classify.features import HOLDOUT_FRACTION, HOLDOUT_SEED, VAL_HOLDOUT, VAL_S
 from classify.splits import stratified_holdout
 from extract.backbones import TransformSpec
 from extract.images import DEFAULT_MAX_PIXELS, ImageError, load_image
-from extract.preprocess import ImageRows, build_transform, collate
+from extract.preprocess import build_transform
+from extract.rows import ImageRows, collate
 from extract.store import Manifest
 from extract.views import view_transform
 

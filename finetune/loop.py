@@ -1,6 +1,6 @@
 """One pass over a loader: a training epoch, or predictions with loss and accuracy.
 
-Unreadable images arrive as error rows from ``extract.preprocess.collate``; they are
+Unreadable images arrive as error rows from ``extract.rows.collate``; they are
 logged once each and left out, as extract leaves them out of a store's usable rows.
 """
 
@@ -89,7 +89,7 @@ def predict(model: nn.Module, loader: DataLoader, labels_of: Callable[[torch.Ten
                 out.wrong_images.append(images[i])
                 out.wrong_true.append(int(y[i]))
                 out.wrong_pred.append(int(pred[i]))
-        rows_all.append(rows.numpy())
+        rows_all.append(np.asarray(rows))
         logits_all.append(logits.numpy())
         labels_all.append(y.numpy())
     if not rows_all:

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -31,7 +32,7 @@ from extract.files import atomic_write
 from extract.backbones import Backbone, create_backbone
 from extract.files import sha256_file
 from extract.loaders import default_workers
-from extract.runner import pick_device
+from extract.devices import pick_device
 from extract.sources import build_manifest
 from finetune import checkpoint as ck
 from finetune import tb
@@ -77,8 +78,8 @@ class Job:
     def model(self) -> nn.Module:
         return self.backbone.model
 
-    def labels_of(self, rows: torch.Tensor) -> torch.Tensor:
-        return self.splits.labels(rows.numpy())
+    def labels_of(self, rows) -> torch.Tensor:  # noqa: ANN001 - numpy rows from extract.rows.collate
+        return self.splits.labels(np.asarray(rows))
 
     def global_epoch(self, stage: int, i: int) -> int:
         return i if stage == 1 else self.cfg.head_epochs + i

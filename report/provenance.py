@@ -84,7 +84,8 @@ def _num(x: object, fmt: str) -> str:
 
 def feature_rows(exs: list[Extraction]) -> tuple[list[str], list[list[str]]]:
     """The provenance table: one row per feature set (backbone x layer x pooling)."""
-    head = ["backbone", "layer", "pooling", "dim", "weights", "transform", "precision / dtype", "images per split",
+    head = ["backbone", "layer", "pooling", "dim", "weights", "transform", "precision on runtime / dtype",
+            "images per split",
             "skipped", "extraction s", "img/s", "obtained by"]
     rows = []
     for ex in exs:
@@ -93,11 +94,18 @@ def feature_rows(exs: list[Extraction]) -> tuple[list[str], list[list[str]]]:
             layer, _, pool = key.rpartition("/")
             rows.append([
                 ex.backbone, layer or key, pool, str(dim or "?"), weights_text(spec), transform_text(spec),
-                f"{spec.get('precision', '?')} / {spec.get('dtype', '?')}", splits_text(ex),
+                f"{spec.get('precision', '?')} on {runtime_text(ex)} / {spec.get('dtype', '?')}", splits_text(ex),
                 str(ex.record.get("skipped", len(ex.facts.info.errors) if ex.facts.info else "?")),
                 _num(ex.record.get("seconds"), ".1f"), _num(ex.record.get("images_per_s"), ".1f"), ex.cache,
             ])
     return head, rows
+
+
+def runtime_text(ex: Extraction) -> str:
+    """What ran the network: the store's provenance (stores made before runtimes existed: torch)."""
+    p = ex.facts.info.provenance if ex.facts.info else {}
+    runtime = p.get("runtime", "torch")
+    return f"{runtime} {p['openvino']}" if runtime == "openvino" and p.get("openvino") else runtime
 
 
 def forward_pass_line(ex: Extraction) -> str:
@@ -118,7 +126,7 @@ def environment_line(ex: Extraction) -> str:
         return f"{ex.backbone}: store `{ex.facts.named}`: {ex.facts.problem}"
     p = info.provenance
     parts = [f"store `{info.path}`", f"{info.n_ok} of {info.n_rows} rows usable",
-             f"torch {p.get('torch', '?')}", f"torchvision {p.get('torchvision', '?')}",
+             f"runtime {runtime_text(ex)}", f"torch {p.get('torch', '?')}", f"torchvision {p.get('torchvision', '?')}",
              f"device {p.get('device', '?')}",
              f"created {p.get('created', '?')}", f"cache key {info.cache_key[:SHA_PREFIX]}"]
     return f"{ex.backbone}: " + ", ".join(parts)

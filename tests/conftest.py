@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
@@ -63,6 +64,12 @@ def build_store(
         else:
             w.close()
     return out
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _model_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """One model cache (facts, converted OpenVINO networks) for the whole session, never the user's."""
+    os.environ["FEATCACHE_HOME"] = str(tmp_path_factory.mktemp("featcache-home"))
 
 
 @pytest.fixture

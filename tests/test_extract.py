@@ -121,15 +121,16 @@ def test_uint8_crops_normalized_in_batch_equal_totensor_normalize():
 
     from extract.backbones import create_backbone
     from extract.images import load_image
-    from extract.preprocess import Uint8Crop, build_transform, normalize_batch
+    from extract.preprocess import build_transform, normalize_batch
+    from extract.transforms import CenterCrop
     from extract.views import view_transform
     from tests.samples import SAMPLE
 
     spec = create_backbone("efficientnet_lite0", "none").transform
     imgs = [load_image(f) for f in sorted(SAMPLE.glob("train/*/*.jpg"))[:6]]
     ref = torch.stack([build_transform(spec)(i) for i in imgs])
-    got = normalize_batch(torch.stack([Uint8Crop(spec)(i) for i in imgs]), spec)
+    got = normalize_batch(torch.from_numpy(np.stack([CenterCrop(spec)(i) for i in imgs])), spec)
     assert torch.equal(got, ref) and got.is_contiguous(memory_format=torch.channels_last)
     views = [view_transform(spec, 1, 2), view_transform(spec, 1, 2, uint8=True)]
-    assert torch.equal(normalize_batch(torch.stack([views[1](i, 5) for i in imgs]), spec),
+    assert torch.equal(normalize_batch(torch.from_numpy(np.stack([views[1](i, 5) for i in imgs])), spec),
                        torch.stack([views[0](i, 5) for i in imgs]))

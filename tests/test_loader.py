@@ -11,7 +11,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from extract.backbones import TransformSpec
 from extract.loaders import PREFETCH, InlineLoader, ThreadLoader, make_loader, resolve_loader
-from extract.preprocess import ImageRows, build_transform, collate
+from extract.preprocess import build_transform
+from extract.rows import ImageRows, collate
 from extract.runner import ExtractConfig, extract
 from extract.store import read_info, read_rows
 from tests.badimages import make_corpus
@@ -55,7 +56,7 @@ def test_thread_batches_equal_dataloader_batches(corpus_rows, threads, cls):
     assert len(got) == len(ref) == -(-len(corpus_rows) // 4)
     assert sum(len(e) for _, _, e in got) >= 5  # the corpus's broken files are error rows, not crashes
     for (rows, images, errors), (rows0, images0, errors0) in zip(got, ref):
-        assert torch.equal(rows, rows0) and errors == errors0
+        assert np.array_equal(rows, rows0) and errors == errors0
         assert (images is None and images0 is None) or torch.equal(images, images0)
 
 
@@ -91,12 +92,16 @@ def test_warning_filters_come_back(corpus_rows, cls):
 
 
 def test_loader_choice(corpus_rows):
-    assert isinstance(make_loader(corpus_rows, 4, collate, "thread", 0), DataLoader)
+    for kind in ("thread", "process", "inline"):  # 0 workers: the main thread decodes, no torch DataLoader
+        main = make_loader(corpus_rows, 4, collate, kind, 0)
+        assert isinstance(main, InlineLoader) and main.threads == 0
+    assert isinstance(make_loader(corpus_rows, 4, collate, "process", 0, pin_memory=True), DataLoader)
     assert isinstance(make_loader(corpus_rows, 4, collate, "thread", 2), ThreadLoader)
     assert isinstance(make_loader(corpus_rows, 4, collate, "inline", 2), InlineLoader)
     assert make_loader(corpus_rows, 4, collate, "process", 2).num_workers == 2
     assert resolve_loader("auto", torch.device("cpu")) == "inline"
     assert resolve_loader("auto", torch.device("cuda")) == "process"
+    assert resolve_loader("auto", "cpu") == "inline" and resolve_loader("auto", "cuda:1") == "process"
     assert resolve_loader("process", torch.device("cpu")) == "process"
 
 

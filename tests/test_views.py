@@ -109,7 +109,7 @@ def test_broken_image_has_nan_views_and_is_left_out(view_stores):
 
 
 @pytest.mark.parametrize("kw, match", [({"views": -1}, "--views"), ({"view_seed": -2}, "--view-seed"),
-                                       ({"views": 2, "view_splits": ()}, "--view-splits")])
+                                       ({"views": 2, "view_splits": ()}, "view_splits")])
 def test_bad_view_options(tmp_path, kw, match):
     data = copy_sample(tmp_path / "imgs", 1)
     with pytest.raises(ValueError, match=match):
