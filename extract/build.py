@@ -26,18 +26,24 @@ def resolve_taps(backbone: Backbone, layers: Sequence[str]) -> list[Tap]:
     return [Tap.parse(n) for n in dict.fromkeys(names)]
 
 
-def probe_features(backbone: Backbone, taps: list[Tap], pools: Sequence[str]) -> list[FeatureSpec]:
-    """One forward on a dummy image: validates layers and learns each feature's dim before any I/O."""
+def probe_features(backbone: Backbone, taps: list[Tap], pools: Sequence[str]) -> tuple[list[FeatureSpec], list[str]]:
+    """One forward on a random image: validates layers and learns each feature's dim before any I/O.
+
+    Also returns the keys whose activation a later in-place op changes (a Linear's output before a
+    ReLU(inplace=True)): they are stored as copies taken at the hook, which versions before 0.2 did
+    not do, so their stores get another cache key rather than a stale hit.
+    """
     crop = backbone.transform.crop
+    x = torch.randn(1, 3, crop, crop, generator=torch.Generator().manual_seed(0))
     with FeatureHooks(backbone.model, taps, pools) as hooks, torch.inference_mode():
-        out = hooks(torch.zeros(1, 3, crop, crop))
-        shapes = dict(hooks.raw_shapes)
+        out = hooks(x)
+        shapes, changed = dict(hooks.raw_shapes), sorted(hooks.changed_in_place)
     specs = []
     for key, value in out.items():
         name, pool = key.rsplit("/", 1)
         tap = next(t for t in taps if t.name == name)
         specs.append(FeatureSpec(tap.layer, tap.side, pool, int(value.shape[1]), shapes[tap]))
-    return specs
+    return specs, changed
 
 
 def has_attention(model: nn.Module) -> bool:
@@ -54,7 +60,7 @@ def prepare(bb: Backbone, layers: Sequence[str], pools: Sequence[str], fold_bn: 
     """(the backbone with its BatchNorms folded when asked, its facts)."""
     taps = resolve_taps(bb, layers)
     with costs.timed("probe"):
-        features = probe_features(bb, taps, pools)
+        features, changed = probe_features(bb, taps, pools)
     default_key = next(f.key for f in features if f.key.rsplit("/", 1)[0] == taps[0].name)
     folded = 0
     if fold_bn:
@@ -63,7 +69,7 @@ def prepare(bb: Backbone, layers: Sequence[str], pools: Sequence[str], fold_bn: 
         bb = dataclasses.replace(bb, model=model)
     facts = ModelFacts(bb.name, bb.weights, bb.weights_sha256, bb.weights_path, bb.default_layer, bb.transform,
                        tuple(t.name for t in taps), tuple(features), default_key, folded, has_attention(bb.model),
-                       dict(bb.extra))
+                       dict(bb.extra), tuple(changed))
     return bb, facts
 
 

@@ -122,7 +122,9 @@ class FeatureHooks:
         self._handles: list = []
         self._out: dict[str, Tensor] = {}
         self._fired: set[Tap] = set()
+        self._shared: dict[str, Tensor] = {}  # key -> the activation (view) its kept copy was taken from
         self.raw_shapes: dict[Tap, tuple[int, ...]] = {}
+        self.changed_in_place: set[str] = set()  # keys a later in-place op would have changed (see _capture)
 
     def _capture(self, tap: Tap, value: object) -> None:
         if tap in self._fired:
@@ -136,6 +138,7 @@ class FeatureHooks:
                 if v.data_ptr() == x.data_ptr():
                     # The activation itself or a view of it (a vector, flatten, cls): an in-place op later
                     # in the forward (ReLU(inplace=True), ``out += identity``) would change what we keep.
+                    self._shared[key] = v
                     v = v.clone()
                 self._out[key] = v
         self._fired.add(tap)
@@ -164,11 +167,15 @@ class FeatureHooks:
         self.remove()
 
     def __call__(self, x: Tensor) -> dict[str, Tensor]:
-        self._out, self._fired = {}, set()
+        self._out, self._fired, self._shared = {}, set(), {}
         try:
             self.model(x)
         except _StopForward:
             pass
+        for key, original in self._shared.items():  # what keeping the tensor itself would have stored
+            if not torch.equal(original, self._out[key]):
+                self.changed_in_place.add(key)
+        self._shared = {}
         missing = [t.name for t in self.taps if t not in self._fired]
         if missing:
             raise LayerError(f"layers {missing} never ran in the forward pass (unused modules?)")

@@ -80,6 +80,7 @@ class ModelFacts:
     folded: int  # BatchNorms folded into convolutions
     transformer: bool = False  # has attention blocks (NNCF's transformer scheme for int8)
     extra: dict = field(default_factory=dict)  # the backbone's own provenance extras
+    copied: tuple[str, ...] = ()  # features a later in-place op changes: kept as copies (in the cache key)
 
     def provenance(self) -> dict:
         return {"backbone": self.backbone, "weights": self.weights, "weights_sha256": self.weights_sha256,
@@ -92,7 +93,7 @@ class ModelFacts:
                 "features": [{"layer": f.layer, "side": f.side, "pool": f.pool, "dim": f.dim,
                               "raw_shape": list(f.raw_shape)} for f in self.features],
                 "default_key": self.default_key, "folded": self.folded, "transformer": self.transformer,
-                "extra": self.extra}
+                "extra": self.extra, "copied": list(self.copied)}
 
     @classmethod
     def from_json(cls, d: dict) -> "ModelFacts":
@@ -100,7 +101,8 @@ class ModelFacts:
                       for f in d["features"])
         return cls(d["backbone"], d["weights"], d["weights_sha256"], d["weights_path"], d["default_layer"],
                    TransformSpec.from_dict(d["transform"]), tuple(d["taps"]), feats, d["default_key"],
-                   int(d["folded"]), bool(d.get("transformer", False)), dict(d.get("extra", {})))
+                   int(d["folded"]), bool(d.get("transformer", False)), dict(d.get("extra", {})),
+                   tuple(d.get("copied", ())))
 
 
 # --------------------------------------------------------------------------- facts

@@ -129,34 +129,50 @@ def to_bytes(folder: Path) -> tuple[bytes, bytes]:
 
 
 def compile_network(net, precision: str, threads: int | None = None):
-    config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "LATENCY"}
+    """Compiled for throughput: OpenVINO's streams (2 of one core each here) each take a share of a
+    batch; that ran 7-10% faster than one stream on all cores (lite0 fp32/bf16, resnet50, this VM)."""
+    config = {"INFERENCE_PRECISION_HINT": HINTS[precision], "PERFORMANCE_HINT": "THROUGHPUT"}
     if threads:
         config["INFERENCE_NUM_THREADS"] = int(threads)
     return _core().compile_model(net, "CPU", config)
 
 
 class OpenVINORuntime:
-    """uint8 (B, H, W, 3) crops -> {feature key: (B, D) float32}, ``batch_size`` images per inference."""
+    """uint8 (B, H, W, 3) crops -> {feature key: (B, D) float32}: each ``batch_size`` chunk is split over
+    the compiled network's streams, run at once, and reassembled in order."""
 
     name = "openvino"
 
     def __init__(self, compiled, keys: Sequence[str], batch_size: int):
+        import openvino as ov
+
         self.compiled, self.keys, self.batch_size = compiled, list(keys), batch_size
-        self.request = compiled.create_infer_request()
         names = [next(iter(o.get_names()), "") for o in compiled.outputs]
         if names != self.keys:
             raise ConversionError(f"the OpenVINO network's outputs {names} are not the features {self.keys}")
+        self.streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self.queue = ov.AsyncInferQueue(compiled, self.streams)
+        self.queue.set_callback(self._done)
+        self._results: dict[int, list[np.ndarray]] = {}
+
+    def _done(self, request, index: int) -> None:  # noqa: ANN001 - an openvino.InferRequest
+        self._results[index] = [np.array(request.get_output_tensor(i).data, dtype=np.float32)
+                                for i in range(len(self.keys))]
 
     def __call__(self, u: np.ndarray) -> dict[str, np.ndarray]:
         u = np.ascontiguousarray(np.asarray(u, dtype=np.uint8))
-        parts: list[list[np.ndarray]] = []
+        parts = []
         for start in range(0, len(u), self.batch_size):
-            res = self.request.infer([u[start:start + self.batch_size]])
-            parts.append([np.array(res[i], dtype=np.float32) for i in range(len(self.keys))])
-        return {k: np.concatenate([p[i] for p in parts]) for i, k in enumerate(self.keys)}
+            chunk = u[start:start + self.batch_size]
+            parts += [p for p in np.array_split(chunk, min(self.streams, len(chunk))) if len(p)]
+        self._results = {}
+        for i, part in enumerate(parts):
+            self.queue.start_async([np.ascontiguousarray(part)], i)
+        self.queue.wait_all()
+        return {k: np.concatenate([self._results[i][j] for i in range(len(parts))]) for j, k in enumerate(self.keys)}
 
     def close(self) -> None:
-        self.request = None
+        self.queue = None
 
     def __enter__(self) -> "OpenVINORuntime":
         return self

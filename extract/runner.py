@@ -130,6 +130,8 @@ def cache_spec(cfg: ExtractConfig, facts: ModelFacts, manifest: Manifest, precis
         **({"views": view_spec(cfg)} if cfg.views or cfg.flip else {}),  # absent when off: plain stores keep keys
         **({"runtime": runtime} if runtime != "torch" and precision != "fp32" else {}),
         **({"calibration": calibration} if calibration is not None else {}),
+        # features a later in-place op changes, which earlier versions stored changed: not the same numbers
+        **({"copied_before_inplace": list(facts.copied)} if facts.copied else {}),
     }
 
 
@@ -223,7 +225,7 @@ def _build_module():  # noqa: ANN202
 
 
 def _check_same_facts(cached: ModelFacts, built: ModelFacts) -> None:
-    fields = ("weights", "weights_sha256", "features", "default_key", "folded", "transform", "taps")
+    fields = ("weights", "weights_sha256", "features", "default_key", "folded", "transform", "taps", "copied")
     diff = [f for f in fields if getattr(cached, f) != getattr(built, f)]
     if diff:
         from extract.modelcache import cache_home

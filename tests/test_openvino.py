@@ -95,13 +95,17 @@ def test_openvino_fp32_equals_torch_on_every_family(family, images, tmp_path):
         assert relative_errors(a, b).max() < 1e-5, key
 
 
-def test_inplace_ops_after_a_tap_do_not_change_it():
-    """vgg's classifier.0 is followed by ReLU(inplace=True): the kept output must be the Linear's, negatives and all."""
+def test_inplace_ops_after_a_tap_do_not_change_it(images, tmp_path):
+    """vgg's classifier.0 is followed by ReLU(inplace=True): the kept output must be the Linear's, negatives and
+    all; such stores (changed in earlier versions) get their own cache key, others keep theirs."""
     import torch
 
     from extract.hooks import FeatureHooks, Tap
 
     bb, _, _ = _tiny("vgg")
+    spec = plan(cfg(images, tmp_path / "v.h5", layers=("classifier.0", "classifier.3")), backbone=bb).spec
+    assert spec["copied_before_inplace"] == ["classifier.0/none"]
+    assert "copied_before_inplace" not in plan(cfg(images, tmp_path / "d.h5"), backbone=_tiny("resnet")[0]).spec
     x = torch.randn(2, 3, 64, 64)
     with torch.inference_mode():
         ref = bb.model.classifier[0](torch.flatten(bb.model.avgpool(bb.model.features(x)), 1))
