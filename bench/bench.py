@@ -55,6 +55,9 @@ def ray_overhead(data: Path, work: Path) -> None:
     RESULTS["ray"] = {"plain_img_s": plain, "ray_img_s": s.images_per_s, "ray_with_startup_img_s": with_start}
 
 
+SECTIONS = ("runtimes", "whole", "agreement", "decoders", "levers", "startup", "synthetic", "ray", "classify")
+
+
 def capabilities() -> set[str]:
     """The precisions this CPU runs natively on OpenVINO (and so are worth comparing)."""
     try:
@@ -79,6 +82,8 @@ def main() -> None:
                    help="the whole-process section runs on --data this many times over (default 4, --quick 1)")
     p.add_argument("--quick", action="store_true", help="fewer images, rounds and repeats")
     p.add_argument("--json", type=Path, help="also write every figure here")
+    p.add_argument("--only", type=lambda s: set(s.split(",")), default=set(SECTIONS), metavar="SECTIONS",
+                   help=f"comma list of sections to run (default all): {','.join(SECTIONS)}")
     args = p.parse_args()
     if args.quick:
         args.synthetic, args.repeats = min(args.synthetic, 1000), 1
@@ -87,6 +92,8 @@ def main() -> None:
     args.times = args.times or (1 if args.quick else 4)
     if args.rounds < 1 or args.repeats < 1 or args.images < 0 or args.times < 1:
         p.error("--rounds, --repeats and --times must be >= 1, --images >= 0")
+    if args.only - set(SECTIONS):
+        p.error(f"--only: unknown sections {sorted(args.only - set(SECTIONS))}; valid: {','.join(SECTIONS)}")
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FEATCACHE_HOME", str(args.work / "featcache-home"))  # the bench's own model cache
     import common
@@ -105,24 +112,36 @@ def main() -> None:
 
     precisions = capabilities()
     data = spread_subset(args.data, args.images, args.work) if args.images else args.data
-    extraction.cold_start(data, args.work, precisions)
-    stores = extraction.runtimes_side_by_side(data, args.work, args.rounds, args.repeats,
-                                              warmups=1 if args.quick else 2, precisions_ok=precisions)
-    startup.whole_process(repeated(args.data, args.times, args.work), args.work, args.rounds)
-    agreement.agreement(stores)
-    rt, spec = extraction.runtime_for(data, "efficientnet_lite0", "auto", "fp32", args.work)
-    decoders.decoders(data, rt, spec, args.rounds)
-    extraction.loader_levers(data, args.work, args.rounds)
-    startup.help_and_info(args.work, stores[("efficientnet_lite0", "torch", "fp32")])
-    if args.synthetic:
+    run = args.only.__contains__
+    if run("runtimes") or run("agreement"):
+        extraction.cold_start(data, args.work, precisions)
+        stores = extraction.runtimes_side_by_side(data, args.work, args.rounds, args.repeats,
+                                                  warmups=1 if args.quick else 2, precisions_ok=precisions)
+    else:  # the later sections need a torch fp32 store of the data
+        stores = {("efficientnet_lite0", "torch", "fp32"): extraction.e2e(data, "efficientnet_lite0", "torch", "fp32",
+                                                                          args.work)[1]}
+    if run("whole"):
+        startup.whole_process(repeated(args.data, args.times, args.work), args.work, args.rounds)
+    if run("agreement"):
+        agreement.agreement(stores)
+    if run("decoders"):
+        rt, spec = extraction.runtime_for(data, "efficientnet_lite0", "auto", "fp32", args.work)
+        decoders.decoders(data, rt, spec, args.rounds)
+    if run("levers"):
+        extraction.loader_levers(data, args.work, args.rounds)
+    if run("startup"):
+        startup.help_and_info(args.work, stores[("efficientnet_lite0", "torch", "fp32")])
+    if run("synthetic") and args.synthetic:
         memory_io.synthetic_and_memory(args.work, args.synthetic, "bf16" if "bf16" in precisions else "fp32")
-    ray_overhead(args.data, args.work)
-    section("Reading cached features")
-    mbs = memory_io.read_speed(args.work)
-    say(f"read_rows from page cache: {mbs:.0f} MB/s")
-    RESULTS["read_mb_s"] = mbs
-    classify_cost.zoo_vs_backbone_epoch(stores[("efficientnet_lite0", "torch", "fp32")], args.data, jobs=1,
-                                        epoch_images=64 if args.quick else None)
+    if run("ray"):
+        ray_overhead(args.data, args.work)
+    if run("classify"):
+        section("Reading cached features")
+        mbs = memory_io.read_speed(args.work)
+        say(f"read_rows from page cache: {mbs:.0f} MB/s")
+        RESULTS["read_mb_s"] = mbs
+        classify_cost.zoo_vs_backbone_epoch(stores[("efficientnet_lite0", "torch", "fp32")], args.data, jobs=1,
+                                            epoch_images=64 if args.quick else None)
     if args.json:
         args.json.write_text(json.dumps(RESULTS, indent=2, default=str))
     say(f"\nmax RSS of this process: {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:.0f} MB; "

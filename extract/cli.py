@@ -55,11 +55,13 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
     g = p.add_argument_group("speed")
     g.add_argument("--batch-size", type=int, default=None, help="images per forward (default 32)")
     g.add_argument("--workers", type=int, default=None,
-                   help="decode workers (default: every core for inline, 1 beside a CPU forward, up to 8 for a GPU)")
+                   help="decode workers (default: every core for inline and beside OpenVINO, 1 beside a torch CPU "
+                        "forward, up to 8 for a GPU)")
     g.add_argument("--loader", choices=("auto", "inline", "thread", "process"), default=None,
                    help="inline: decode each batch when needed on --workers threads, nothing beside the forward; "
                         "thread: prefetch on threads; process: DataLoader worker processes (same features; "
-                        "default auto: inline on all cores for a CPU forward, process for a GPU)")
+                        "default auto: threads on all cores beside an OpenVINO forward, inline for torch on a CPU, "
+                        "process for a GPU)")
     g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
     g.add_argument("--runtime", choices=("auto", "torch", "openvino"), default=None,
                    help="what runs the network: openvino (CPU; converted once and cached in $FEATCACHE_HOME, "

@@ -28,27 +28,31 @@ def check_loader(loader: str) -> None:
         raise ValueError(f"--loader {loader!r}: expected {', '.join(LOADERS)}")
 
 
-def resolve_loader(loader: str, device: object) -> str:
-    """``auto``: inline decoding on every core when the forward runs on the CPU, worker
-    processes that prefetch for an accelerator (which idles while the host decodes).
+def resolve_loader(loader: str, device: object, runtime: str = "torch") -> str:
+    """``auto``: for a CPU forward on torch, inline decoding on every core; on OpenVINO, decode
+    threads prefetching beside the forward; for an accelerator, worker processes that prefetch
+    (it idles while the host decodes, and processes scale past the GIL).
 
-    On the 2-core VM, lite0 bf16 extraction ran at 95 img/s inline on 2 threads, 89 with one
-    prefetching thread, 81 with one worker process and 80 decoding in the main thread (fp32:
-    38.5 / 37.0 / - / -); bench/bench.py's levers section measures it on any machine.
-    An accelerator wants many decoders, and processes scale past the GIL.
+    On the 2-core VM, torch lite0 bf16 ran at 95 img/s inline on 2 threads, 89 with one
+    prefetching thread, 81 with one worker process. On OpenVINO (its streams wait on the host
+    between requests, so decoding fits in beside them), 2 prefetching threads ran 1.13x (fp32)
+    and 1.05x (bf16) inline's speed. bench/bench.py's levers section measures it on any machine.
     """
     check_loader(loader)
     if loader != "auto":
         return loader
-    return "inline" if device_type(device) == "cpu" else "process"
+    if device_type(device) != "cpu":
+        return "process"
+    return "thread" if runtime == "openvino" else "inline"
 
 
-def default_workers(device: object, loader: str) -> int:
-    """Decoders per loader: every core for inline decoding (it never runs beside the forward)."""
+def default_workers(device: object, loader: str, runtime: str = "torch") -> int:
+    """Decoders per loader: every core for inline decoding (it never runs beside the forward), and
+    beside an OpenVINO forward."""
     cores = os.cpu_count() or 1
     if device_type(device) == "cuda":
         return min(8, cores)
-    if loader == "inline":
+    if loader == "inline" or runtime == "openvino":
         return cores
     # Beside a CPU forward a decoder competes with it for cores; one overlaps I/O with compute.
     return 1 if cores <= 4 else cores // 4

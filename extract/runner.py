@@ -427,8 +427,8 @@ def _run_loop(p: Plan, runtime, writer) -> int:  # noqa: ANN001
     cfg, manifest = p.cfg, p.manifest
     layout = view_layout(cfg, manifest)
     dataset = image_rows(p, writer.pending)
-    kind = resolve_loader(cfg.loader, p.device)
-    workers = default_workers(p.device, kind) if cfg.workers is None else cfg.workers
+    kind = resolve_loader(cfg.loader, p.device, runtime.name)
+    workers = default_workers(p.device, kind, runtime.name) if cfg.workers is None else cfg.workers
     loader = make_loader(dataset, cfg.batch_size, collate_views if layout else collate, kind, workers,
                          pin_memory=device_type(p.device) == "cuda")
     written = 0
