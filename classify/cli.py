@@ -43,6 +43,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", default=None, metavar="TIME",
                    help="time for the whole zoo (90s, 10m, 1h): a model whose estimate does not fit in what is left "
                         "is approximated or skipped, and the report says which and why")
+    p.add_argument("--select", choices=("auto", "val", "cv"), default=None,
+                   help="what ranks the models: val accuracy, or cv (5-fold stratified CV x 2 of each chosen "
+                        "configuration over train+val, grouped by image); auto (default): cv when val has fewer "
+                        "than 1,000 images")
+    p.add_argument("--few-shot", action="store_true", default=None,
+                   help="also measure the few-shot curve (1-16 train images per class and all; logreg and DINO "
+                        "kNN; 5 draws) into metrics.json")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for models/ and the reports")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="run the sweeps here (default) or on a Ray cluster via joblib's Ray backend")
@@ -53,7 +60,8 @@ def options_from_args(args: argparse.Namespace) -> dict:
     """Keyword arguments for :func:`run_classify`; options left unset are dropped."""
     given = {"feature": args.layer, "models": args.models, "jobs": args.jobs, "seed": args.seed,
              "allow_partial": args.allow_partial, "preprocess": args.preprocess, "tensorboard": args.tensorboard,
-             "views": args.views, "tta": args.tta, "protocol": args.protocol, "budget": args.budget}
+             "views": args.views, "tta": args.tta, "protocol": args.protocol, "budget": args.budget,
+             "select": args.select, "few_shot": args.few_shot}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -18,6 +18,8 @@ from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classifica
                              f1_score, log_loss)
 from sklearn.pipeline import Pipeline
 
+from classify import stats
+
 MAX_TOP_K = 5
 
 
@@ -108,8 +110,9 @@ def predict_tta(model: Any, X: np.ndarray, X_flip: np.ndarray | None = None
 
 def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, class_names: list[str],
              paths: np.ndarray | None = None, X_flip: np.ndarray | None = None) -> dict:
-    """Accuracy, balanced accuracy, macro-F1, top-k, log loss (with probabilities), per-class
-    accuracy, confusion matrix, sklearn's classification report, and the misclassified rows.
+    """Accuracy with its Wilson 95% interval, balanced accuracy, macro-F1, top-k, log loss (with
+    probabilities), per-class accuracy, confusion matrix, sklearn's classification report, the
+    misclassified rows, and each image's right/wrong as bits (for paired tests between models).
 
     ``X_flip``: score the average of each image's center and mirrored crops (flip TTA)."""
     start = time.perf_counter()
@@ -118,9 +121,12 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, class_names: list[str]
     classes = np.asarray(model.classes_)
     names = [class_names[int(c)] if 0 <= int(c) < len(class_names) else str(c) for c in classes]
     name_of = dict(zip(classes.tolist(), names))
+    acc = accuracy_score(y, pred)
     out: dict[str, Any] = {
         "n": int(len(y)),
-        "accuracy": accuracy_score(y, pred),
+        "accuracy": acc,
+        "accuracy_ci": stats.accuracy_interval(acc, len(y)),  # Wilson 95%
+        **stats.correctness(pred, y, None if paths is None else [str(p) for p in paths]),  # for paired tests
         "balanced_accuracy": balanced_accuracy_score(y, pred),
         "macro_f1": f1_score(y, pred, average="macro", zero_division=0),
         "top_k": top_k_accuracy(y, scores, classes, len(classes)) if scores is not None else {},

@@ -19,6 +19,8 @@ from classify.torch_heads import torch_threads
 
 QUERY_CHUNK = 1024
 EXACT = 1e-6  # cosine distance below which a neighbour counts as an exact match
+WEIGHTINGS = ("uniform", "distance", "dino")
+DINO_TEMPERATURE = 0.07  # DINO's weighted k-NN: each of the 20 neighbours votes exp(similarity / 0.07)
 
 
 class CosineKNN(ClassifierMixin, BaseEstimator):
@@ -30,14 +32,18 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
     5,000 rows against 45,000 takes a second and memory bounded by the chunk.
     """
 
-    def __init__(self, n_neighbors: int = 5, *, weights: str = "distance"):
+    def __init__(self, n_neighbors: int = 5, *, weights: str = "distance", temperature: float = DINO_TEMPERATURE):
         self.n_neighbors = n_neighbors
         self.weights = weights
+        self.temperature = temperature
 
     def fit(self, X, y) -> "CosineKNN":
-        if self.weights not in ("uniform", "distance"):
-            raise ValueError(f"The 'weights' parameter of CosineKNN must be 'uniform' or 'distance'. "
+        if self.weights not in WEIGHTINGS:
+            raise ValueError(f"The 'weights' parameter of CosineKNN must be one of {WEIGHTINGS}. "
                              f"Got {self.weights!r} instead.")
+        if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
+            raise ValueError(f"The 'temperature' parameter of CosineKNN must be a float > 0. "
+                             f"Got {self.temperature!r} instead.")
         if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
             raise ValueError(f"The 'n_neighbors' parameter of CosineKNN must be an int >= 1. "
                              f"Got {self.n_neighbors!r} instead.")
@@ -52,7 +58,7 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "ref_")
         X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
         sims, idx = neighbours(self.ref_, X, self.n_neighbors_)
-        votes = vote(sims, self.codes_[idx], self.n_neighbors_, self.weights, len(self.classes_))
+        votes = vote(sims, self.codes_[idx], self.n_neighbors_, self.weights, len(self.classes_), self.temperature)
         return votes / votes.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
@@ -79,10 +85,17 @@ def neighbours(ref: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, 
     return np.concatenate(sims), np.concatenate(idx)
 
 
-def vote(sims: np.ndarray, labels: np.ndarray, k: int, weights: str, n_classes: int) -> np.ndarray:
-    """(n, n_classes) votes of the first k neighbours (labels: their class codes)."""
+def vote(sims: np.ndarray, labels: np.ndarray, k: int, weights: str, n_classes: int,
+         temperature: float = DINO_TEMPERATURE) -> np.ndarray:
+    """(n, n_classes) votes of the first k neighbours (labels: their class codes).
+
+    ``dino``: DINO's protocol (Caron et al. 2021, eval_knn.py), each vote exp(cosine / T); the
+    largest similarity is subtracted first, which changes no ratio and keeps exp finite."""
     s, lab = sims[:, :k], labels[:, :k]
-    if weights == "distance":
+    if weights == "dino":
+        s64 = s.astype(np.float64)
+        w = np.exp((s64 - s64.max(axis=1, keepdims=True)) / temperature)
+    elif weights == "distance":
         dist = 1.0 - s.astype(np.float64)
         exact = dist <= EXACT  # float32 similarities of a duplicate row land within ~1e-7 of 1
         w = np.where(exact.any(axis=1, keepdims=True), exact.astype(np.float64), 1.0 / np.maximum(dist, EXACT))

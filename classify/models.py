@@ -285,6 +285,13 @@ def _knn(b: Build) -> Candidate:
     return Candidate(SweptKNN(cv=p.splitter(b.seed), n_jobs=b.threads, random_state=b.seed), cost=work)
 
 
+@register_model("knn-dino", preprocess="none",
+                summary="DINO's weighted k-NN: cosine, 20 neighbours, votes exp(similarity / 0.07), no sweep")
+def _knn_dino(b: Build) -> Candidate:
+    p = b.protocol
+    return Candidate(CosineKNN(20, weights="dino"), cost=2.0 * p.n_rows * p.n_rows * 0.2 * p.n_dims / 1e9 * 3.0)
+
+
 def _forest(cls: type, b: Build, **kw: Any) -> Candidate:
     """Small stores: 200 trees, max_features swept. Large: no sweep, 100 trees (50 approximate),
     each grown on at most ``max_rows`` bootstrap rows, the trees built on every core."""

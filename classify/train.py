@@ -20,6 +20,7 @@ from threadpoolctl import threadpool_limits
 from classify import budget as budgets
 from classify import progress
 from classify import protocol as protocols
+from classify import selection
 from classify.evaluate import ModelResult, chosen_params, evaluate
 from classify.features import FeatureSet, Split, load_features
 from classify.knn import SweptKNN
@@ -154,9 +155,14 @@ def plan_model(name: str, protocol: protocols.Protocol, *, seed: int, jobs: int,
 
 def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: int = 0,
             preprocess: str | Sequence[str] | None = None, tensorboard: str | os.PathLike | None = None,
-            views: bool = False, tta: Sequence[str | None] = (None,), plan: Plan | None = None) -> list[ModelResult]:
+            views: bool = False, tta: Sequence[str | None] = (None,), plan: Plan | None = None,
+            select: str = "val", save: bool = True) -> list[ModelResult]:
     """Fit one registered model on train (and its views), evaluate it on val (and test) once per
-    TTA setting, save it under out_dir/models; one result per TTA setting."""
+    TTA setting, save it under out_dir/models; one result per TTA setting.
+
+    ``select="cv"``: also score the chosen configuration by repeated CV over train+val
+    (:mod:`classify.selection`), kept in ``extra["cv"]``, with out-of-fold probabilities in
+    out_dir/oof/."""
     entry = get_entry(name)
     label = variant_name(name, views)
     stem = f"{safe_name(data.feature)}__{safe_name(label)}"
@@ -183,19 +189,35 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
              "estimate_s": plan.estimate_s, "selection": plan.build.protocol.describe(),
              **({"note": plan.note} if plan.note else {})}
     params = {**chosen_params(model), **({"note": plan.note} if plan.note else {})}
+    cv, folds = {}, None
+    if select == "cv":
+        with threadpool_limits(limits=1), progress.model_bar(f"{label} CV [{data.feature}]"):
+            cv, folds = selection.cross_validate(model, data, views=views, ttas=tta, seed=seed, fit_params=fit_params,
+                                                 n_jobs=jobs)
+        log.info("%-16s CV %s", label, "  ".join(f"{variant_name(name, views, t)} {rec['mean']:.3f} ± {rec['sd']:.3f}"
+                                                 for t, (rec, _) in cv.items()))
     results = []
     for t in tta:  # scoring runs on every core: one predict per split, nothing to thrash
         val, test = (evaluate(model, model_input(model, s.X), s.y, class_names=data.class_names, paths=s.paths,
                               X_flip=model_input(model, s.flip) if t == "flip" else None) if s is not None else None
                      for s in (data.val, data.test))
         full = variant_name(name, views, t)
-        path = save_model(SavedModel(model=model, name=full, feature=data.feature, class_names=data.class_names,
+        path = None if not save else save_model(SavedModel(model=model, name=full, feature=data.feature, class_names=data.class_names,
                                      spec=data.spec, cache_key=data.cache_key, store=str(Path(data.store).resolve()),
                                      preprocess=steps, views=data.n_views if views else 0, tta=t or "none"),
                           out_dir / "models" / f"{safe_name(data.feature)}__{safe_name(full)}.joblib")
+        cv_extra = {}
+        if t in cv:
+            record, proba = cv[t]
+            cv_extra["cv"] = record
+            if proba is not None:
+                oof = selection.save_oof(out_dir / "oof" / f"{safe_name(data.feature)}__{safe_name(full)}.npz",
+                                         data, proba, np.asarray(model.classes_), folds)
+                cv_extra["cv"] = {**record, "oof": str(oof)}
         results.append(ModelResult(model=full, feature=data.feature, preprocess=steps, params=params,
-                                   fit_s=fit_s, val=val, val_source=data.val_source, test=test, model_path=str(path),
-                                   extra={**extra, **({"tta": t} if t else {})}))
+                                   fit_s=fit_s, val=val, val_source=data.val_source, test=test,
+                                   model_path=str(path) if path else None,
+                                   extra={**extra, **({"tta": t} if t else {}), **cv_extra}))
         log.info("%-16s val acc %.3f  fit %.2fs (estimate %s)  %s", full, val["accuracy"], fit_s,
                  budgets.fmt_seconds(plan.estimate_s), results[-1].params)
     return results
@@ -215,7 +237,8 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
                  models: str | Sequence[str] | None = None, jobs: int = 1, seed: int = 0,
                  allow_partial: bool = False, tensorboard: str | os.PathLike | None = None,
                  preprocess: str | Sequence[str] | None = None, views: str = "auto", tta: str = "none",
-                 protocol: str | None = "auto", budget: str | float | None = None) -> list[ModelResult]:
+                 protocol: str | None = "auto", budget: str | float | None = None,
+                 select: str = "auto", few_shot: bool = False) -> list[ModelResult]:
     """Fit every model in ``models`` (names, ``"all"``, ``"default"``; None: default) on one store.
 
     ``views``: train on the store's augmented views too (``auto``: when it has them; ``both``:
@@ -227,6 +250,11 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     ``protocol``: how models are selected (``auto`` sizes it from rows, dimensions and classes;
     see :mod:`classify.protocol`). ``budget`` (``"10m"``, seconds): models whose estimate does
     not fit in what is left are approximated or skipped, each listed in the report.
+
+    ``select``: what ranks the rows: ``val`` accuracy, or ``cv`` (repeated stratified CV of each
+    chosen configuration over train+val, :mod:`classify.selection`); ``auto``: cv when val has
+    fewer than 1,000 images. ``few_shot``: add the few-shot curve (:mod:`classify.fewshot`) to
+    metrics.json.
     """
     names = resolve_models(models)  # bad names and options fail before any data is read
     jobs = _check_jobs(jobs)
@@ -238,6 +266,7 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
         raise ValueError(f"--tta {tta!r}: expected one of {', '.join(TTA_CHOICES)}")
     if preprocess is not None:
         parse_preprocess(preprocess)
+    selection.choose_select(select, 0)  # a bad value fails before any data is read
     if tensorboard is not None and not any(get_entry(n).uses_torch for n in names):
         log.warning("--tensorboard: none of %s trains a torch head; nothing will be logged", names)
     if views == "auto":
@@ -251,6 +280,9 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     out = Path(out_dir)
     (out / "models").mkdir(parents=True, exist_ok=True)
     meta = _meta(data, names, seed=seed, jobs=jobs, preprocess=preprocess)
+    select = selection.choose_select(select, len(data.val), len(data.train) + len(data.val))
+    log.info("ranking by %s", "repeated CV over train+val (--select cv)" if select == "cv" else "val accuracy")
+    meta["select"] = select
     log.info("%s: %s %d-d, %s; val: %s", data.store, data.feature, data.dim, data.counts(), data.val_source)
     n_classes = len(np.unique(data.train.y))
     chosen = {on: protocols.choose(len(data.train) * (1 + (data.n_views if on else 0)), data.dim, n_classes, protocol)
@@ -271,6 +303,11 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
                                         "estimate_s": plan.estimate_s})
             else:
                 results += fit_one(name, data, out_dir=out, jobs=jobs, seed=seed, preprocess=preprocess,
-                                   tensorboard=tensorboard, views=on, tta=tta_modes, plan=plan)
+                                   tensorboard=tensorboard, views=on, tta=tta_modes, plan=plan, select=select)
             write_reports(out, results, meta)
+    if few_shot:
+        from classify.fewshot import few_shot_curve
+
+        meta["few_shot"] = few_shot_curve(data, seed=seed)
+        write_reports(out, results, meta)
     return results

@@ -17,7 +17,8 @@ def _csv(text: str) -> list[str]:
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", help="YAML or JSON file with the same option names; flags override it")
-    p.add_argument("--data", help="image folder or CSV (as for extract)")
+    p.add_argument("--data", action="append",
+                   help="image folder or CSV (as for extract); repeat it for one report across several datasets")
     p.add_argument("--out", help="run directory for results, models and the report")
     p.add_argument("--backbones", type=_csv, help="comma list (default efficientnet_lite0)")
     p.add_argument("--layers", type=_csv, help="comma list of layers per backbone; 'default' = classifier input")
@@ -42,6 +43,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tta", choices=("none", "flip", "both"), help="flip test-time augmentation (needs --views)")
     p.add_argument("--protocol", metavar="SPEC",
                    help="model selection: auto (sized from rows), cv[:K], repeated-cv[:KxR], holdout[:F]")
+    p.add_argument("--select", choices=("auto", "val", "cv"),
+                   help="what ranks the rows: val accuracy, or cv (repeated stratified CV over train+val); "
+                        "auto (default): cv when val has fewer than 1,000 images")
+    p.add_argument("--few-shot", dest="few_shot", action=argparse.BooleanOptionalAction, default=None,
+                   help="measure the few-shot curve of every feature set (default on)")
+    p.add_argument("--ensembles", action=argparse.BooleanOptionalAction, default=None,
+                   help="add ensemble rows: the two best feature sets concatenated, and a soft vote of the tied "
+                        "group (default on)")
     p.add_argument("--budget", metavar="TIME",
                    help="time for each feature set's zoo (10m, 90s): models that would not fit are approximated "
                         "or skipped, and the report says which")
@@ -49,7 +58,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 FLAG_KEYS = ("data", "out", "backbones", "layers", "pools", "models", "weights", "cache_dir", "batch_size",
              "workers", "device", "runtime", "precision", "jobs", "seed", "tensorboard", "image_root", "views",
-             "train_on_views", "tta", "protocol", "budget")
+             "train_on_views", "tta", "protocol", "budget", "select", "few_shot", "ensembles")
 
 
 def main_run(args: argparse.Namespace) -> int:

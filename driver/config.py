@@ -23,7 +23,7 @@ class ConfigError(ValueError):
 
 @dataclass(frozen=True)
 class RunConfig:
-    data: str
+    data: tuple[str, ...]  # one or more datasets (folder or CSV); several: one report across them
     out: str
     backbones: tuple[str, ...] = ("efficientnet_lite0",)
     layers: tuple[str, ...] = ("default",)
@@ -45,6 +45,9 @@ class RunConfig:
     tta: str = "none"  # classify --tta: none | flip | both
     protocol: str = "auto"  # classify --protocol: how models are selected
     budget: str | None = None  # classify --budget, per feature set (e.g. "10m")
+    select: str = "auto"  # classify --select: auto | val | cv
+    few_shot: bool = True  # the few-shot curve of every feature set
+    ensembles: bool = True  # concat of the two best feature sets, soft vote of the tied group
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -66,6 +69,26 @@ def _as_tuple(key: str, value: object) -> tuple[str, ...]:
     if isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value):
         return tuple(value)
     raise ConfigError(f"{key}: expected a list of names or a comma-separated string, got {value!r}")
+
+
+def _data_tuple(value: object) -> tuple[str, ...]:
+    """One path or a list of them (paths are not split on commas), each given once."""
+    items = [value] if isinstance(value, str) else value
+    if not isinstance(items, (list, tuple)) or not items or not all(isinstance(v, str) and v for v in items):
+        raise ConfigError(f"data: expected a path or a list of paths, got {value!r}")
+    return tuple(dict.fromkeys(items))
+
+
+def dataset_names(paths: tuple[str, ...]) -> list[str]:
+    """Report names of the datasets: each folder's (or CSV's) name, made unique with a suffix."""
+    names: list[str] = []
+    for p in paths:
+        base = Path(p.rstrip("/")).stem or "data"
+        name, i = base, 2
+        while name in names:
+            name, i = f"{base}-{i}", i + 1
+        names.append(name)
+    return names
 
 
 def load_file(path: str | Path) -> dict:
@@ -100,10 +123,15 @@ def resolve(file_values: dict, flag_values: dict, source: str = "--config") -> R
             raise ConfigError(f"--{key} is required (on the command line or in the config file)")
     for key in LIST_KEYS & set(merged):
         merged[key] = _as_tuple(key, merged[key])
+    merged["data"] = _data_tuple(merged["data"])
+    for key in ("few_shot", "ensembles"):
+        if key in merged and not isinstance(merged[key], bool):
+            raise ConfigError(f"{key}: expected true or false, got {merged[key]!r}")
     for key in ("batch_size", "jobs", "seed", "views"):
         if key in merged and not isinstance(merged[key], int):
             raise ConfigError(f"{key}: expected an integer, got {merged[key]!r}")
-    for key, choices in (("train_on_views", ("auto", "on", "off", "both")), ("tta", ("none", "flip", "both"))):
+    for key, choices in (("train_on_views", ("auto", "on", "off", "both")), ("tta", ("none", "flip", "both")),
+                         ("select", ("auto", "val", "cv"))):
         if key in merged and merged[key] not in choices:
             raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {merged[key]!r}")
     if "protocol" in merged:

@@ -30,20 +30,20 @@ def write_json(path: Path, data: object) -> None:
     atomic_write(path, json.dumps(data, indent=2, default=str))
 
 
-def extract_all(cfg: RunConfig, progress: bool) -> list[dict]:
+def extract_all(cfg: RunConfig, data: str, progress: bool) -> list[dict]:
     """One store per backbone (all layers and pools in one pass); returns one record per store."""
     from extract.cli import split_weights
     from extract.runner import ExtractConfig, execute, plan
     from extract.sources import build_manifest
 
-    manifest = build_manifest(cfg.data, cfg.image_root)
+    manifest = build_manifest(data, cfg.image_root)
     weights, weights_file = split_weights(cfg.weights)
     cfg.feature_dir.mkdir(parents=True, exist_ok=True)
     records = []
     for name in cfg.backbones:
         if not name.startswith("efficientnet_lite") and weights == "DEFAULT" and weights_file is None:
             log.info("%s: using torchvision DEFAULT weights from the torch hub cache", name)
-        ecfg = ExtractConfig(data=cfg.data, backbone=name, out="-", layers=cfg.layers, pools=cfg.pools,
+        ecfg = ExtractConfig(data=data, backbone=name, out="-", layers=cfg.layers, pools=cfg.pools,
                              weights=weights, weights_file=weights_file, batch_size=cfg.batch_size,
                              workers=cfg.workers, device=cfg.device, runtime=cfg.runtime, precision=cfg.precision,
                              image_root=cfg.image_root, views=cfg.views, progress=progress)
@@ -59,32 +59,57 @@ def extract_all(cfg: RunConfig, progress: bool) -> list[dict]:
     return records
 
 
-def run(cfg: RunConfig, progress: bool = True) -> dict:
+def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str) -> tuple[list[dict], list[dict], list]:
+    """Every feature set of every store through the zoo -> (result rows, skipped models, few-shot curves)."""
     from classify.train import run_classify
+
+    results, skipped, few_shot = [], [], []
+    tag = {"dataset": dataset} if dataset else {}
+    for rec in stores:
+        for key in rec["features"]:
+            name = safe_name(f"{rec['backbone']}__{key}")
+            log.info("classifying %s%s %s with %s", f"{dataset}: " if dataset else "", rec["backbone"], key,
+                     ",".join(cfg.models))
+            tb = str(Path(cfg.tensorboard) / (f"{dataset}__" if dataset else "") / name) if cfg.tensorboard else None
+            res = run_classify(rec["store"], feature=key, models=list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
+                               out_dir=out / name, tensorboard=tb, views=cfg.train_on_views,
+                               tta=cfg.tta, protocol=cfg.protocol, budget=cfg.budget, select=cfg.select,
+                               few_shot=cfg.few_shot)
+            for r in res:
+                row = r if isinstance(r, dict) else r.to_dict()
+                results.append({**tag, "backbone": rec["backbone"], "feature": key, "store": rec["store"], **row})
+            metrics = out / name / "metrics.json"
+            meta = json.loads(metrics.read_text()) if metrics.is_file() else {}
+            skipped += [{**tag, "backbone": rec["backbone"], "feature": key, **s} for s in meta.get("skipped", [])]
+            if meta.get("few_shot"):
+                few_shot.append({**tag, "backbone": rec["backbone"], "feature": key, **meta["few_shot"]})
+    return results, skipped, few_shot
+
+
+def run(cfg: RunConfig, progress: bool = True) -> dict:
+    from driver.config import dataset_names
+    from driver.ensembles import ensemble_rows
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {**cfg.to_dict(), "argv": sys.argv})
     t0 = time.perf_counter()
-    stores = extract_all(cfg, progress)
-    write_json(out / "extraction.json", stores)
-    results, skipped = [], []
-    for rec in stores:
-        for key in rec["features"]:
-            name = safe_name(f"{rec['backbone']}__{key}")
-            log.info("classifying %s %s with %s", rec["backbone"], key, ",".join(cfg.models))
-            tb = str(Path(cfg.tensorboard) / name) if cfg.tensorboard else None
-            res = run_classify(rec["store"], feature=key, models=list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
-                               out_dir=out / "classify" / name, tensorboard=tb, views=cfg.train_on_views,
-                               tta=cfg.tta, protocol=cfg.protocol, budget=cfg.budget)
-            for r in res:
-                row = r if isinstance(r, dict) else r.to_dict()
-                results.append({"backbone": rec["backbone"], "feature": key, "store": rec["store"], **row})
-            metrics = out / "classify" / name / "metrics.json"
-            if cfg.budget and metrics.is_file():
-                skipped += [{"backbone": rec["backbone"], "feature": key, **s}
-                            for s in json.loads(metrics.read_text()).get("skipped", [])]
+    multi = len(cfg.data) > 1
+    names = dataset_names(cfg.data) if multi else [""]
+    stores, results, skipped, few_shot = [], [], [], []
+    for data, name in zip(cfg.data, names):
+        recs = [{**({"dataset": name, "data": data} if multi else {}), **r} for r in extract_all(cfg, data, progress)]
+        stores += recs
+        write_json(out / "extraction.json", stores)
+        cls_dir = out / "classify" / safe_name(name) if multi else out / "classify"
+        rows, skip, curves = classify_all(cfg, recs, cls_dir, name)
+        if cfg.ensembles:
+            rows += ensemble_rows(cfg, rows, cls_dir / "ensembles", name)
+        results += rows
+        skipped += skip
+        few_shot += curves
     summary = {"config": cfg.to_dict(), "extraction": stores, "results": results, "skipped": skipped,
+               "few_shot": few_shot, **({"datasets": dict(zip(names, cfg.data))} if multi else {}),
                "seconds": time.perf_counter() - t0}
     write_json(out / "results.json", summary)
     return summary

@@ -12,14 +12,16 @@ import io
 import json
 import logging
 import os
+import re
 from pathlib import Path
 
 from report import plots as P
 from report.images import Tile, load_tile
 from report.plots import Plot
 from report.provenance import Extraction, extractions
-from report.render import leaderboard_table, markdown_table, misclassified_note, render_html, render_markdown
-from report.results import Entry, Run, as_run, leaderboard_rows, load_run
+from report.render import (Section, leaderboard_table, markdown_table, misclassified_note, render_html,
+                           render_markdown)
+from report.results import Entry, Run, across_datasets, as_run, leaderboard_rows, load_run
 from extract.files import atomic_write
 from report.stores import StoreFacts, image_file, load_stores, sample_paths
 
@@ -29,18 +31,27 @@ REPORT_DIR = "report"
 MAX_MISCLASSIFIED = 16
 SAMPLES_PER_CLASS = 4
 MAX_SAMPLE_CLASSES = 8
-SORTED_BY = "val_accuracy desc, val_balanced_accuracy desc, val_macro_f1 desc, fit_s asc"
+SORTED_BY = ("selection_score desc (cv_accuracy_mean under --select cv, else val_accuracy), val_accuracy desc, "
+             "val_balanced_accuracy desc, val_macro_f1 desc, fit_s asc")
+
+
+def safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "data"
 
 
 def leaderboard_json(run: Run) -> str:
-    rows = [{**r, "params": json.loads(r["params"])} for r in leaderboard_rows(run)]
-    return json.dumps({"sorted_by": SORTED_BY, "rows": rows}, indent=2) + "\n"
+    rows = [{**r, "params": json.loads(r["params"]),
+             **({"members": json.loads(r["members"])} if "members" in r else {})} for r in leaderboard_rows(run)]
+    extra = {"few_shot": run.few_shot} if run.few_shot else {}
+    if run.multi:
+        extra["across_datasets"] = across_datasets(run)
+    return json.dumps({"sorted_by": SORTED_BY, "rows": rows, **extra}, indent=2) + "\n"
 
 
 def leaderboard_csv(run: Run) -> str:
     rows = leaderboard_rows(run)
     buf = io.StringIO()
-    fields = list(rows[0]) if rows else ["rank", "backbone", "feature", "model", "val_accuracy"]
+    fields = list(dict.fromkeys(k for r in rows for k in r)) or ["rank", "backbone", "feature", "model", "val_accuracy"]
     writer = csv.DictWriter(buf, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)  # floats as repr: they read back exactly
@@ -60,14 +71,15 @@ def misclassified_tiles(best: Entry, facts: StoreFacts | None) -> list[tuple[Til
     return out
 
 
-def make_plots(run: Run, stores: dict[str, StoreFacts]) -> tuple[list[Plot], dict[str, str]]:
-    """Every figure the data allows; a figure that cannot be drawn is left out, never an error."""
+def make_plots(run: Run, stores: dict[str, StoreFacts], prefix: str = "") -> tuple[list[Plot], dict[str, str]]:
+    """Every figure the data allows; a figure that cannot be drawn is left out, never an error.
+    ``prefix`` keeps the file names of one dataset's figures apart from another's."""
     out: list[Plot] = []
     extra: dict[str, str] = {}
 
     def add(name: str, title: str, caption: str, fig) -> None:
         if fig is not None:
-            out.append(Plot(name, title, caption, P.to_png(fig)))
+            out.append(Plot(prefix + name, title, caption, P.to_png(fig)))
 
     add("accuracy_vs_fit_time.png", "Accuracy vs fit time",
         "Every classifier on every feature set; up and to the left is better. The ringed point is the best model.",
@@ -84,6 +96,10 @@ def make_plots(run: Run, stores: dict[str, StoreFacts]) -> tuple[list[Plot], dic
         add("misclassified.png", "Misclassified images of the best model",
             extra["misclassified"] + " Most confident mistakes first; grey tiles are files no longer on disk.",
             P.montage_figure(P.grid(tiles, P.n_cols(len(tiles))), f"Misclassified by {best.label}"))
+    if run.few_shot:
+        add("few_shot.png", "Few-shot curve",
+            "Accuracy against train images per class: logreg solid, DINO kNN dashed; bands are ± 1 sd over "
+            "the draws.", P.few_shot_figure(run.few_shot))
     facts = stores.get(best.store) if best else next(iter(stores.values()), None)
     if facts is not None:
         samples = [(name, load_tile(image_file(facts.source_root, rel)))
@@ -109,14 +125,19 @@ def build_report(run_dir: str | os.PathLike) -> dict[str, Path]:
     for facts in stores.values():
         if facts.problem:
             log.warning("report: store %s: %s (provenance and images are left out)", facts.named, facts.problem)
-    plots, extra = make_plots(run, stores)
+    sections = []
+    for name in run.datasets if run.multi else [""]:
+        part = run.for_dataset(name) if run.multi else run
+        plots, extra = make_plots(part, stores, prefix=f"{safe_name(name)}__" if name else "")
+        sections.append(Section(name, part, plots, extra,
+                                [ex for ex in exs if not run.multi or (ex.record.get("dataset") or "") == name]))
     paths: dict[str, Path] = {}
-    for p in plots:
+    for p in (p for sec in sections for p in sec.plots):
         paths[p.name.removesuffix(".png")] = atomic_write(out_dir / p.name, p.png)
     paths["leaderboard_json"] = atomic_write(out_dir / "leaderboard.json", leaderboard_json(run))
     paths["leaderboard_csv"] = atomic_write(out_dir / "leaderboard.csv", leaderboard_csv(run))
-    paths["md"] = atomic_write(out_dir / "report.md", render_markdown(run, exs, plots, extra))
-    paths["html"] = atomic_write(out_dir / "report.html", render_html(run, exs, plots, extra))
+    paths["md"] = atomic_write(out_dir / "report.md", render_markdown(run, exs, sections))
+    paths["html"] = atomic_write(out_dir / "report.html", render_html(run, exs, sections))
     log.info("report: %s", paths["html"])
     return paths
 

@@ -213,3 +213,39 @@ def rows_by_class(items: Sequence[tuple[str, Tile]]) -> list[list[tuple[Tile, st
 
 def n_cols(n: int) -> int:
     return max(1, min(4, math.ceil(math.sqrt(n))))
+
+
+MAX_CURVES = 10
+
+
+def few_shot_figure(curves: Sequence[dict]) -> Figure | None:
+    """Accuracy against train images per class (log scale), one line per feature set and model,
+    the band +-1 sd over the draws; "all" sits one step right of the largest shot count."""
+    lines = [(c, m) for c in curves for m in dict.fromkeys(p["model"] for p in c.get("points", []))][:MAX_CURVES]
+    if not lines:
+        return None
+    fig = Figure(figsize=(7.5, 4.6))
+    ax = fig.add_subplot()
+    numeric = sorted({p["shots"] for c, _ in lines for p in c["points"] if isinstance(p["shots"], int)})
+    top = max(numeric) * 2 if numeric else 1
+    colours = colormaps["tab10"]
+    feature_sets = list(dict.fromkeys(f"{c['backbone']} {c['feature']}" for c, _ in lines))
+    for c, m in lines:
+        pts = [p for p in c["points"] if p["model"] == m]
+        xs = np.array([p["shots"] if isinstance(p["shots"], int) else top for p in pts], dtype=float)
+        mean = np.array([p["mean"] for p in pts])
+        sd = np.array([p["sd"] for p in pts])
+        colour = colours(feature_sets.index(f"{c['backbone']} {c['feature']}") % 10)
+        style = "-" if m == "logreg" else "--"
+        ax.plot(xs, mean, style, marker="o", ms=4, color=colour, label=f"{m}, {short(c['backbone'], 18)} {c['feature']}")
+        ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.12, linewidth=0)
+    ax.set_xscale("log", base=2)
+    ticks = numeric + [top]
+    ax.set_xticks(ticks, [str(t) for t in numeric] + ["all"])
+    ax.set_xlabel("train images per class")
+    split = curves[0].get("split", "test")
+    ax.set_ylabel(f"{split} accuracy")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig

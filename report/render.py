@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from report.plots import Plot
@@ -33,20 +34,50 @@ def params_text(params: dict) -> str:
     return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "-"
 
 
+def with_ci(x: Any, ci: list | None) -> str:
+    """``0.980 [0.895, 0.996]``: an accuracy and its 95% interval."""
+    return fmt(x) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
+
+
+def cv_text(cv: dict | None, ci: bool = True) -> str:
+    """``0.962 ± 0.035 [0.913, 0.983]``: mean ± sd over folds, and the Wilson interval of the
+    pooled out-of-fold accuracy (every image predicted once by a model that never saw it)."""
+    if not cv or cv.get("mean") is None:
+        return "-"
+    iv = cv.get("ci") if ci else None
+    return f"{cv['mean']:.3f} ± {cv.get('sd') or 0:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "")
+
+
+def versus_best(e: Entry) -> str:
+    """The paired test's verdict against rank 1, as the leaderboard shows it."""
+    if e.rank == 1:
+        return "best"
+    if e.p_vs_best is None:
+        return "not paired"
+    return f"{'tied' if e.tied else 'worse'} (p={e.p_vs_best:.2g})"
+
+
 def leaderboard_table(run: Run, top: int | None = None) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows, best first; top-k and test columns only when some row has them."""
+    """Header and formatted rows, best first; CV, top-k and test columns only when some row has them.
+
+    Every accuracy carries its Wilson 95% interval; "vs #1" is the exact McNemar test against
+    rank 1 on the same images (tied: not significantly worse at the 5% level)."""
     ks = run.top_ks
     k = ks[-1] if ks and ks[-1] != "top1" else None
     has_test = any(e.test for e in run.entries)
-    head = ["#", "backbone", "layer", "pooling", "model", "val acc", "bal acc", "macro-F1", "log loss"] \
-        + ([f"top-{k[3:]}"] if k else []) + (["test acc"] if has_test else []) + ["fit s", "est. s", "predict s", "params"]
+    cv = run.selection == "cv"
+    head = ["#", "backbone", "layer", "pooling", "model"] + (["cv acc (mean ± sd) [95% CI]"] if cv else []) \
+        + ["val acc [95% CI]", "vs #1", "bal acc", "macro-F1", "log loss"] \
+        + ([f"top-{k[3:]}"] if k else []) + (["test acc [95% CI]"] if has_test else []) \
+        + ["fit s", "est. s", "predict s", "params"]
     rows = []
     for e in run.entries[:top]:
         v = e.val
-        cells = [str(e.rank), e.backbone, e.layer, e.pooling, e.model, fmt(v.get("accuracy")),
-                 fmt(v.get("balanced_accuracy")), fmt(v.get("macro_f1")), fmt(v.get("log_loss"))]
+        cells = [str(e.rank), e.backbone, e.layer, e.pooling, e.model] + ([cv_text(e.cv)] if cv else [])
+        cells += [with_ci(v.get("accuracy"), e.val_ci), versus_best(e), fmt(v.get("balanced_accuracy")),
+                  fmt(v.get("macro_f1")), fmt(v.get("log_loss"))]
         cells += [fmt((v.get("top_k") or {}).get(k))] if k else []
-        cells += [fmt(e.test.get("accuracy") if e.test else None)] if has_test else []
+        cells += [with_ci(e.test.get("accuracy") if e.test else None, e.test_ci)] if has_test else []
         cells += [fmt_s(e.fit_s), fmt_s(e.estimate_s), fmt_s(v.get("predict_s")), params_text(e.params)]
         rows.append(cells)
     return head, rows
@@ -94,20 +125,116 @@ def images_count(run: Run, exs: list[Extraction]) -> int | None:
 
 def summary_line(run: Run, exs: list[Extraction]) -> str:
     n_img = images_count(run, exs)
-    backbones = list(dict.fromkeys([ex.backbone for ex in exs] + [e.backbone for e in run.entries]))
+    backbones = list(dict.fromkeys([ex.backbone for ex in exs] + [e.backbone for e in run.entries
+                                                                    if e.kind == "model"]))
     parts = [plural(n_img, "image") if n_img else None, plural(len(backbones), "backbone"),
-             plural(len(run.feature_sets), "feature set"), plural(len(run.models), "classifier"),
+             plural(len({e.feature_set for e in run.entries if e.kind == "model"}), "feature set"), plural(len(run.models), "classifier"),
              plural(len(run.entries), "run"), f"{run.seconds:.1f} s total" if run.seconds is not None else None]
     data = run.config.get("data")
-    return (f"data `{data}`: " if data else "") + " · ".join(p for p in parts if p)
+    data = [data] if isinstance(data, str) else list(data or [])
+    return (", ".join(f"`{d}`" for d in data) + ": " if data else "") + " · ".join(p for p in parts if p)
+
+
+def ranking_note(run: Run) -> str:
+    if run.selection == "cv":
+        cv = run.best.cv if run.best else {}
+        return (f"Ranked by repeated stratified CV of each model's chosen configuration over train+val "
+                f"({cv.get('folds', '?')}-fold x {cv.get('repeats', '?')}, {cv.get('n', '?')} images; mean ± sd "
+                f"over folds), then val accuracy, balanced accuracy, macro-F1 and faster fit; val and test are "
+                f"reported, not used to choose.")
+    return "Ranked by val accuracy, then balanced accuracy, macro-F1 and faster fit."
+
+
+def tied_note(run: Run) -> str:
+    """The tied group in words: one winner only when the data say so."""
+    best, group = run.best, run.tied_group
+    on = "the same out-of-fold predictions" if run.selection == "cv" else "the same val images"
+    n = (best.cv or {}).get("n") if run.selection == "cv" else best.val.get("n")
+    score = cv_text(best.cv) if run.selection == "cv" else with_ci(best.val.get("accuracy"), best.val_ci)
+    if len(group) == 1:
+        paired = [e for e in run.entries[1:] if e.p_vs_best is not None]
+        return (f"Best: **{best.model}** on {best.feature_set} ({score}), significantly better than all "
+                f"{len(paired)} rows it could be paired with on {on} ({n} images; exact McNemar, p < 0.05).")
+    names = ", ".join(f"{e.model} on {e.feature_set}" for e in group[:12]) + (
+        f" and {len(group) - 12} more" if len(group) > 12 else "")
+    return (f"**{len(group)} rows are tied with the best**: none is significantly worse than rank 1 on {on} "
+            f"({n} images; exact McNemar, p >= 0.05), so the data do not pick one winner among them: {names}. "
+            f"Rank 1 ({best.model} on {best.feature_set}, {score}) leads by the ranking's tie-breaks.")
+
+
+def few_shot_table(run: Run) -> tuple[list[str], list[list[str]]]:
+    """One row per feature set and model: accuracy (mean ± sd over the draws) at each shot count."""
+    curves = run.few_shot
+    if not curves:
+        return [], []
+    shots = list(dict.fromkeys(p["shots"] for c in curves for p in c["points"]))
+    shots = sorted((s for s in shots if isinstance(s, int))) + [s for s in shots if not isinstance(s, int)]
+    head = ["backbone", "feature", "model"] + [str(s) for s in shots]
+    rows = []
+    for c in curves:
+        for m in dict.fromkeys(p["model"] for p in c["points"]):
+            at = {p["shots"]: p for p in c["points"] if p["model"] == m}
+            rows.append([c["backbone"], c["feature"], m] + [
+                f"{at[s]['mean']:.3f} ± {at[s]['sd']:.3f}" if s in at and s != "all" else
+                fmt(at[s]["mean"]) if s in at else "-" for s in shots])
+    return head, rows
+
+
+def few_shot_note(run: Run) -> str:
+    c = run.few_shot[0] if run.few_shot else {}
+    return (f"Train images per class (columns) against {c.get('split', 'test')} accuracy on "
+            f"{c.get('n_eval', '?')} images: L2-normalized logistic regression (C=1) and DINO's weighted 20-NN, "
+            f"fitted on {c.get('draws', 5)} seeded draws per shot count (the same draws for every feature set); "
+            "mean ± sd over the draws, and one fit on the whole train split under 'all'.")
+
+
+def across_table(run: Run) -> tuple[list[str], list[list[str]]]:
+    from report.results import across_datasets
+
+    rows = across_datasets(run)
+    names = run.datasets
+    head = ["backbone", "layer", "pooling", "model"] + [f"{n} acc" for n in names] + [f"{n} rank" for n in names] \
+        + ["mean acc", "mean rank"]
+    out = []
+    for r in rows:
+        layer, _, pool = r["feature"].rpartition("/")
+        out.append([r["backbone"], layer or r["feature"], pool if layer else "", r["model"]]
+                   + [fmt(r["accuracy"][n]) for n in names] + [str(r["rank"][n]) for n in names]
+                   + [fmt(r["mean_accuracy"]), f"{r['mean_rank']:.1f}"])
+    return head, out
+
+
+def across_note(run: Run) -> str:
+    splits = sorted({e.reported[0] for e in run.entries})
+    return (f"Each backbone x feature x model present in all {len(run.datasets)} datasets: its accuracy on each "
+            f"({' / '.join(splits)} split), its rank among that dataset's single-model rows (ranked by the "
+            "dataset's own selection score), and the mean of both, best mean rank first (as in Kornblith et al., "
+            "'Do Better ImageNet Models Transfer Better?').")
+
+
+def ensemble_notes(run: Run) -> list[str]:
+    from report.results import ensemble_verdicts
+
+    out = []
+    for v in ensemble_verdicts(run):
+        e, ref = v["entry"], v["best"]
+        what = (f"{e.model} ({', '.join(e.members)})" if e.kind == "soft-vote"
+                else f"{e.model} on concatenated {' + '.join(e.members)}")
+        ci = ref.score_ci
+        iv = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        verdict = ("beats it outside that interval" if v["outside"] else
+                   "does not beat it outside that interval" if v["delta"] > 0 else "does not beat it")
+        p = f"; paired test p={v['p']:.2g}" if v["p"] is not None else ""
+        out.append(f"Ensemble: {what} scores {e.score:.3f} against the best single model's {ref.score:.3f}{iv} "
+                   f"({ref.model} on {ref.feature_set}): {v['delta'] * 100:+.1f} pt, {verdict}{p}.")
+    return out
 
 
 def notes(run: Run) -> list[str]:
     best, out = run.best, []
     if best is not None:
-        out.append(f"Best: **{best.model}** on {best.feature_set}, val accuracy {fmt(best.val.get('accuracy'))} "
-                   f"on {best.val.get('n', '?')} images. Ranked by val accuracy, then balanced accuracy, macro-F1 "
-                   f"and faster fit.")
+        out.append(tied_note(run))
+        out.append(ranking_note(run) + " Intervals are Wilson 95% score intervals.")
     if any(e.val_source == HOLDOUT for e in run.entries):
         out.append("Note: the data has no val split, so val is a stratified holdout from train "
                    "(the models were fitted on the rest of train).")
@@ -120,7 +247,7 @@ def notes(run: Run) -> list[str]:
                    f"{sk.get('reason')}.")
     if any(e.test for e in run.entries):
         out.append("Test accuracy is computed once per model on the test split; it played no part in the ranking.")
-    return out
+    return out + ensemble_notes(run)
 
 
 def misclassified_note(best: Entry | None, shown: int) -> str:
@@ -149,19 +276,47 @@ def markdown_table(head: list[str], rows: list[list[str]], bold_first: bool = Fa
     return "\n".join(lines)
 
 
-def render_markdown(run: Run, exs: list[Extraction], plots: list[Plot], extra: dict[str, str]) -> str:
+@dataclass(frozen=True)
+class Section:
+    """One dataset's part of the report (the whole report for a single dataset)."""
+
+    name: str  # "" for a single-dataset run
+    run: Run
+    plots: list[Plot]
+    extra: dict[str, str]
+    exs: list[Extraction]
+
+
+def _md_section(sec: Section, h: str) -> list[str]:
+    run = sec.run
     head, rows = leaderboard_table(run)
-    out = [f"# {TITLE}", "", summary_line(run, exs), "", "## Leaderboard", ""]
+    out = [f"{h} Leaderboard", ""]
     out += [markdown_table(head, rows, bold_first=True) if rows else "No classifier results in this run.", ""]
     out += [f"- {n}" for n in notes(run)] + [""]
     vhead, vrows = views_table(run)
     if vrows:
-        out += ["## Augmented views", "", VIEWS_NOTE, "", markdown_table(vhead, vrows), ""]
-    out += ["## Plots", ""]
-    for p in plots:
-        out += [f"### {p.title}", "", p.caption, "", f"![{p.title}]({p.name})", ""]
-    if extra.get("misclassified") and not any(p.name == "misclassified.png" for p in plots):
-        out += [extra["misclassified"], ""]
+        out += [f"{h} Augmented views", "", VIEWS_NOTE, "", markdown_table(vhead, vrows), ""]
+    fhead, frows = few_shot_table(run)
+    if frows:
+        out += [f"{h} Few-shot curve", "", few_shot_note(run), "", markdown_table(fhead, frows), ""]
+    out += [f"{h} Plots", ""]
+    for p in sec.plots:
+        out += [f"{h}# {p.title}", "", p.caption, "", f"![{p.title}]({p.name})", ""]
+    if sec.extra.get("misclassified") and not any(p.name.endswith("misclassified.png") for p in sec.plots):
+        out += [sec.extra["misclassified"], ""]
+    return out
+
+
+def render_markdown(run: Run, exs: list[Extraction], sections: list[Section]) -> str:
+    out = [f"# {TITLE}", "", summary_line(run, exs), ""]
+    if run.multi:
+        ahead, arows = across_table(run)
+        out += ["## Across datasets", "", across_note(run), "", markdown_table(ahead, arows) if arows
+                else "No model ran on every dataset.", ""]
+        for sec in sections:
+            out += [f"## Dataset: {sec.name}", "", summary_line(sec.run, sec.exs), ""] + _md_section(sec, "###")
+    else:
+        out += _md_section(sections[0], "##")
     out += ["## Provenance", ""]
     out += [f"- {forward_pass_line(ex)}" for ex in exs] + [""]
     fhead, frows = feature_rows(exs)
@@ -189,6 +344,7 @@ table{border-collapse:collapse;width:100%;background:#fff;font-size:13px;box-sha
 th,td{padding:5px 8px;border-bottom:1px solid #e6e9ed;text-align:left;vertical-align:top}
 th{background:#eef1f4;font-weight:600;position:sticky;top:0}td.n{text-align:right;font-variant-numeric:tabular-nums}
 tr.best td{background:#fff4c2;font-weight:600}tr.best td:first-child{border-left:4px solid #e0a800}
+tr.tied td{background:#fffbe6}tr.tied td:first-child{border-left:4px solid #f3d36b}
 .notes li{margin:2px 0}.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:18px}
 figure.wide{grid-column:1/-1}figure.wide img{max-width:960px}
 figure{margin:0;background:#fff;padding:12px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
@@ -202,7 +358,8 @@ if(!i.complete||i.naturalWidth===0)n++;});document.body.dataset.brokenImages=Str
 
 WIDE = {"accuracy_vs_fit_time.png"}  # many labelled points: give it the page's width
 NUMERIC = {"#", "val acc", "bal acc", "macro-F1", "log loss", "test acc", "fit s", "predict s", "dim", "skipped",
-           "extraction s", "img/s"}
+           "extraction s", "img/s", "val acc [95% CI]", "test acc [95% CI]", "cv acc (mean ± sd) [95% CI]", "est. s",
+           "mean acc", "mean rank", "1", "2", "4", "8", "16", "all"}
 
 
 def _inline_md(text: str) -> str:
@@ -217,13 +374,14 @@ def _inline_md(text: str) -> str:
     return "".join(out)
 
 
-def html_table(head: list[str], rows: list[list[str]], best_first: bool = False) -> str:
+def html_table(head: list[str], rows: list[list[str]], best_first: bool = False, tied: set[int] = frozenset()) -> str:
     cls = ['class="n"' if h in NUMERIC else "" for h in head]
     th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
     body = []
     for i, row in enumerate(rows):
         tds = "".join(f"<td {c}>{html.escape(v)}</td>" for c, v in zip(cls, row))
-        body.append(f'<tr class="best">{tds}</tr>' if best_first and i == 0 else f"<tr>{tds}</tr>")
+        mark = ' class="best"' if best_first and i == 0 else ' class="tied"' if i in tied else ""
+        body.append(f"<tr{mark}>{tds}</tr>")
     return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
@@ -231,23 +389,41 @@ def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def render_html(run: Run, exs: list[Extraction], plots: list[Plot], extra: dict[str, str]) -> str:
+def _html_section(sec: Section, h: int) -> list[str]:
+    run = sec.run
     head, rows = leaderboard_table(run)
-    parts = [f"<h1>{html.escape(TITLE)}</h1>", f'<p class="summary">{_inline_md(summary_line(run, exs))}</p>',
-             "<h2>Leaderboard</h2>",
-             html_table(head, rows, best_first=True) if rows else "<p>No classifier results.</p>",
+    parts = [f"<h{h}>Leaderboard</h{h}>",
+             html_table(head, rows, best_first=True, tied={i for i, e in enumerate(run.entries) if e.tied})
+             if rows else "<p>No classifier results.</p>",
              '<ul class="notes">' + "".join(f"<li>{_inline_md(n)}</li>" for n in notes(run)) + "</ul>"]
     vhead, vrows = views_table(run)
     if vrows:
-        parts += ["<h2>Augmented views</h2>", f"<p>{_inline_md(VIEWS_NOTE)}</p>", html_table(vhead, vrows)]
-    parts += ["<h2>Plots</h2>", '<div class="plots">']
-    for p in plots:
-        wide = ' class="wide"' if p.name in WIDE else ""
+        parts += [f"<h{h}>Augmented views</h{h}>", f"<p>{_inline_md(VIEWS_NOTE)}</p>", html_table(vhead, vrows)]
+    fhead, frows = few_shot_table(run)
+    if frows:
+        parts += [f"<h{h}>Few-shot curve</h{h}>", f"<p>{_inline_md(few_shot_note(run))}</p>", html_table(fhead, frows)]
+    parts += [f"<h{h}>Plots</h{h}>", '<div class="plots">']
+    for p in sec.plots:
+        wide = ' class="wide"' if p.name.split("__")[-1] in WIDE else ""
         parts.append(f'<figure{wide}><h3>{html.escape(p.title)}</h3><figcaption>{_inline_md(p.caption)}</figcaption>'
                      f'<img src="{data_uri(p.png)}" alt="{html.escape(p.title)}"></figure>')
     parts.append("</div>")
-    if extra.get("misclassified") and not any(p.name == "misclassified.png" for p in plots):
-        parts.append(f"<p>{_inline_md(extra['misclassified'])}</p>")
+    if sec.extra.get("misclassified") and not any(p.name.endswith("misclassified.png") for p in sec.plots):
+        parts.append(f"<p>{_inline_md(sec.extra['misclassified'])}</p>")
+    return parts
+
+
+def render_html(run: Run, exs: list[Extraction], sections: list[Section]) -> str:
+    parts = [f"<h1>{html.escape(TITLE)}</h1>", f'<p class="summary">{_inline_md(summary_line(run, exs))}</p>']
+    if run.multi:
+        ahead, arows = across_table(run)
+        parts += ["<h2>Across datasets</h2>", f"<p>{_inline_md(across_note(run))}</p>",
+                  html_table(ahead, arows) if arows else "<p>No model ran on every dataset.</p>"]
+        for sec in sections:
+            parts += [f'<h2 id="dataset-{html.escape(sec.name)}">Dataset: {html.escape(sec.name)}</h2>',
+                      f'<p class="summary">{_inline_md(summary_line(sec.run, sec.exs))}</p>'] + _html_section(sec, 3)
+    else:
+        parts += _html_section(sections[0], 2)
     parts += ["<h2>Provenance</h2>",
               '<ul class="notes">' + "".join(f"<li>{_inline_md(forward_pass_line(ex))}</li>" for ex in exs) + "</ul>"]
     fhead, frows = feature_rows(exs)

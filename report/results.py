@@ -12,6 +12,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from classify.stats import ALPHA, accuracy_interval, paired_p
+
 RESULTS_FILE = "results.json"
 HOLDOUT = "holdout from train"
 
@@ -37,14 +39,52 @@ class Entry:
     model_path: str | None
     estimate_s: float | None = None  # the time estimated before fitting
     selection: str | None = None  # how the model was selected (classify.protocol)
+    dataset: str = ""  # which dataset of a multi-dataset run ("" in a single one)
+    cv: dict | None = None  # repeated CV of the chosen configuration over train+val (--select cv)
+    kind: str = "model"  # model | concat (concatenated feature sets) | soft-vote (of the tied group)
+    members: tuple[str, ...] = ()  # what an ensemble combines
+    p_vs_best: float | None = None  # exact McNemar p against rank 1 on the same images (None: not paired)
+    tied: bool = False  # not significantly worse than rank 1 (p >= 0.05), rank 1 included
+
+    @property
+    def score(self) -> float:
+        """What the ranking uses: the CV mean under --select cv, else val accuracy."""
+        return _number(self.cv.get("mean")) if self.cv else _number(self.val.get("accuracy"))
+
+    @property
+    def paired(self) -> dict:
+        """The per-image record the paired test uses: CV's out-of-fold predictions, else val's."""
+        return self.cv if self.cv else self.val
+
+    @property
+    def val_ci(self) -> list[float] | None:
+        return self.val.get("accuracy_ci") or accuracy_interval(self.val.get("accuracy"), self.val.get("n"))
+
+    @property
+    def test_ci(self) -> list[float] | None:
+        if not self.test:
+            return None
+        return self.test.get("accuracy_ci") or accuracy_interval(self.test.get("accuracy"), self.test.get("n"))
 
     @property
     def layer(self) -> str:
-        return self.feature.rsplit("/", 1)[0]
+        return self.feature.rsplit("/", 1)[0] if self.kind == "model" else self.feature
 
     @property
     def pooling(self) -> str:
-        return self.feature.rsplit("/", 1)[1] if "/" in self.feature else ""
+        return self.feature.rsplit("/", 1)[1] if "/" in self.feature and self.kind == "model" else ""
+
+    @property
+    def score_ci(self) -> list[float] | None:
+        """The interval of what the ranking uses: CV's out-of-fold accuracy, else val's."""
+        return (self.cv or {}).get("ci") if self.cv else self.val_ci
+
+    @property
+    def reported(self) -> tuple[str, float | None]:
+        """(split, accuracy) a cross-dataset table uses: test when there is one, else val."""
+        if self.test and self.test.get("accuracy") is not None:
+            return "test", self.test.get("accuracy")
+        return "val", self.val.get("accuracy")
 
     @property
     def feature_set(self) -> str:
@@ -66,10 +106,37 @@ class Run:
     entries: list[Entry]  # ranked, best first
     seconds: float | None
     skipped: list[dict] = field(default_factory=list)  # models the budget skipped, with the reason
+    few_shot: list[dict] = field(default_factory=list)  # one curve per feature set (classify.fewshot)
 
     @property
     def best(self) -> Entry | None:
         return self.entries[0] if self.entries else None
+
+    @property
+    def selection(self) -> str:
+        """"cv" when rows were ranked by repeated CV over train+val, else "val"."""
+        return "cv" if any(e.cv for e in self.entries) else "val"
+
+    @property
+    def tied_group(self) -> list[Entry]:
+        return [e for e in self.entries if e.tied]
+
+    @property
+    def datasets(self) -> list[str]:
+        return list(dict.fromkeys(e.dataset for e in self.entries))
+
+    def for_dataset(self, name: str) -> "Run":
+        """The rows of one dataset, ranked among themselves (a multi-dataset report's section)."""
+        extraction = [r for r in self.extraction if (r.get("dataset") or "") == name]
+        data = next((r["data"] for r in extraction if r.get("data")), None)
+        return replace(self, entries=[e for e in self.entries if e.dataset == name], extraction=extraction,
+                       config={**self.config, **({"data": data} if data else {})},
+                       skipped=[s for s in self.skipped if (s.get("dataset") or "") == name],
+                       few_shot=[c for c in self.few_shot if (c.get("dataset") or "") == name])
+
+    @property
+    def multi(self) -> bool:
+        return len(self.datasets) > 1
 
     @property
     def top_ks(self) -> list[str]:
@@ -91,10 +158,27 @@ def _number(x: Any) -> float:
 
 
 def rank_key(e: Entry) -> tuple:
-    """Best val accuracy first; ties go to balanced accuracy, macro-F1, then the faster fit."""
+    """Best score first (CV mean under --select cv, else val accuracy); ties go to val accuracy,
+    balanced accuracy, macro-F1, then the faster fit."""
     v = e.val
-    return (-_number(v.get("accuracy")), -_number(v.get("balanced_accuracy")), -_number(v.get("macro_f1")),
+    return (-e.score, -_number(v.get("accuracy")), -_number(v.get("balanced_accuracy")), -_number(v.get("macro_f1")),
             _number(e.fit_s), e.backbone, e.feature, e.model)
+
+
+def rank(entries: list[Entry]) -> list[Entry]:
+    """Ranked, with each row's paired test against rank 1 and the tied-with-best marking.
+
+    A row is tied with the best when the exact McNemar test on the same images does not find it
+    worse at the 5% level: the data cannot tell them apart. Rows scored on other images are not
+    compared (p None, not tied). No correction for the many comparisons: it errs towards calling
+    rows tied, the cautious side for a claim of "best".
+    """
+    entries = sorted(entries, key=rank_key)
+    out = []
+    for i, e in enumerate(entries):
+        p = 1.0 if i == 0 else paired_p(entries[0].paired, e.paired)
+        out.append(replace(e, rank=i + 1, p_vs_best=p, tied=i == 0 or (p is not None and p >= ALPHA)))
+    return out
 
 
 def _need(obj: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -118,6 +202,8 @@ def _entry(row: dict, where: str) -> Entry:
         val_source=str(row.get("val_source") or "val split"), store=str(row.get("store") or ""),
         model_path=row.get("model_path"),
         estimate_s=(row.get("extra") or {}).get("estimate_s"), selection=(row.get("extra") or {}).get("selection"),
+        dataset=str(row.get("dataset") or ""), cv=(row.get("extra") or {}).get("cv") or None,
+        kind=str(row.get("kind") or "model"), members=tuple(row.get("members") or ()),
     )
 
 
@@ -126,16 +212,20 @@ def parse_results(data: Any, run_dir: Path, where: str = RESULTS_FILE) -> Run:
     if not isinstance(data, dict):
         raise ReportError(f"{where}: expected a JSON object with 'results', got {type(data).__name__}")
     rows = _need(data, "results", where, list)
-    entries = sorted((_entry(r, f"{where}: results[{i}]") for i, r in enumerate(rows)), key=rank_key)
-    entries = [replace(e, rank=i + 1) for i, e in enumerate(entries)]
+    parsed = [_entry(r, f"{where}: results[{i}]") for i, r in enumerate(rows)]
+    entries = [e for name in dict.fromkeys(e.dataset for e in parsed) for e in rank([x for x in parsed
+                                                                                       if x.dataset == name])]
     extraction = data.get("extraction") or []
     if not isinstance(extraction, list):
         raise ReportError(f"{where}: 'extraction' is {type(extraction).__name__}, expected list")
     seconds = data.get("seconds")
     skipped = data.get("skipped") or []
+    few_shot = data.get("few_shot") or []
     return Run(dir=run_dir, config=dict(data.get("config") or {}), extraction=extraction, entries=entries,
                seconds=float(seconds) if isinstance(seconds, (int, float)) else None,
-               skipped=[s for s in skipped if isinstance(s, dict)] if isinstance(skipped, list) else [])
+               skipped=[s for s in skipped if isinstance(s, dict)] if isinstance(skipped, list) else [],
+               few_shot=[c for c in few_shot if isinstance(c, dict) and isinstance(c.get("points"), list)]
+               if isinstance(few_shot, list) else [])
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -167,18 +257,74 @@ def as_run(run_dir_or_results: str | Path | dict | Run) -> Run:
     return load_run(run_dir_or_results)
 
 
+def best_single(run: Run) -> Entry | None:
+    """The best row that is one model on one feature set (what an ensemble has to beat)."""
+    return next((e for e in run.entries if e.kind == "model"), None)
+
+
+def ensemble_verdicts(run: Run) -> list[dict]:
+    """Each ensemble row against the best single model of its dataset: the paired test, and
+    whether its score lies above the single model's 95% interval."""
+    out = []
+    for name in run.datasets:
+        part = run.for_dataset(name)
+        ref = best_single(part)
+        for e in part.entries:
+            if e.kind == "model" or ref is None:
+                continue
+            ci = ref.score_ci or [None, None]
+            out.append({"dataset": name, "entry": e, "best": ref, "p": paired_p(ref.paired, e.paired),
+                        "delta": e.score - ref.score, "outside": ci[1] is not None and e.score > ci[1]})
+    return out
+
+
+def across_datasets(run: Run) -> list[dict]:
+    """Kornblith et al.'s summary: per backbone x feature x model present in every dataset, its
+    accuracy on each (test where there is one, else val), the mean accuracy, and the mean of its
+    ranks (ranked by each dataset's own selection, single models only). Best mean rank first."""
+    names = run.datasets
+    per: dict[tuple, dict] = {}
+    for name in names:
+        singles = [e for e in run.for_dataset(name).entries if e.kind == "model"]
+        for r, e in enumerate(singles, 1):
+            per.setdefault((e.backbone, e.feature, e.model), {})[name] = (r, e)
+    rows = []
+    for (bb, ft, md), got in per.items():
+        if len(got) != len(names):
+            continue
+        accs = {n: got[n][1].reported[1] for n in names}
+        ranks = {n: got[n][0] for n in names}
+        vals = [a for a in accs.values() if isinstance(a, (int, float))]
+        rows.append({"backbone": bb, "feature": ft, "model": md, "accuracy": accs, "rank": ranks,
+                     "split": {n: got[n][1].reported[0] for n in names},
+                     "mean_accuracy": sum(vals) / len(vals) if len(vals) == len(names) else None,
+                     "mean_rank": sum(ranks.values()) / len(ranks)})
+    rows.sort(key=lambda r: (r["mean_rank"], -(r["mean_accuracy"] or 0.0)))
+    return rows
+
+
 def leaderboard_rows(run: Run) -> list[dict]:
     """Every number of every entry, flat: the rows of leaderboard.json and leaderboard.csv."""
     rows = []
     for e in run.entries:
         v, top = e.val, e.val.get("top_k") or {}
+        vci, tci, cv = e.val_ci or [None, None], e.test_ci or [None, None], e.cv or {}
+        cci = cv.get("ci") or [None, None]
         rows.append({
+            **({"dataset": e.dataset} if len(run.datasets) > 1 or e.dataset else {}),
             "rank": e.rank, "backbone": e.backbone, "feature": e.feature, "layer": e.layer, "pooling": e.pooling,
-            "model": e.model, "val_n": v.get("n"), "val_accuracy": v.get("accuracy"),
+            "model": e.model, "kind": e.kind, "selection_score": e.score if e.score != -math.inf else None,
+            "tied_with_best": e.tied, "p_vs_best": e.p_vs_best,
+            "val_n": v.get("n"), "val_accuracy": v.get("accuracy"),
+            "val_accuracy_ci_low": vci[0], "val_accuracy_ci_high": vci[1],
+            "cv_accuracy_mean": cv.get("mean"), "cv_accuracy_sd": cv.get("sd"), "cv_n": cv.get("n"),
+            "cv_accuracy_ci_low": cci[0], "cv_accuracy_ci_high": cci[1],
             "val_balanced_accuracy": v.get("balanced_accuracy"), "val_macro_f1": v.get("macro_f1"),
             "val_log_loss": v.get("log_loss"), **{f"val_{k}": top.get(k) for k in run.top_ks},
-            "test_accuracy": e.test.get("accuracy") if e.test else None,
+            "test_n": e.test.get("n") if e.test else None, "test_accuracy": e.test.get("accuracy") if e.test else None,
+            "test_accuracy_ci_low": tci[0], "test_accuracy_ci_high": tci[1],
             "fit_s": e.fit_s, "estimate_s": e.estimate_s, "predict_s": v.get("predict_s"),
             "params": json.dumps(e.params, sort_keys=True), "val_source": e.val_source, "model_path": e.model_path,
+            **({"members": json.dumps(list(e.members))} if e.members else {}),
         })
     return rows

@@ -50,7 +50,11 @@ def test_run_one_pass_many_feature_sets_and_reuse(tmp_path):
     (rec,) = first["extraction"]
     assert rec["status"] == "new" and rec["forward_passes"] == 1
     assert sorted(rec["features"]) == ["_bn1/avg", "_bn1/max", "_fc:in/none"]  # 3 feature sets, 1 pass
-    assert len(first["results"]) == 3 * 2
+    singles = [r for r in first["results"] if r.get("kind", "model") == "model"]
+    assert len(singles) == 3 * 2
+    concat = [r for r in first["results"] if r.get("kind") == "concat"]  # the two best feature sets, joined
+    assert concat and all(len(r["members"]) == 2 and " + " in r["feature"] for r in concat)
+    assert {r["model"] for r in concat} <= {"logreg", "knn"}
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["results"] == json.loads(json.dumps(first["results"], default=str))
     assert json.loads((tmp_path / "run" / "config.json").read_text())["layers"] == ["default", "_bn1"]
@@ -65,7 +69,8 @@ def test_run_with_views_reports_each_variant(tmp_path):
     cfg = resolve({"views": 2, "train_on_views": "both", "tta": "flip", "models": ["logreg"]},
                   {"data": str(data), "out": str(tmp_path / "run")})
     out = run(cfg, progress=False)
-    assert [r["model"] for r in out["results"]] == ["logreg+flip", "logreg+views+flip"]
+    assert [r["model"] for r in out["results"] if r.get("kind", "model") == "model"] == ["logreg+flip",
+                                                                                           "logreg+views+flip"]
     from report import build_report
 
     assert "## Augmented views" in build_report(tmp_path / "run")["md"].read_text()
@@ -99,3 +104,36 @@ def test_run_cli_writes_report_and_rebuilds(tmp_path):
 def test_bad_input_exit_2(args, needle):
     r = cli(*args)
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_data_lists_and_dataset_names(tmp_path):
+    from driver.config import dataset_names
+
+    f = tmp_path / "multi.yaml"
+    f.write_text("data: [a/flowers, b/flowers, a/flowers, c.csv]\nout: o\nfew_shot: false\n")
+    cfg = resolve(load_file(f), {})
+    assert cfg.data == ("a/flowers", "b/flowers", "c.csv") and cfg.few_shot is False and cfg.ensembles is True
+    assert dataset_names(cfg.data) == ["flowers", "flowers-2", "c"]
+    assert resolve({}, {"data": ["x,y"], "out": "o"}).data == ("x,y",)  # paths are not split on commas
+    with pytest.raises(ConfigError, match="data: expected a path or a list of paths"):
+        resolve({"data": [1], "out": "o"}, {})
+    with pytest.raises(ConfigError, match="few_shot: expected true or false"):
+        resolve({"data": "d", "out": "o", "few_shot": "yes"}, {})
+    with pytest.raises(ConfigError, match="select: expected one of auto, val, cv"):
+        resolve({"data": "d", "out": "o", "select": "best"}, {})
+
+
+def test_run_two_datasets_one_report(tmp_path):
+    first, second = copy_sample(tmp_path / "ants_a", 3), copy_sample(tmp_path / "ants_b", 4)
+    proc = cli("run", "--data", str(first), "--data", str(second), "--out", str(tmp_path / "run"),
+               "--models", "logreg,knn-dino", "--no-ensembles", "-q")
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["datasets"] == {"ants_a": str(first), "ants_b": str(second)}
+    assert {r["dataset"] for r in saved["results"]} == {"ants_a", "ants_b"} and len(saved["results"]) == 4
+    assert not [r for r in saved["results"] if r.get("kind", "model") != "model"]
+    assert {c["dataset"] for c in saved["few_shot"]} == {"ants_a", "ants_b"}
+    assert (tmp_path / "run" / "classify" / "ants_b" / "efficientnet_lite0___fc_in_none" / "metrics.json").is_file()
+    md = (tmp_path / "run" / "report" / "report.md").read_text()
+    assert "## Across datasets" in md and "## Dataset: ants_a" in md and "## Dataset: ants_b" in md
+    assert "| efficientnet_lite0 | _fc:in | none | logreg |" in md.split("## Dataset: ants_a")[0]

@@ -21,6 +21,7 @@ from report import ReportError, build_report, excerpt, log_misclassified
 from report.images import load_tile
 from report.render import fmt
 from report.results import load_run
+from classify.stats import wilson
 
 CLASSES = ["ants", "bees", "wasps"]
 SHA = "0123456789abcdef" * 4
@@ -138,8 +139,11 @@ def test_md_json_csv_agree(built):
             assert float(c[key]) == j[key]
         assert (c["val_log_loss"] or None) == (None if j["val_log_loss"] is None else str(j["val_log_loss"]))
         assert json.loads(c["params"]) == j["params"]
-        assert m[5:9] == [fmt(j["val_accuracy"]), fmt(j["val_balanced_accuracy"]), fmt(j["val_macro_f1"]),
-                          fmt(j["val_log_loss"])]
+        lo, hi = j["val_accuracy_ci_low"], j["val_accuracy_ci_high"]
+        assert (lo, hi) == pytest.approx(wilson(round(j["val_accuracy"] * j["val_n"]), j["val_n"]))
+        assert (float(c["val_accuracy_ci_low"]), float(c["val_accuracy_ci_high"])) == (lo, hi)
+        assert m[5] == f"{fmt(j['val_accuracy'])} [{lo:.3f}, {hi:.3f}]"  # every format carries the interval
+        assert m[7:10] == [fmt(j["val_balanced_accuracy"]), fmt(j["val_macro_f1"]), fmt(j["val_log_loss"])]
     accs = [j["val_accuracy"] for j in rows]
     assert accs == sorted(accs, reverse=True)
     best = rows[0]

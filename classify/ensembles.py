@@ -1,0 +1,160 @@
+"""Feature ensembles as extra leaderboard rows: concatenated feature sets and a soft vote.
+
+- ``concat``: the two best feature sets (two layers of one backbone, or two backbones) joined
+  image by image (aligned by path, so two stores of one dataset in any row order work), then
+  fitted like any feature set with rank 1's model type and logreg.
+- ``soft-vote``: the average of the tied group's class probabilities (members without
+  ``predict_proba`` are left out). Val and test come from the saved models on their own
+  stores; under ``--select cv`` the CV score averages the members' saved out-of-fold
+  probabilities fold by fold (every member used the same folds of the same images).
+
+Ensemble rows are scored and paired like the others; the report says whether one beats the
+best single model outside that model's interval.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from classify import stats
+from classify.evaluate import evaluate, predict_tta, to_jsonable
+from classify.features import FeatureSet, Split, load_features
+from classify.persist import load_model
+
+log = logging.getLogger(__name__)
+
+MAX_MEMBERS = 5
+
+
+def _align(paths: np.ndarray, ref: np.ndarray, where: str) -> np.ndarray:
+    """Positions in ``paths`` of each of ``ref``'s paths."""
+    pos = {p: i for i, p in enumerate(paths.tolist())}
+    missing = [p for p in ref.tolist() if p not in pos]
+    if missing:
+        raise ValueError(f"{where}: {len(missing)} images of one feature set are missing from the other "
+                         f"(e.g. {missing[0]!r}); only stores of the same images can be combined")
+    return np.fromiter((pos[p] for p in ref.tolist()), dtype=np.int64, count=len(ref))
+
+
+def _concat_split(a: Split, b: Split, where: str) -> Split:
+    at = _align(b.paths, a.paths, where)
+    if not np.array_equal(a.y, b.y[at]):
+        raise ValueError(f"{where}: the two feature sets label the same images differently")
+    flip = np.concatenate([a.flip, b.flip[at]], axis=1) if a.flip is not None and b.flip is not None else None
+    X = np.concatenate([np.asarray(a.X, np.float32), np.asarray(b.X, np.float32)[at]], axis=1)
+    return Split(X, a.y, a.paths, a.rows, None, flip)
+
+
+def concat_features(a: FeatureSet, b: FeatureSet, label: str) -> FeatureSet:
+    """``a`` and ``b`` side by side, image by image (views are not combined)."""
+    if a.class_names != b.class_names:
+        raise ValueError(f"{a.store} and {b.store}: different classes; only stores of one dataset can be combined")
+    where = f"{a.store} + {b.store}"
+    test = _concat_split(a.test, b.test, where) if a.test is not None and b.test is not None else None
+    return replace(a, feature=label, spec={"concat": [a.spec, b.spec]}, cache_key=f"{a.cache_key}+{b.cache_key}",
+                   train=_concat_split(a.train, b.train, where), val=_concat_split(a.val, b.val, where), test=test)
+
+
+class PrecomputedProba:
+    """An "estimator" whose probabilities were computed already: row i of X holds the index i.
+
+    Lets the soft vote reuse :func:`classify.evaluate.evaluate` (every metric, the CI, the
+    correctness bits) unchanged."""
+
+    def __init__(self, proba: np.ndarray, classes: np.ndarray):
+        self.proba, self.classes_ = proba, classes
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.proba[np.asarray(X[:, 0], dtype=np.int64)]
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+def _member_proba(row: dict, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray] | None:
+    """(proba, y, paths, class_names, classes) of a saved model on its own store's ``split``."""
+    saved = load_model(row["model_path"])
+    tta = (row.get("extra") or {}).get("tta")
+    data = load_features(row["store"], saved.feature, flip=tta == "flip")
+    s = data.val if split == "val" else data.test
+    if s is None:
+        return None
+    _, proba, _ = predict_tta(saved.model, np.asarray(s.X, np.float32),
+                              np.asarray(s.flip, np.float32) if tta == "flip" else None)
+    return proba, s.y, s.paths, data.class_names, np.asarray(saved.model.classes_)
+
+
+def _vote_split(members: list[dict], split: str, member_proba: Callable) -> dict | None:
+    got = [member_proba(r, split) for r in members]
+    if any(g is None for g in got):
+        return None
+    _, y, paths, class_names, classes = got[0]
+    total = np.zeros_like(got[0][0], dtype=np.float64)
+    for proba, _, p, _, cl in got:
+        if not np.array_equal(cl, classes):
+            raise ValueError(f"{split}: soft-vote members were trained on different classes")
+        total += proba[_align(p, paths, split)]
+    avg = total / len(got)
+    return evaluate(PrecomputedProba(avg, classes), np.arange(len(y))[:, None], y, class_names=class_names,
+                    paths=paths)
+
+
+def _vote_cv(members: list[dict]) -> dict | None:
+    """The members' out-of-fold probabilities averaged, scored fold by fold."""
+    files = [((r.get("extra") or {}).get("cv") or {}).get("oof") for r in members]
+    if not all(files) or not all(Path(f).is_file() for f in files):
+        return None
+    loaded = [np.load(f, allow_pickle=False) for f in files]
+    ref = loaded[0]
+    paths, y, fold = ref["paths"], ref["y"], ref["fold"]
+    total = np.zeros(ref["proba"].shape, dtype=np.float64)
+    for z in loaded:
+        at = _align(z["paths"], paths, "oof")
+        if not np.array_equal(z["fold"][:, at], fold) or not np.array_equal(z["classes"], ref["classes"]):
+            log.warning("soft vote: members' CV folds differ; no CV score for the soft vote")
+            return None
+        total += z["proba"][:, at]
+    pred = ref["classes"][total.argmax(axis=2)]  # (repeats, n)
+    k, repeats = int(fold.max()) + 1, fold.shape[0]
+    scores = np.array([np.mean(pred[r][fold[r] == f] == y[fold[r] == f]) for r in range(repeats) for f in range(k)])
+    acc1 = float(np.mean(pred[0] == y))
+    return {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
+            "scores": scores.tolist(), "folds": k, "repeats": repeats, "n": int(len(y)), "oof_accuracy": acc1,
+            "ci": stats.accuracy_interval(acc1, len(y)),
+            "repeat_accuracy": [float(np.mean(pred[r] == y)) for r in range(repeats)],
+            **stats.correctness(pred[0], y, [str(p) for p in paths])}
+
+
+def has_proba(row: dict) -> bool:
+    return (row.get("val") or {}).get("log_loss") is not None and bool(row.get("model_path"))
+
+
+def soft_vote(members: list[dict], member_proba: Callable | None = None) -> dict | None:
+    """A results row for the average of ``members``' probabilities (at most :data:`MAX_MEMBERS`).
+
+    ``member_proba(row, split)`` -> (proba, y, paths, class_names, classes) scores one member
+    (default: its saved model on its own store)."""
+    member_proba = member_proba or _member_proba
+    members = [r for r in members if has_proba(r)][:MAX_MEMBERS]
+    if len(members) < 2:
+        return None
+    val = _vote_split(members, "val", member_proba)
+    test = _vote_split(members, "test", member_proba)
+    cv = _vote_cv(members) if all((r.get("extra") or {}).get("cv") for r in members) else None
+    if cv is None and any((r.get("extra") or {}).get("cv") for r in members):
+        log.warning("soft vote skipped: its members were ranked by CV, and their out-of-fold predictions "
+                    "cannot be combined")
+        return None
+    backbones = "+".join(dict.fromkeys(r["backbone"] for r in members))
+    labels = [f"{r['model']} on {r['backbone']} {r['feature']}" for r in members]
+    return to_jsonable({
+        "backbone": backbones, "feature": "tied group", "model": f"soft-vote of {len(members)}", "kind": "soft-vote",
+        "members": labels, "store": members[0]["store"], "val": val, "test": test, "fit_s": 0.0,
+        "params": {"members": len(members)}, "val_source": members[0].get("val_source"), "model_path": None,
+        "preprocess": [], "extra": {**({"cv": cv} if cv else {})},
+    })

@@ -1,0 +1,188 @@
+"""Scores that hold on small data: repeated stratified CV of each model's chosen configuration
+over train+val.
+
+A val split of 50-100 images gives every accuracy a +-5-10 point interval, so ranking dozens of
+rows by it mostly ranks noise. ``--select cv`` pools train and val, and scores each model's
+*chosen configuration* (its sweep's best parameters, frozen; torch heads keep their own early
+stopping) by 5-fold stratified CV repeated twice over the pool, grouped by image so that an
+image's augmented views never sit on both sides of a fold, and each held-out image scored as
+val is (center crop, or the flip average under TTA). Every image is then predicted twice
+(once per repeat) by a model that never saw it, and the ranking uses the mean over 10 folds of
+~5x the images val has. Val and test accuracies are still reported beside it; the hyperparameters
+were chosen on train alone, the same for every row.
+
+Repeat 1's out-of-fold predictions are kept per image (as bits, for the paired test against
+rank 1) and with their probabilities in ``oof.npz`` (for soft-vote ensembles).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+from sklearn.base import clone
+from sklearn.pipeline import Pipeline
+
+from joblib import Parallel, delayed
+from threadpoolctl import threadpool_limits
+
+from classify import progress, stats
+from classify.evaluate import predict_tta
+from classify.features import FeatureSet
+from classify.knn import CosineKNN, SweptKNN
+from classify.linear_probe import LinearProbe
+from classify.splits import RepeatedSmallDataKFold
+
+log = logging.getLogger(__name__)
+
+SELECT_CHOICES = ("auto", "val", "cv")
+CV_BELOW = 1_000  # val images under which --select auto scores by CV
+CV_POOL_MAX = 20_000  # ... unless train+val is bigger: 10 more fits per model would cost more than it tells
+FOLDS, REPEATS = 5, 2
+
+
+def choose_select(select: str, n_val: int, n_pool: int = 0) -> str:
+    """``auto``: CV when val has fewer than :data:`CV_BELOW` images and train+val at most
+    :data:`CV_POOL_MAX`, else val."""
+    if select not in SELECT_CHOICES:
+        raise ValueError(f"--select {select!r}: expected one of {', '.join(SELECT_CHOICES)}")
+    if select == "auto":
+        return "cv" if n_val < CV_BELOW and n_pool <= CV_POOL_MAX else "val"
+    return select
+
+
+def frozen(model: object) -> object:
+    """An unfitted copy of ``model`` with the configuration its fit chose, and no sweep left."""
+    if hasattr(model, "best_params_") and hasattr(model, "estimator") and hasattr(model, "param_grid"):
+        return clone(model.estimator).set_params(**model.best_params_)  # a Sweep
+    if isinstance(model, Pipeline):
+        steps = list(model.steps)
+        name, final = steps[-1]
+        steps = [(n, clone(s)) for n, s in steps[:-1]]
+        if isinstance(final, LinearProbe):
+            steps.append((name, clone(final).set_params(C=float(final.best_params_["C"]))))
+        elif isinstance(final, SweptKNN):
+            steps.append((name, CosineKNN(**final.best_params_)))
+        else:
+            steps.append((name, clone(final)))
+        return Pipeline(steps)
+    if isinstance(model, SweptKNN):
+        return CosineKNN(**model.best_params_)
+    return clone(model)
+
+
+@dataclass(frozen=True)
+class Pool:
+    """Train then val, as one set of images for CV (views exist for the train part only)."""
+
+    X: np.ndarray
+    y: np.ndarray
+    paths: np.ndarray
+    n_train: int
+    views: np.ndarray | None  # (n_train, K, d)
+    flip: np.ndarray | None
+
+    def __len__(self) -> int:
+        return len(self.y)
+
+
+def pool(data: FeatureSet) -> Pool:
+    tr, va = data.train, data.val
+    X = np.concatenate([np.asarray(tr.X, np.float32), np.asarray(va.X, np.float32)])
+    flip = np.concatenate([tr.flip, va.flip]) if tr.flip is not None and va.flip is not None else None
+    return Pool(X, np.concatenate([tr.y, va.y]), np.concatenate([tr.paths, va.paths]), len(tr), tr.views, flip)
+
+
+def fold_arrays(p: Pool, idx: np.ndarray, views: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """(X, y, groups) to fit on the images ``idx``: their centers, then the views of those that have them."""
+    if not views or p.views is None:
+        return p.X[idx], p.y[idx], None
+    with_views = np.flatnonzero(idx < p.n_train)
+    k = p.views.shape[1]
+    V = p.views[idx[with_views]].reshape(len(with_views) * k, -1)
+    X = np.concatenate([p.X[idx], V])
+    y = np.concatenate([p.y[idx], np.repeat(p.y[idx[with_views]], k)])
+    groups = np.concatenate([np.arange(len(idx)), np.repeat(with_views, k)])
+    return X, y, groups
+
+
+def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequence[str | None], seed: int,
+                   fit_params: Callable, folds: int = FOLDS, repeats: int = REPEATS, n_jobs: int = 1
+                   ) -> tuple[dict[str | None, tuple[dict, np.ndarray | None]], np.ndarray]:
+    """Repeated stratified CV of ``frozen(model)`` over train+val, one fit per fold scored under each
+    TTA setting -> {tta: (the ``cv`` record, out-of-fold probabilities (repeats, n, classes) in
+    pool order, or None for a model without predict_proba)}, and each image's fold per repeat.
+
+    ``fit_params(estimator, groups)`` says where groups go (classify.train.fit_params)."""
+    start = time.perf_counter()
+    p = pool(data)
+    classes = np.unique(p.y)
+    splitter = RepeatedSmallDataKFold(folds, repeats, random_state=seed)
+    k = splitter.get_n_splits(p.X, p.y) // repeats  # folds per repeat (fewer for a rare class)
+    splits = list(splitter.split(p.X, p.y))
+    scores = {t: [] for t in ttas}
+    oof_pred = {t: np.full((repeats, len(p)), -1, dtype=np.int64) for t in ttas}
+    fold_of = np.full((repeats, len(p)), -1, dtype=np.int16)
+    proba: dict = {t: np.zeros((repeats, len(p), len(classes)), dtype=np.float32) for t in ttas}
+    progress.set_total(len(splits))
+    # Folds are independent fits: on as many processes as --jobs (each fit on one thread).
+    done = Parallel(n_jobs=n_jobs, return_as="generator")(
+        delayed(_fold)(model, p, fit_idx, held, views, ttas, fit_params) for fit_idx, held in splits)
+    for f, ((_, held), (est_classes, per_tta)) in enumerate(zip(splits, done)):
+        r = f // k
+        fold_of[r, held] = f % k
+        cols = np.searchsorted(classes, est_classes)
+        for t, (pred, prob) in per_tta.items():
+            scores[t].append(float(np.mean(pred == p.y[held])))
+            oof_pred[t][r, held] = pred
+            if prob is None or proba[t] is None:
+                proba[t] = None
+            else:
+                proba[t][r, held[:, None], cols[None, :]] = prob
+        progress.advance()
+    seconds = time.perf_counter() - start
+    out = {}
+    for t in ttas:
+        s = np.asarray(scores[t])
+        acc1 = float(np.mean(oof_pred[t][0] == p.y))
+        out[t] = ({
+            "mean": float(s.mean()), "sd": float(s.std(ddof=1)) if len(s) > 1 else 0.0, "scores": s.tolist(),
+            "folds": int(k), "repeats": int(repeats), "n": int(len(p)),
+            "oof_accuracy": acc1, "ci": stats.accuracy_interval(acc1, len(p)),
+            "repeat_accuracy": [float(np.mean(oof_pred[t][i] == p.y)) for i in range(repeats)],
+            **stats.correctness(oof_pred[t][0], p.y, [str(x) for x in p.paths]),
+            "groups": "image" if views and p.views is not None else "none", "seconds": seconds,
+        }, proba[t])
+    return out, fold_of
+
+
+def _fold(model: object, p: Pool, fit_idx: np.ndarray, held: np.ndarray, views: bool,
+          ttas: Sequence[str | None], fit_params: Callable) -> tuple[np.ndarray, dict]:
+    """Fit ``frozen(model)`` on one fold -> (its classes, {tta: (predictions, probabilities)} on the held-out images)."""
+    from classify.train import model_input  # noqa: PLC0415 - train imports this module
+
+    est = frozen(model)
+    X, y, groups = fold_arrays(p, fit_idx, views)
+    with threadpool_limits(limits=1):
+        est.fit(model_input(est, X), y, **fit_params(est, groups))
+    out = {}
+    for t in ttas:
+        flip = model_input(est, p.flip[held]) if t == "flip" and p.flip is not None else None
+        pred, prob, _ = predict_tta(est, model_input(est, p.X[held]), flip)
+        out[t] = (pred, prob)
+    return np.asarray(est.classes_), out
+
+
+def save_oof(path: Path, data: FeatureSet, proba: np.ndarray, classes: np.ndarray, fold: np.ndarray) -> Path:
+    """The out-of-fold probabilities with the pool's paths, labels and fold ids, for soft-vote ensembles."""
+    p = pool(data)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, proba=proba, paths=p.paths.astype(str), y=p.y, classes=classes, fold=fold)
+    os.replace(tmp, path)
+    return path

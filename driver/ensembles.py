@@ -1,0 +1,65 @@
+"""The ensemble rows of one dataset's run: the two best feature sets concatenated, and the tied
+group's soft vote (:mod:`classify.ensembles`). Ranked as the report ranks, so "best" and "tied"
+mean the same here as there."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from driver.config import RunConfig
+
+log = logging.getLogger(__name__)
+
+
+def _key(backbone: str, feature: str, model: str) -> tuple[str, str, str]:
+    return backbone, feature, model
+
+
+def ensemble_rows(cfg: RunConfig, rows: list[dict], out_dir: Path, dataset: str) -> list[dict]:
+    from classify.ensembles import concat_features, soft_vote
+    from classify.features import load_features
+    from classify.train import fit_one
+    from report.results import parse_results
+
+    if not rows:
+        return []
+    run = parse_results({"results": rows}, out_dir)
+    by_key = {_key(r["backbone"], r["feature"], r["model"]): r for r in rows}
+    tag = {"dataset": dataset} if dataset else {}
+    extra_rows: list[dict] = []
+
+    tied = [by_key[_key(e.backbone, e.feature, e.model)] for e in run.entries if e.tied]
+    try:
+        vote = soft_vote(tied)
+    except (ValueError, OSError) as e:
+        log.warning("soft vote of the tied group skipped: %s", e)
+        vote = None
+    if vote is not None:
+        extra_rows.append({**tag, **vote})
+        log.info("soft vote of %d tied rows: val %.3f", len(vote["members"]), vote["val"]["accuracy"])
+
+    sets = list(dict.fromkeys((e.backbone, e.feature) for e in run.entries))[:2]
+    if len(sets) < 2:
+        return extra_rows
+    best = run.entries[0]
+    flip = (by_key[_key(best.backbone, best.feature, best.model)].get("extra") or {}).get("tta") == "flip"
+    select = "cv" if best.cv else "val"
+    stores = {(r["backbone"], r["feature"]): r["store"] for r in rows}
+    try:
+        a, b = (load_features(stores[s], s[1], flip=flip) for s in sets)
+        same = sets[0][0] == sets[1][0]
+        backbone = sets[0][0] if same else f"{sets[0][0]}+{sets[1][0]}"
+        feature = f"{sets[0][1]} + {sets[1][1]}"
+        cat = concat_features(a, b, feature)
+    except (ValueError, OSError) as e:
+        log.warning("concatenated feature sets skipped: %s", e)
+        return extra_rows
+    members = [f"{bb} {ff}" for bb, ff in sets]
+    for name in dict.fromkeys([best.model.split("+")[0], "logreg"]):
+        log.info("concat %s: %s on %s (%d-d)", " + ".join(members), name, backbone, cat.dim)
+        for res in fit_one(name, cat, out_dir=out_dir, jobs=cfg.jobs, seed=cfg.seed, tta=["flip" if flip else None],
+                           select=select, save=False):
+            extra_rows.append({**tag, "backbone": backbone, "feature": feature, "store": str(a.store),
+                               **res.to_dict(), "kind": "concat", "members": members})
+    return extra_rows

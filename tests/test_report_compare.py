@@ -1,0 +1,185 @@
+"""Intervals, the paired test and "tied with best" in every format; few-shot and multi-dataset reports."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+import subprocess
+
+import numpy as np
+import pytest
+from PIL import Image
+from scipy.stats import binomtest
+
+from classify import stats
+from report import build_report
+from report.results import across_datasets, load_run
+from tests.test_report import CHROMIUM, make_images, make_store, val_block
+from extract.store import FeatureSpec
+
+N = 50
+PATHS = [f"val/img{i:03d}.jpg" for i in range(N)]
+
+
+def scored(right: np.ndarray) -> dict:
+    """A val block whose per-image correctness is ``right`` (the rest of its numbers made up)."""
+    acc = float(right.mean())
+    return {**val_block(acc, acc, [], 0.3), "n": N, "accuracy": acc,
+            "accuracy_ci": stats.accuracy_interval(acc, N),
+            **stats.correctness(right.astype(int), np.ones(N, int), PATHS)}
+
+
+def correctness_vectors() -> dict[str, np.ndarray]:
+    """A: 49/50. B: 45/50, 5 images only A gets, 1 only B gets (p = 0.219, tied).
+    C: 40/50, 10 only A, 1 only C (p = 0.0117, worse)."""
+    a = np.ones(N, bool)
+    a[0] = False
+    b = a.copy()
+    b[1:6] = False
+    b[0] = True
+    c = a.copy()
+    c[1:11] = False
+    c[0] = True
+    return {"A": a, "B": b, "C": c}
+
+
+def row(model: str, right: np.ndarray, dataset: str = "", store: str = "", test: float | None = None) -> dict:
+    return {"backbone": "bb", "feature": "fc:in/none", "model": model, "store": store, "preprocess": [],
+            "params": {}, "fit_s": 0.1, "val": scored(right), "val_source": "val split",
+            "test": {"accuracy": test, "n": 200} if test is not None else None, "model_path": None,
+            **({"dataset": dataset} if dataset else {})}
+
+
+@pytest.fixture(scope="module")
+def tied_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("tied")
+    rows = [row(m, r) for m, r in correctness_vectors().items()]
+    (base / "results.json").write_text(json.dumps({"config": {"data": "d"}, "results": rows}))
+    return base, build_report(base)
+
+
+def test_tied_marking_and_p_values_match_scipy_in_every_format(tied_run):
+    base, paths = tied_run
+    p_b = binomtest(1, 6, 0.5).pvalue
+    p_c = binomtest(1, 11, 0.5).pvalue
+    assert p_b > 0.05 > p_c
+    ci_b = binomtest(45, N).proportion_ci(method="wilson")
+    board = json.loads(paths["leaderboard_json"].read_text())["rows"]
+    got = {r["model"]: r for r in board}
+    assert got["A"]["tied_with_best"] and got["A"]["p_vs_best"] == 1.0
+    assert got["B"]["tied_with_best"] and got["B"]["p_vs_best"] == pytest.approx(p_b)
+    assert not got["C"]["tied_with_best"] and got["C"]["p_vs_best"] == pytest.approx(p_c)
+    assert got["B"]["val_accuracy_ci_low"] == pytest.approx(ci_b.low) and \
+        got["B"]["val_accuracy_ci_high"] == pytest.approx(ci_b.high)
+    with open(paths["leaderboard_csv"]) as f:
+        rows = {r["model"]: r for r in csv.DictReader(f)}
+    assert [rows[m]["tied_with_best"] for m in "ABC"] == ["True", "True", "False"]
+    assert float(rows["C"]["p_vs_best"]) == pytest.approx(p_c)
+    assert float(rows["B"]["val_accuracy_ci_low"]) == pytest.approx(ci_b.low)
+    md = paths["md"].read_text()
+    assert f"0.900 [{ci_b.low:.3f}, {ci_b.high:.3f}]" in md
+    assert f"tied (p={p_b:.2g})" in md and f"worse (p={p_c:.2g})" in md
+    assert "**2 rows are tied with the best**" in md and "A on bb fc:in/none, B on bb fc:in/none" in md
+    html = paths["html"].read_text()
+    assert html.count('<tr class="tied">') == 1 and html.count('<tr class="best">') == 1
+    assert "2 rows are tied with the best" in html
+
+
+def test_a_clear_winner_is_named_alone(tmp_path):
+    v = correctness_vectors()
+    (tmp_path / "results.json").write_text(json.dumps({"config": {}, "results": [row("A", v["A"]),
+                                                                                 row("C", v["C"])]}))
+    md = build_report(tmp_path)["md"].read_text()
+    assert "Best: **A** on bb fc:in/none" in md and "significantly better than all 1 rows" in md
+
+
+def test_rows_on_other_images_are_not_paired(tmp_path):
+    v = correctness_vectors()
+    other = row("X", v["B"])
+    other["val"].update(stats.correctness(v["B"].astype(int), np.ones(N, int), [p + "2" for p in PATHS]))
+    (tmp_path / "results.json").write_text(json.dumps({"config": {}, "results": [row("A", v["A"]), other]}))
+    run = load_run(tmp_path)
+    assert run.entries[1].p_vs_best is None and not run.entries[1].tied
+    assert "not paired" in build_report(tmp_path)["md"].read_text()
+
+
+def curve(backbone: str, feature: str) -> dict:
+    pts = [{"model": m, "shots": s, "mean": 0.5 + 0.05 * i, "sd": 0.02 if s != "all" else 0.0,
+            "scores": [0.5], "train_rows": 3} for m in ("logreg", "knn-dino") for i, s in
+           enumerate([1, 2, 4, 8, 16, "all"])]
+    return {"backbone": backbone, "feature": feature, "split": "test", "n_eval": 200, "draws": 5, "n_classes": 3,
+            "points": pts}
+
+
+@pytest.fixture(scope="module")
+def multi_run(tmp_path_factory):
+    base = tmp_path_factory.mktemp("multi")
+    run = base / "run"
+    (run / "features").mkdir(parents=True)
+    stores = {}
+    for ds in ("alpha", "beta"):
+        data = base / ds
+        images = make_images(data)
+        stores[ds] = run / "features" / f"tiny-{ds}.h5"
+        make_store(stores[ds], data, images, "bb", [FeatureSpec("fc", "input", "none", 8)])
+    v = correctness_vectors()
+    rows = []
+    # alpha: A > B > C; beta: B > A (C missing: not in the summary)
+    for ds, order in (("alpha", {"A": v["A"], "B": v["B"], "C": v["C"]}), ("beta", {"A": v["B"], "B": v["A"]})):
+        for m, r in order.items():
+            rows.append(row(m, r, ds, str(stores[ds]), test=float(r.mean()) - 0.01))
+    extraction = [{"dataset": ds, "data": str(base / ds), "backbone": "bb", "store": str(stores[ds]), "status": "new",
+                   "seconds": 1.0, "images_per_s": 15.0, "rows": 15, "skipped": 1, "features": {"fc:in/none": 8},
+                   "forward_passes": 1} for ds in ("alpha", "beta")]
+    few = [{"dataset": ds, **curve("bb", "fc:in/none")} for ds in ("alpha", "beta")]
+    (run / "results.json").write_text(json.dumps({
+        "config": {"data": [str(base / "alpha"), str(base / "beta")], "out": str(run)}, "extraction": extraction,
+        "results": rows, "few_shot": few, "datasets": {"alpha": str(base / "alpha"), "beta": str(base / "beta")},
+        "seconds": 3.0}))
+    return run, build_report(run)
+
+
+def test_multi_dataset_report_has_a_section_per_dataset_and_a_summary(multi_run):
+    run_dir, paths = multi_run
+    run = load_run(run_dir)
+    assert run.datasets == ["alpha", "beta"] and run.multi
+    summary = across_datasets(run)
+    assert [(r["model"], r["rank"], r["mean_rank"]) for r in summary] == [
+        ("A", {"alpha": 1, "beta": 2}, 1.5), ("B", {"alpha": 2, "beta": 1}, 1.5)]
+    a = summary[0]
+    assert a["mean_accuracy"] == pytest.approx((0.98 - 0.01 + 0.90 - 0.01) / 2) and a["split"]["alpha"] == "test"
+    md = paths["md"].read_text()
+    assert md.index("## Across datasets") < md.index("## Dataset: alpha") < md.index("## Dataset: beta")
+    assert len(re.findall(r"^### Leaderboard$", md, re.M)) == 2
+    assert len(re.findall(r"^### Few-shot curve$", md, re.M)) == 2
+    assert "| bb | fc:in | none | A | 0.970 | 0.890 | 1 | 2 | 0.930 | 1.5 |" in md
+    board = json.loads(paths["leaderboard_json"].read_text())
+    assert {r["dataset"] for r in board["rows"]} == {"alpha", "beta"} and len(board["across_datasets"]) == 2
+    assert "alpha__few_shot" in paths and "beta__few_shot" in paths
+    assert Image.open(paths["alpha__few_shot"]).size[0] > 300
+    # Each dataset's rows are ranked among themselves.
+    beta = [r for r in board["rows"] if r["dataset"] == "beta"]
+    assert [(r["model"], r["rank"]) for r in beta] == [("B", 1), ("A", 2)]
+
+
+def test_multi_dataset_report_renders_in_headless_chromium(multi_run, tmp_path):
+    if not CHROMIUM.exists():
+        pytest.skip("no /usr/bin/chromium (CI installs Debian's chromium package)")
+    _, paths = multi_run
+    base = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}"]
+    url = paths["html"].resolve().as_uri()
+    shot = tmp_path / "shot.png"
+    subprocess.run(base + [f"--screenshot={shot}", "--window-size=1280,2400", url], check=True, timeout=120,
+                   capture_output=True)
+    px = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert px.shape == (2400, 1280) and px.std() > 10, "blank screenshot"
+    dom = subprocess.run(base + ["--virtual-time-budget=5000", "--dump-dom", url], check=True, timeout=120,
+                         capture_output=True, text=True).stdout
+    match = re.search(r'data-broken-images="(\d+)"', dom)
+    assert match and match.group(1) == "0"
+    assert "Across datasets" in dom and 'id="dataset-alpha"' in dom and 'id="dataset-beta"' in dom
+    assert len(re.findall(r"<img ", dom)) >= 4
+
