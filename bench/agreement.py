@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from common import RESULTS, say, section
-from extract.store import read_rows
+from store import read_rows
 
 
 def logreg_val_accuracy(d: dict) -> float:

@@ -48,7 +48,7 @@ def extract(dataset: str, cache: Path) -> dict:
 
 
 def load_all(store: str, features: list[str]) -> tuple[dict, dict]:
-    from extract.store import read_features, read_index, read_info
+    from store import read_features, read_index, read_info
 
     index = read_index(store)
     info = read_info(store)
@@ -112,6 +112,7 @@ def one_draw(store: str, index: dict, X: dict, parts: tuple, out: Path, jobs: in
     for key, Xk in X.items():
         fs = feature_set(store, key, index, Xk, parts)
         STUDY_SETS[key] = fs
+        (out / key.replace("/", "_") / "models").mkdir(parents=True, exist_ok=True)
         for name in DEFAULT_MODELS:
             for r in fit_one(name, fs, out_dir=out / key.replace("/", "_"), jobs=jobs, seed=0, select="cv"):
                 rows.append({"backbone": "efficientnet_lite0", "feature": key, "store": store, **r.to_dict()})
@@ -173,7 +174,8 @@ def main() -> None:
             print(f"{task} draw {d}: {r['rows']} rows, train {r['train_n']} val {r['val_n']} test {r['test_n']}; "
                   f"best test {r['best_test']:.3f}, seed logreg {r['seed_logreg_test']:.3f}; "
                   f"val-rank1 {r['val']['rank1']} test {r['val']['rank1_test']:.3f} (tied {r['val']['tied']}); "
-                  f"cv-rank1 {r['cv']['rank1']} test {r['cv']['rank1_test']:.3f} (tied {r['cv']['tied']}) "
+                  f"cv-rank1 {r['cv']['rank1']} test {r['cv']['rank1_test']:.3f} (tied {r['cv']['tied']}); "
+                  f"soft vote test val {r['val']['vote_test']} cv {r['cv']['vote_test']} "
                   f"[{r['seconds']:.0f} s]", flush=True)
         for sel in ("val", "cv"):
             gap = [r["best_test"] - r[sel]["rank1_test"] for r in results[task]]

@@ -16,10 +16,18 @@ DESCRIPTION = ("Fit the classifier zoo on a feature store's train split, compare
                "save each model with its feature spec, and write metrics.json, metrics.csv and summary.md.")
 
 
+class _Renamed(argparse.Action):
+    """An old spelling, refused with the new one named (a count of views is extract's --views K)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+        parser.error("classify --views is now --train-on-views auto|on|off|both, as in `run` "
+                     "(--views K, a count, is extraction's)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", required=True, metavar="F.h5", help="the HDF5 feature store (from extract)")
-    p.add_argument("--layer", default=None,
-                   help="feature set: a layer (layer4) or key (layer4/avgmax); default: the store's default")
+    p.add_argument("--feature", "--layer", dest="layer", default=None,
+                   help="the feature set: a key (layer4/avgmax) or a layer (layer4); default: the store's default")
     p.add_argument("--models", default=None,
                    help="comma list of model names (below), all, or default (default: those not marked below)")
     p.add_argument("--jobs", type=int, default=None, help="parallel sweep workers (default 1; -1: all cores)")
@@ -30,7 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="override every model's preprocessing: comma list of standardize, l2, pca:N, or none")
     p.add_argument("--tensorboard", default=None, metavar="DIR",
                    help="write per-epoch TensorBoard scalars of the torch heads under DIR")
-    p.add_argument("--views", choices=("auto", "on", "off", "both"), default=None,
+    p.add_argument("--views", action=_Renamed, nargs="?", help=argparse.SUPPRESS)
+    p.add_argument("--train-on-views", dest="views", choices=("auto", "on", "off", "both"), default=None,
                    help="train on the store's augmented views (extract --views K) as well: auto (default: when the "
                         "store has them), on, off, or both (each model twice, with and without, as separate rows)")
     p.add_argument("--tta", choices=("none", "flip", "both"), default=None,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -37,9 +37,10 @@ class ModelResult:
     test: dict | None = None  # evaluate() on test, computed once
     model_path: str | None = None
     extra: dict = field(default_factory=dict)
+    estimator: Any = field(default=None, repr=False, compare=False)  # the fitted model (not serialized)
 
     def to_dict(self) -> dict:
-        return to_jsonable(asdict(self))
+        return to_jsonable({f.name: getattr(self, f.name) for f in fields(self) if f.name != "estimator"})
 
 
 def to_jsonable(obj: Any) -> Any:

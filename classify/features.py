@@ -17,15 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from classify.splits import stratified_holdout
-from extract.store import StoreError, read_features, read_flip, read_index, read_info, read_views, resolve_feature
+from store import splits
+from store.splits import HOLDOUT_FRACTION, HOLDOUT_SEED, VAL_HOLDOUT, VAL_SPLIT  # noqa: F401 - re-exported
+from store import StoreError, read_features, read_flip, read_index, read_info, read_views, resolve_feature
 
 log = logging.getLogger(__name__)
 
-HOLDOUT_FRACTION = 0.2
-HOLDOUT_SEED = 0  # fixed: the val rows must not move with the model seed
-VAL_SPLIT = "val split"
-VAL_HOLDOUT = "holdout from train"
 
 
 @dataclass(frozen=True)
@@ -158,17 +155,11 @@ def load_features(path: str | os.PathLike, feature: str | None = None, *, allow_
         log.warning("%s: %d rows are unlabeled or outside train/val/test; not used", info.path, ignored)
     if not info.complete:
         log.warning("%s: incomplete store: using the %d of %d rows written so far", info.path, info.n_done, info.n_rows)
-    at = {s: np.flatnonzero(labeled & (index["split"] == s)) for s in ("train", "val", "test")}
-    _check_train(info.path, index["y"][at["train"]], info.class_names)
-    val_source = VAL_SPLIT
-    if len(at["val"]) == 0:
-        keep, held = stratified_holdout(index["y"][at["train"]], holdout, holdout_seed)
-        if len(held) == 0:
-            raise ValueError(f"{info.path}: no val split, and too few train rows for a {holdout:.0%} holdout")
-        at["train"], at["val"] = at["train"][keep], at["train"][held]
-        val_source = VAL_HOLDOUT
+    _check_train(info.path, index["y"][labeled & (index["split"] == "train")], info.class_names)
+    at, val_source = splits.assign(index["y"], index["split"], str(info.path), fraction=holdout, seed=holdout_seed)
+    if val_source == VAL_HOLDOUT:
         log.info("%s: no val split; holding out %d of %d train rows (stratified, seed %d)",
-                 info.path, len(held), len(keep) + len(held), holdout_seed)
+                 info.path, len(at["val"]), len(at["train"]) + len(at["val"]), holdout_seed)
     train, val, test = (_read_split(info.path, key, index, at[s], allow_partial) for s in ("train", "val", "test"))
     others = {"val": val, **({"test": test} if len(test) else {})}
     _check_others(info.path, train, others, info.class_names)

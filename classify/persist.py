@@ -23,7 +23,7 @@ from typing import Any
 import joblib
 import sklearn
 
-from extract.files import _replace_atomically, atomic_write, sha256_file  # noqa: F401 - re-exported
+from store.files import atomic_write, replace_atomically, sha256_file  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def save_model(saved: SavedModel, path: str | os.PathLike) -> Path:
         raise ValueError(f"{path}: directory {path.parent} does not exist")
     if not saved.versions:
         saved.versions = _versions()
-    digest = _replace_atomically(path, lambda f: joblib.dump(saved, f))
+    digest = replace_atomically(path, lambda f: joblib.dump(saved, f))
     # Model first, sidecar second: a crash in between leaves a mismatch, which load refuses.
     atomic_write(sidecar_path(path), f"{digest}  {path.name}\n")
     log.debug("saved %s (sha256 %s)", path, digest[:12])

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from classify.evaluate import ModelResult, dumps
-from extract.files import atomic_write
+from store.files import atomic_write
 
 MAX_LISTED_ERRORS = 20
 

@@ -130,8 +130,9 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
     fold_of = np.full((repeats, len(p)), -1, dtype=np.int16)
     proba: dict = {t: np.zeros((repeats, len(p), len(classes)), dtype=np.float32) for t in ttas}
     progress.set_total(len(splits))
-    # Folds are independent fits: on as many processes as --jobs (each fit on one thread).
-    done = Parallel(n_jobs=n_jobs, return_as="generator")(
+    # Folds are independent fits: on as many processes as --jobs (each fit on one thread); a
+    # list, not a generator, which joblib's Ray backend does not support.
+    done = Parallel(n_jobs=n_jobs)(
         delayed(_fold)(model, p, fit_idx, held, views, ttas, fit_params) for fit_idx, held in splits)
     for f, ((_, held), (est_classes, per_tta)) in enumerate(zip(splits, done)):
         r = f // k

@@ -16,23 +16,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-
-def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Row indices (keep, held_out): ``fraction`` of each class held out, at least one
-    row of every class with two or more, none of a class with one. Sorted, deterministic."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"holdout fraction must be in (0, 1); got {fraction!r}")
-    rng = np.random.default_rng(seed)
-    held = []
-    for label in np.unique(y):
-        rows = np.flatnonzero(y == label)
-        if len(rows) < 2:
-            continue
-        n = min(len(rows) - 1, max(1, int(round(fraction * len(rows)))))
-        held.append(rng.permutation(rows)[:n])
-    held_out = np.sort(np.concatenate(held)) if held else np.empty(0, dtype=np.int64)
-    keep = np.setdiff1d(np.arange(len(y)), held_out)
-    return keep, held_out
+from store.splits import stratified_holdout  # noqa: F401 - the split rules live with the store
 
 
 def _folds_for(n_splits: int, y: np.ndarray) -> int:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -27,16 +26,12 @@ from classify.knn import SweptKNN
 from classify.linear_probe import LinearProbe
 from classify.models import Build, build_model, candidate, get_entry, resolve_models
 from classify.persist import SavedModel, save_model
+from store.files import safe_name
 from classify.preprocess import parse_preprocess
 from classify.report import write_reports
 from classify.torch_heads import TorchHead
 
 log = logging.getLogger(__name__)
-
-
-def safe_name(key: str) -> str:
-    """A feature key as a file-name part: ``fc:in/none`` -> ``fc-in_none``."""
-    return re.sub(r"[^A-Za-z0-9._+-]+", "_", key.replace(":", "-"))
 
 
 def _check_jobs(jobs: int) -> int:
@@ -217,7 +212,7 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
         results.append(ModelResult(model=full, feature=data.feature, preprocess=steps, params=params,
                                    fit_s=fit_s, val=val, val_source=data.val_source, test=test,
                                    model_path=str(path) if path else None,
-                                   extra={**extra, **({"tta": t} if t else {}), **cv_extra}))
+                                   extra={**extra, **({"tta": t} if t else {}), **cv_extra}, estimator=model))
         log.info("%-16s val acc %.3f  fit %.2fs (estimate %s)  %s", full, val["accuracy"], fit_s,
                  budgets.fmt_seconds(plan.estimate_s), results[-1].params)
     return results
@@ -270,7 +265,7 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     if tensorboard is not None and not any(get_entry(n).uses_torch for n in names):
         log.warning("--tensorboard: none of %s trains a torch head; nothing will be logged", names)
     if views == "auto":
-        from extract.store import read_info
+        from store import read_info
 
         views = "on" if read_info(store_path, allow_partial=allow_partial).views else "off"
     view_modes = {"on": [True], "off": [False], "both": [False, True]}[views]

@@ -16,28 +16,21 @@ def _csv(text: str) -> list[str]:
 
 
 def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    """run's own options, then every extraction option exactly as ``extract`` declares it."""
+    from extract.cli import add_extract_arguments
+
     p.add_argument("--config", help="YAML or JSON file with the same option names; flags override it")
     p.add_argument("--data", action="append",
                    help="image folder or CSV (as for extract); repeat it for one report across several datasets")
     p.add_argument("--out", help="run directory for results, models and the report")
     p.add_argument("--backbones", type=_csv, help="comma list (default efficientnet_lite0)")
-    p.add_argument("--layers", type=_csv, help="comma list of layers per backbone; 'default' = classifier input")
-    p.add_argument("--pools", type=_csv, help="comma list of poolings (default avg)")
     p.add_argument("--models", type=_csv, help="comma list of classifiers, 'default' or 'all'")
     p.add_argument("--weights", help="weights for every backbone: DEFAULT, an enum name, none, or a FILE")
     p.add_argument("--cache-dir", help="where feature stores live (default RUN_DIR/features); share it to reuse")
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--device", help="auto, cpu, cuda, mps")
-    p.add_argument("--runtime", choices=("auto", "torch", "openvino"),
-                   help="what runs the networks (as for extract; default auto: OpenVINO on a CPU when installed)")
-    p.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8", "auto"))
+    p.add_argument("--preprocess", help="as for classify: override every model's preprocessing")
     p.add_argument("--jobs", type=int, help="parallel jobs for classifier sweeps (default 1)")
     p.add_argument("--seed", type=int)
     p.add_argument("--tensorboard", help="write torch-head training curves and misclassified images here")
-    p.add_argument("--image-root", help="folder a CSV's paths are relative to")
-    p.add_argument("--views", type=int, metavar="K",
-                   help="store K augmented views per train image (and mirrored crops) at extraction (default 0)")
     p.add_argument("--train-on-views", choices=("auto", "on", "off", "both"),
                    help="classify on the views too: auto (when stored), on, off, or both as separate rows")
     p.add_argument("--tta", choices=("none", "flip", "both"), help="flip test-time augmentation (needs --views)")
@@ -54,11 +47,14 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", metavar="TIME",
                    help="time for each feature set's zoo (10m, 90s): models that would not fit are approximated "
                         "or skipped, and the report says which")
+    add_extract_arguments(p, with_io=False)
 
 
 FLAG_KEYS = ("data", "out", "backbones", "layers", "pools", "models", "weights", "cache_dir", "batch_size",
              "workers", "device", "runtime", "precision", "jobs", "seed", "tensorboard", "image_root", "views",
-             "train_on_views", "tta", "protocol", "budget", "select", "few_shot", "ensembles")
+             "train_on_views", "tta", "protocol", "budget", "select", "few_shot", "ensembles",
+             "loader", "draft", "fold_bn", "preprocess", "dtype", "compression", "channels_last",
+             "max_pixels", "allow_outside_root", "view_seed", "view_scale")
 
 
 def main_run(args: argparse.Namespace) -> int:
@@ -89,7 +85,7 @@ def main_predict(args: argparse.Namespace) -> int:
     from driver.predict import predict
 
     res = predict(args.model, args.images, args.out, features=args.features, weights_file=args.weights,
-                  progress=not args.quiet and sys.stderr.isatty(), tta=args.tta)
+                  progress=not args.quiet and sys.stderr.isatty(), tta=args.tta != "none")
     print(f"wrote {res['rows']} predictions to {res['out']}" + (f"; {res['errors']} unreadable images listed with "
                                                                  "their error" if res["errors"] else ""))
     return 0
@@ -105,6 +101,8 @@ def add_predict_subcommand(sub: argparse._SubParsersAction, parents: list[argpar
     p.add_argument("--features", help="predict on a feature store instead of images (must match the model's spec)")
     p.add_argument("--weights", help="the backbone weights FILE, when the model was trained on one")
     p.add_argument("--out", required=True, help="CSV to write: path, predicted, p_<class>..., error")
-    p.add_argument("--no-tta", dest="tta", action="store_false",
-                   help="score the center crop only, even for a model saved with flip TTA")
+    p.add_argument("--tta", choices=("flip", "none"), default=None,
+                   help="flip: average each image's center and mirrored crops; none: the center crop only "
+                        "(default: as the model was saved)")
+    p.add_argument("--no-tta", dest="tta", action="store_const", const="none", help=argparse.SUPPRESS)
     p.set_defaults(func=main_predict)

@@ -36,6 +36,17 @@ class RunConfig:
     device: str = "auto"
     runtime: str = "auto"  # extract --runtime: auto | torch | openvino
     precision: str = "fp32"
+    loader: str = "auto"  # extract --loader: auto | inline | thread | process
+    draft: bool = False  # extract --draft
+    fold_bn: bool = True  # extract --no-fold-bn sets False
+    preprocess: str | None = None  # classify --preprocess: override every model's preprocessing
+    dtype: str = "float32"  # the other extract options, as extract names them
+    compression: str | None = None
+    channels_last: bool = True
+    max_pixels: int | None = None  # None: extract's default guard; 0: no limit
+    allow_outside_root: bool = False
+    view_seed: int = 0
+    view_scale: tuple[float, float] | None = None
     jobs: int = 1
     seed: int = 0
     tensorboard: str | None = None
@@ -124,14 +135,17 @@ def resolve(file_values: dict, flag_values: dict, source: str = "--config") -> R
     for key in LIST_KEYS & set(merged):
         merged[key] = _as_tuple(key, merged[key])
     merged["data"] = _data_tuple(merged["data"])
-    for key in ("few_shot", "ensembles"):
+    for key in ("few_shot", "ensembles", "draft", "fold_bn", "channels_last", "allow_outside_root"):
         if key in merged and not isinstance(merged[key], bool):
             raise ConfigError(f"{key}: expected true or false, got {merged[key]!r}")
-    for key in ("batch_size", "jobs", "seed", "views"):
+    if merged.get("view_scale") is not None:
+        merged["view_scale"] = tuple(float(v) for v in merged["view_scale"])
+    for key in ("batch_size", "jobs", "seed", "views", "view_seed"):
         if key in merged and not isinstance(merged[key], int):
             raise ConfigError(f"{key}: expected an integer, got {merged[key]!r}")
     for key, choices in (("train_on_views", ("auto", "on", "off", "both")), ("tta", ("none", "flip", "both")),
-                         ("select", ("auto", "val", "cv"))):
+                         ("select", ("auto", "val", "cv")),
+                         ("loader", ("auto", "inline", "thread", "process"))):
         if key in merged and merged[key] not in choices:
             raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {merged[key]!r}")
     if "protocol" in merged:
@@ -141,6 +155,13 @@ def resolve(file_values: dict, flag_values: dict, source: str = "--config") -> R
             merged["protocol"] = check_spec(str(merged["protocol"]))
         except ValueError as e:
             raise ConfigError(str(e)) from None
+    if merged.get("preprocess") is not None:
+        from classify.preprocess import parse_preprocess
+
+        try:
+            parse_preprocess(merged["preprocess"])
+        except ValueError as e:
+            raise ConfigError(f"preprocess: {e}") from None
     if merged.get("budget") is not None:
         from classify.budget import parse_budget
 

@@ -26,7 +26,7 @@ class MismatchError(ValueError):
 
 def check_store_matches(saved, store: str) -> str:  # noqa: ANN001 - classify.persist.SavedModel
     """The feature key to use from ``store``; MismatchError if it was made differently."""
-    from extract.store import read_info, resolve_feature
+    from store import read_info, resolve_feature
 
     info = read_info(store, allow_partial=False)
     diff = [k for k in SPEC_KEYS if info.spec.get(k) != saved.spec.get(k)]
@@ -75,16 +75,66 @@ def _extract_for(saved, files: list[str], work: Path, weights_file: str | None, 
     return Path(cfg.out)
 
 
+def feature_store(saved, inputs: list[str], features: str | None, work: Path, *,  # noqa: ANN001
+                  weights_file: str | None, progress: bool, flip: bool) -> tuple[str, str, list]:
+    """(store, feature key, unreadable images): the given store, checked against the model, or
+    the new images extracted into ``work`` exactly as the training features were."""
+    from store import read_info
+
+    if features:
+        key = check_store_matches(saved, features)
+        if flip and not read_info(features).flip:
+            raise MismatchError(f"{features}: holds no mirrored crops, which this flip-TTA model averages; "
+                                "extract with --views K, or pass --tta none")
+        return features, key, []
+    if not inputs:
+        raise ValueError("predict: give IMAGES or a DIR, or --features F.h5")
+    store = str(_extract_for(saved, inputs, work, weights_file, progress, flip))
+    return store, saved.feature, read_info(store).errors
+
+
+def classify_rows(saved, store: str, key: str, flip: bool) -> tuple[dict, np.ndarray, np.ndarray | None]:  # noqa: ANN001
+    """(rows read, predictions, probabilities or None) of the model on every row of ``store``."""
+    from classify.evaluate import predict_tta
+    from store import read_flip, read_rows
+
+    data = read_rows(store, feature=key)
+    expected = getattr(saved.model, "n_features_in_", None)
+    if expected is not None and data["X"].shape[1] != expected:
+        raise MismatchError(f"features have {data['X'].shape[1]} dims, the model expects {expected}")
+    if not len(data["X"]):
+        return data, np.empty(0, int), None
+    X_flip = read_flip(store, key, data["rows"]) if flip else None
+    pred, proba, _ = predict_tta(saved.model, data["X"], X_flip)
+    return data, pred, proba
+
+
+def predictions_csv(saved, paths: list[str], pred: np.ndarray, proba: np.ndarray | None,  # noqa: ANN001
+                    errors: list) -> str:
+    """``path, predicted, p_<class>..., error``: one row per image, then one per unreadable file."""
+    classes, names = list(np.asarray(saved.model.classes_)), saved.class_names
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "predicted", *[f"p_{n}" for n in names], "error"])
+    for i, path in enumerate(paths):
+        probs = [""] * len(names)
+        if proba is not None:
+            for j, c in enumerate(classes):
+                probs[int(c)] = f"{proba[i, j]:.6f}"
+        w.writerow([path, names[int(pred[i])], *probs, ""])
+    for path, msg in errors:
+        w.writerow([path, "", *[""] * len(names), msg])
+    return buf.getvalue()
+
+
 def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str | None = None,
             weights_file: str | None = None, progress: bool = False, tta: bool = True) -> dict:
     """Write ``path, predicted, p(<class>)...`` rows (plus error rows) to ``out_csv``.
 
     A model saved with flip TTA averages each image's center and mirrored crops, as it was
     scored in classify, unless ``tta`` is False."""
-    from classify.evaluate import predict_tta
     from classify.persist import load_model
-    from extract.files import atomic_write
-    from extract.store import read_flip, read_info, read_rows
+    from store.files import atomic_write
 
     saved = load_model(model_path)
     flip = tta and getattr(saved, "tta", "none") == "flip"
@@ -92,37 +142,10 @@ def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str |
     if not out.parent.is_dir():
         raise ValueError(f"--out {out}: directory {out.parent} does not exist")
     with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
-        if features:
-            store, errors = features, []
-            key = check_store_matches(saved, store)
-            if flip and not read_info(store).flip:
-                raise MismatchError(f"{store}: holds no mirrored crops, which this flip-TTA model averages; "
-                                    "extract with --views K, or pass --no-tta")
-        else:
-            if not inputs:
-                raise ValueError("predict: give IMAGES or a DIR, or --features F.h5")
-            store = str(_extract_for(saved, inputs, Path(tmp), weights_file, progress, flip))
-            key = saved.feature
-            errors = read_info(store).errors
-        data = read_rows(store, feature=key)
-        expected = getattr(saved.model, "n_features_in_", None)
-        if expected is not None and data["X"].shape[1] != expected:
-            raise MismatchError(f"features have {data['X'].shape[1]} dims, the model expects {expected}")
-        X_flip = read_flip(store, key, data["rows"]) if flip else None
-        pred, proba, _ = predict_tta(saved.model, data["X"], X_flip) if len(data["X"]) else (np.empty(0, int), None, None)
-        classes = list(np.asarray(saved.model.classes_))
-        names = saved.class_names
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["path", "predicted", *[f"p_{n}" for n in names], "error"])
-        for i, path in enumerate(data["paths"]):
-            probs = [""] * len(names)
-            if proba is not None:
-                for j, c in enumerate(classes):
-                    probs[int(c)] = f"{proba[i, j]:.6f}"
-            w.writerow([path, names[int(pred[i])], *probs, ""])
-        for path, msg in errors:
-            w.writerow([path, "", *[""] * len(names), msg])
-        atomic_write(out, buf.getvalue())
+        store, key, errors = feature_store(saved, inputs, features, Path(tmp), weights_file=weights_file,
+                                           progress=progress, flip=flip)
+        data, pred, proba = classify_rows(saved, store, key, flip)
+        atomic_write(out, predictions_csv(saved, list(data["paths"]), pred, proba, errors))
+    names = saved.class_names
     return {"rows": len(data["paths"]), "errors": len(errors), "out": str(out),
             "predicted": [names[int(c)] for c in pred], "paths": list(data["paths"])}

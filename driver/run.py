@@ -9,30 +9,33 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import sys
 import time
+from dataclasses import fields
 from pathlib import Path
 
 from driver.config import RunConfig
+from store.files import safe_name
 
 log = logging.getLogger(__name__)
 
 
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_")
-
-
 def write_json(path: Path, data: object) -> None:
     """Atomic: a reader never sees half a file, and a crash keeps the previous version."""
-    from extract.files import atomic_write
+    from store.files import atomic_write
 
     atomic_write(path, json.dumps(data, indent=2, default=str))
 
 
+# The extract options a run passes through unchanged (same names in RunConfig and ExtractConfig).
+RUN_EXTRACT_FIELDS = ("layers", "pools", "batch_size", "workers", "loader", "device", "runtime", "precision", "dtype",
+                      "compression", "channels_last", "fold_bn", "draft", "image_root", "allow_outside_root", "views",
+                      "view_seed", "view_scale")
+
+
 def extract_all(cfg: RunConfig, data: str, progress: bool) -> list[dict]:
     """One store per backbone (all layers and pools in one pass); returns one record per store."""
-    from extract.cli import split_weights
+    from extract.weights import split_weights
     from extract.runner import ExtractConfig, execute, plan
     from extract.sources import build_manifest
 
@@ -43,10 +46,13 @@ def extract_all(cfg: RunConfig, data: str, progress: bool) -> list[dict]:
     for name in cfg.backbones:
         if not name.startswith("efficientnet_lite") and weights == "DEFAULT" and weights_file is None:
             log.info("%s: using torchvision DEFAULT weights from the torch hub cache", name)
-        ecfg = ExtractConfig(data=data, backbone=name, out="-", layers=cfg.layers, pools=cfg.pools,
-                             weights=weights, weights_file=weights_file, batch_size=cfg.batch_size,
-                             workers=cfg.workers, device=cfg.device, runtime=cfg.runtime, precision=cfg.precision,
-                             image_root=cfg.image_root, views=cfg.views, progress=progress)
+        shared = {f.name: getattr(cfg, f.name) for f in fields(ExtractConfig) if f.name in RUN_EXTRACT_FIELDS}
+        if cfg.max_pixels is not None:
+            shared["max_pixels"] = cfg.max_pixels or None
+        if cfg.view_scale is None:
+            shared.pop("view_scale")
+        ecfg = ExtractConfig(data=data, backbone=name, out="-", weights=weights, weights_file=weights_file,
+                             progress=progress, **shared)
         p = plan(ecfg, manifest=manifest)
         store = cfg.feature_dir / f"{safe_name(name)}-{p.cache_key[:12]}.h5"
         summary = execute(p, store)
@@ -74,7 +80,7 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str) ->
             res = run_classify(rec["store"], feature=key, models=list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
                                out_dir=out / name, tensorboard=tb, views=cfg.train_on_views,
                                tta=cfg.tta, protocol=cfg.protocol, budget=cfg.budget, select=cfg.select,
-                               few_shot=cfg.few_shot)
+                               few_shot=cfg.few_shot, preprocess=cfg.preprocess)
             for r in res:
                 row = r if isinstance(r, dict) else r.to_dict()
                 results.append({**tag, "backbone": rec["backbone"], "feature": key, "store": rec["store"], **row})
@@ -108,8 +114,11 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         results += rows
         skipped += skip
         few_shot += curves
+    results = [{**r, "producer": "run"} for r in results]
     summary = {"config": cfg.to_dict(), "extraction": stores, "results": results, "skipped": skipped,
                "few_shot": few_shot, **({"datasets": dict(zip(names, cfg.data))} if multi else {}),
                "seconds": time.perf_counter() - t0}
-    write_json(out / "results.json", summary)
+    from store.results import write_run
+
+    write_run(out, summary)  # rows other producers added (finetune --run-dir) are kept
     return summary

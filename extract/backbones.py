@@ -20,7 +20,7 @@ from typing import Callable, Iterator
 import torch
 from torch import nn
 
-from extract.files import sha256_file
+from store.files import sha256_file
 from extract.transforms import IMAGENET_MEAN, IMAGENET_STD, TransformSpec  # noqa: F401 - re-exported
 
 
@@ -73,15 +73,22 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY) + _torchvision_names()
 
 
+def load_tensors(path: Path, label: str, what: str, error: type[Exception] = ValueError) -> object:
+    """``torch.load`` of tensors and plain values only (``weights_only``: no pickled code runs);
+    a file torch cannot read is one line: ``<label>: not a loadable <what> (...)``."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
+        first = (str(e).splitlines() or [""])[0]
+        raise error(f"{label}: not a loadable {what} ({type(e).__name__}: {first})") from None
+
+
 def load_state_dict_file(path: str | os.PathLike) -> dict:
     """Load a state dict safely (tensors only, no pickled code)."""
     path = Path(path)
     if not path.is_file():
         raise BackboneError(f"--weights {path}: no such file")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise BackboneError(f"--weights {path}: not a loadable state dict ({type(e).__name__}: {e})".split("\n")[0]) from None
+    obj = load_tensors(path, f"--weights {path}", "state dict", BackboneError)
     if isinstance(obj, dict) and "state_dict" in obj and isinstance(obj["state_dict"], dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict):

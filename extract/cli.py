@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from pathlib import Path
+
+from extract.weights import WEIGHT_FILE_SUFFIXES, split_weights  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
-WEIGHT_FILE_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 
 
 def _csv_list(text: str) -> tuple[str, ...]:
@@ -33,6 +33,8 @@ def add_model_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -> None:
+    """Every extraction option, declared once: ``extract`` (``with_io``: data, out, backbone,
+    overwrite, engine, shard) and ``run`` (the rest, the same names and meanings)."""
     if with_io:
         p.add_argument("--data", required=True, help="image folder (train/ val/ test/ or class folders) or a CSV")
         p.add_argument("--out", required=True, help="the HDF5 store to write (FILE.h5)")
@@ -41,8 +43,8 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
     g.add_argument("--layers", type=_csv_list, default=None,
                    help="comma list of modules to hook: NAME (output) or NAME:in (input); default: the "
                         "classifier's input")
-    g.add_argument("--pool", type=_csv_list, default=None, help="comma list of avg,max,avgmax,gem,cls,flatten "
-                   "(default avg; vectors are stored as they are)")
+    g.add_argument("--pools", "--pool", dest="pools", type=_csv_list, default=None,
+                   help="comma list of avg,max,avgmax,gem,cls,flatten (default avg; vectors are stored as they are)")
     g.add_argument("--dtype", choices=("float32", "float16"), default=None, help="storage dtype (default float32)")
     g.add_argument("--compression", choices=("gzip", "lzf"), default=None, help="HDF5 compression (default none)")
     g = p.add_argument_group("augmented views")
@@ -97,22 +99,13 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
                             "join them with `pipeline.py merge`")
 
 
-def split_weights(value: str | None) -> tuple[str, str | None]:
-    """``--weights`` takes a name or a file; a path-like value is a file."""
-    if value is None:
-        return "DEFAULT", None
-    if value.endswith(WEIGHT_FILE_SUFFIXES) or "/" in value or Path(value).is_file():
-        return "file", value
-    return value, None
-
-
 def config_from_args(args: argparse.Namespace, **override: object):  # -> ExtractConfig
     from extract.runner import ExtractConfig
 
     weights, weights_file = split_weights(getattr(args, "weights", None))
     given = {
         "data": getattr(args, "data", None), "backbone": getattr(args, "backbone", None),
-        "out": getattr(args, "out", None), "layers": args.layers, "pools": args.pool, "weights": weights,
+        "out": getattr(args, "out", None), "layers": args.layers, "pools": args.pools, "weights": weights,
         "weights_file": weights_file, "batch_size": args.batch_size, "workers": args.workers,
         "loader": args.loader, "runtime": args.runtime,
         "device": args.device, "precision": args.precision, "dtype": args.dtype, "compression": args.compression,
@@ -150,7 +143,7 @@ def main_extract(args: argparse.Namespace) -> int:
 
 def main_merge(args: argparse.Namespace) -> int:
     from extract.shards import merge
-    from extract.store import read_info
+    from store import read_info
 
     out = merge(args.shards, args.out, copy=args.copy, overwrite=args.overwrite)
     info = read_info(out)
@@ -160,7 +153,7 @@ def main_merge(args: argparse.Namespace) -> int:
 
 
 def main_info(args: argparse.Namespace) -> int:
-    from extract.store import read_info
+    from store import read_info
 
     info = read_info(args.store, allow_partial=True)
     spec, prov = info.spec, info.provenance

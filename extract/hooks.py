@@ -114,7 +114,7 @@ class FeatureHooks:
     def __init__(self, model: nn.Module, taps: Sequence[Tap], pools: Sequence[str], stop_early: bool = True):
         for p in pools:
             if p not in POOLS:
-                raise LayerError(f"--pool {p!r} is unknown; valid: {', '.join(POOLS)}")
+                raise LayerError(f"--pools {p!r} is unknown; valid: {', '.join(POOLS)}")
         if not taps:
             raise LayerError("no layers to hook")
         self.model, self.taps, self.pools, self.stop_early = model, list(taps), list(pools), stop_early

@@ -32,8 +32,8 @@ from pathlib import Path
 from typing import Callable
 
 from extract import __version__
-from extract.files import atomic_write, sha256_file
-from extract.store import FeatureSpec
+from store.files import atomic_write, sha256_file
+from store import FeatureSpec
 from extract.transforms import TransformSpec
 
 log = logging.getLogger(__name__)

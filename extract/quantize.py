@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from extract.store import Manifest
+from store import Manifest
 
 log = logging.getLogger(__name__)
 MAX_IMAGES = 300

@@ -23,8 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.runner import ExtractConfig, ExtractSummary, Plan, _provenance, _summary, plan
-from extract.store import open_for_write, store_status, write_lock
+from extract.runner import ExtractConfig, ExtractSummary, Plan, make_summary, plan, provenance_of
+from store import open_for_write, store_status, write_lock
 
 log = logging.getLogger(__name__)
 KILL_ENV = "FEATCACHE_TEST_KILL_WORKER"  # tests: "<marker file>:<batch number>" kills one actor once
@@ -114,10 +114,10 @@ def extract_ray(cfg: ExtractConfig, *, address: str | None = None, workers: int 
     with write_lock(out):
         status = store_status(out, p.cache_key, p.spec, cfg.overwrite)
         if status == "hit":
-            return _summary(out, "hit", len(p.manifest), 0, 0.0, p)
+            return make_summary(out, "hit", len(p.manifest), 0, 0.0, p)
         network, provenance, blobs = network_bytes(p, out, status) if p.runtime == "openvino" else (None, {}, {})
         writer = open_for_write(out, p.manifest, p.features, cache_key=p.cache_key, spec=p.spec,
-                                provenance={**_provenance(p), **provenance, "engine": "ray"},
+                                provenance={**provenance_of(p), **provenance, "engine": "ray"},
                                 default_feature=p.default_key, dtype=cfg.dtype, compression=cfg.compression,
                                 overwrite=cfg.overwrite, blobs=blobs)
         try:
@@ -125,7 +125,7 @@ def extract_ray(cfg: ExtractConfig, *, address: str | None = None, workers: int 
             path = writer.finish()
         finally:
             writer.close()
-    return _summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p)
+    return make_summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p)
 
 
 def _run_on_ray(p: Plan, writer, network, address: str | None, workers: int, gpus: float,  # noqa: ANN001

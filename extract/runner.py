@@ -35,7 +35,7 @@ from extract.loaders import check_loader, default_workers, make_loader, resolve_
 from extract.modelcache import ModelFacts, load_facts, request_key, save_facts, versions
 from extract.rows import ImageRows, collate, collate_views
 from extract.sources import build_manifest
-from extract.store import FeatureSpec, Manifest, ViewLayout, open_for_write, store_status, write_lock
+from store import FeatureSpec, Manifest, ViewLayout, open_for_write, store_status, write_lock
 from extract.transforms import CenterCrop
 from extract.views import DEFAULT_RATIO, DEFAULT_SCALE, view_transform
 
@@ -153,7 +153,7 @@ def cache_key(spec: dict) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
 
 
-def _provenance(p: "Plan") -> dict:
+def provenance_of(p: "Plan") -> dict:
     v = versions()
     return {
         **p.facts.provenance(),
@@ -249,7 +249,7 @@ def _check_options(cfg: ExtractConfig) -> None:
     if not 0 < lo <= hi <= 1:
         raise ValueError(f"--view-scale {lo},{hi}: expected 0 < min <= max <= 1 (fractions of the image area)")
     if cfg.views and not cfg.view_splits:
-        raise ValueError("view_splits: name at least one split to draw the views for (e.g. train)")
+        raise ValueError("ExtractConfig.view_splits: name at least one split to draw the views for (e.g. train)")
     if cfg.dtype not in ("float32", "float16"):
         raise ValueError(f"--dtype {cfg.dtype!r}: expected float32 or float16")
 
@@ -323,13 +323,13 @@ def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
     with write_lock(out):
         status = store_status(out, p.cache_key, p.spec, p.cfg.overwrite)
         if status == "hit":
-            return _summary(out, "hit", len(p.manifest), 0, 0.0, p)
+            return make_summary(out, "hit", len(p.manifest), 0, 0.0, p)
         with open_runtime(p, out, status) as opened:
             key, p = p.cache_key, opened.plan  # another plan after a fallback to torch
             if p.cache_key != key and store_status(out, p.cache_key, p.spec, p.cfg.overwrite) == "hit":
-                return _summary(out, "hit", len(p.manifest), 0, 0.0, p)
+                return make_summary(out, "hit", len(p.manifest), 0, 0.0, p)
             writer = open_for_write(out, p.manifest, p.features, cache_key=p.cache_key, spec=p.spec,
-                                    provenance={**_provenance(p), **opened.provenance},
+                                    provenance={**provenance_of(p), **opened.provenance},
                                     default_feature=p.default_key, dtype=p.cfg.dtype,
                                     compression=p.cfg.compression, overwrite=p.cfg.overwrite,
                                     views=view_layout(p.cfg, p.manifest), blobs=opened.blobs)
@@ -340,7 +340,7 @@ def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
                 path = writer.finish()
             finally:
                 writer.close()
-    return _summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p)
+    return make_summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p)
 
 
 class _StopAtBatchEnd:
@@ -455,8 +455,8 @@ def _run_loop(p: Plan, runtime, writer) -> int:  # noqa: ANN001
     return written
 
 
-def _summary(path: Path, status: str, rows: int, written: int, seconds: float, p: Plan) -> ExtractSummary:
-    from extract.store import read_info
+def make_summary(path: Path, status: str, rows: int, written: int, seconds: float, p: Plan) -> ExtractSummary:
+    from store import read_info
 
     info = read_info(path, allow_partial=False)
     return ExtractSummary(

@@ -24,7 +24,7 @@ import numpy as np
 
 from extract import costs
 from extract.modelcache import digest, find_network, read_meta, save_network, versions
-from extract.store import StoreError, partial_path, read_blob, read_info
+from store import StoreError, partial_path, read_blob, read_info
 
 log = logging.getLogger(__name__)
 INT8_BLOBS = ("openvino_int8.xml", "openvino_int8.bin")

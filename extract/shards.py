@@ -16,7 +16,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from extract.store import ERROR_DTYPE, Manifest, StoreError, partial_path, read_info, write_lock
+from store import ERROR_DTYPE, Manifest, StoreError, partial_path, read_info, write_lock
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -66,7 +66,7 @@ def _check_shards(paths: list[Path]) -> list:
         if diff:
             raise StoreError(f"{info.path}: made with another spec than {infos[0].path} (differs in: {', '.join(diff)})")
     if "calibration" in ref:  # int8: every shard must have run the very same quantized network
-        from extract.store import read_blob
+        from store import read_blob
 
         nets = {i.path: read_blob(i.path, "openvino_int8.bin", allow_partial=False) for i in infos}
         if len(set(nets.values())) > 1:

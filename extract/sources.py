@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from extract.images import IMAGE_EXTENSIONS, list_images
-from extract.store import Manifest
+from store import Manifest
 
 SPLITS = ("train", "val", "test")
 PATH_COLUMNS = ("path", "file", "filename", "image", "id")

@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from extract.files import atomic_write
-from extract.backbones import create_backbone
+from store.files import atomic_write
+from extract.backbones import create_backbone, load_tensors
 from finetune.model import HeadSite, replace_head
 
 LAST = "last.pt"
@@ -36,10 +36,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such checkpoint")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
-        raise ValueError(f"{path}: not a loadable checkpoint ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    ckpt = load_tensors(path, str(path), "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION:
         raise ValueError(f"{path}: not a finetune checkpoint (format_version "
                          f"{ckpt.get('format_version') if isinstance(ckpt, dict) else None!r}, "

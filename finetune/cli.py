@@ -59,7 +59,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):  # -> FinetuneConfig
-    from extract.cli import split_weights
+    from extract.weights import split_weights
     from finetune.config import FinetuneConfig
 
     weights, weights_file = split_weights(args.weights)

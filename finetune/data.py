@@ -17,13 +17,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from classify.features import HOLDOUT_FRACTION, HOLDOUT_SEED, VAL_HOLDOUT, VAL_SPLIT
-from classify.splits import stratified_holdout
 from extract.backbones import TransformSpec
 from extract.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 from extract.preprocess import build_transform
 from extract.rows import ImageRows, collate
-from extract.store import Manifest
+from store import Manifest, splits
 from extract.views import view_transform
 
 
@@ -52,19 +50,9 @@ class Splits:
 
 def split_rows(manifest: Manifest) -> Splits:
     """Labeled rows by split; a holdout from train when there is no val split (as classify does)."""
-    labels, split = np.asarray(manifest.labels), np.asarray(manifest.splits)
-    labeled = labels >= 0
-    train, val, test = (np.flatnonzero(labeled & (split == s)) for s in ("train", "val", "test"))
-    if len(train) == 0:
-        raise ValueError(f"{manifest.root}: no labeled train images; fine-tuning needs a train split with labels")
-    if len(np.unique(labels[train])) < 2:
-        raise ValueError(f"{manifest.root}: the train split has only one class; a classifier needs at least two")
-    source = VAL_SPLIT
-    if len(val) == 0:
-        keep, held = stratified_holdout(labels[train], HOLDOUT_FRACTION, HOLDOUT_SEED)
-        if len(held) == 0:
-            raise ValueError(f"{manifest.root}: no val split, and too few train images for a holdout")
-        train, val, source = train[keep], train[held], VAL_HOLDOUT
+    labels = np.asarray(manifest.labels)
+    at, source = splits.assign(labels, np.asarray(manifest.splits), str(manifest.root))
+    train, val, test = at["train"], at["val"], at["test"]
     for name, rows in (("val", val), ("test", test)):
         unseen = sorted(set(labels[rows].tolist()) - set(labels[train].tolist()))
         if unseen:

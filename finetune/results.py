@@ -9,20 +9,16 @@ feature ``"finetune"``; its store is the run's store of the same backbone when a
 
 from __future__ import annotations
 
-import fcntl
-import json
 import os
-from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
 from classify.evaluate import ModelResult, evaluate, to_jsonable
-from extract.files import atomic_write
+from store import results
+from store.results import RESULTS_FILE  # noqa: F401 - re-exported
 
 FEATURE = "finetune"
-RESULTS_FILE = "results.json"
 
 
 class Precomputed:
@@ -67,37 +63,10 @@ def _link_store(row: dict, extraction: object) -> dict:
     return {**row, "store": stores[0]} if not row.get("store") and stores and stores[0] else row
 
 
-@contextmanager
-def _locked(path: Path) -> Iterator[None]:
-    """Serialize read-modify-write of results.json between processes (a lock file beside it)."""
-    with open(path.with_name(f".{path.name}.lock"), "w") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
 def append_rows(run_dir: str | os.PathLike, rows: list[dict]) -> Path:
     """Add ``rows`` to RUN_DIR/results.json (created if absent), replacing rows with the same
-    ``model_path`` (a rerun of the same --out), written atomically."""
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise ValueError(f"--run-dir {run_dir}: no such directory")
-    path = run_dir / RESULTS_FILE
-    with _locked(path):
-        if path.is_file():
-            try:
-                data = json.loads(path.read_text(encoding="utf-8"))
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}: not valid JSON ({e.msg} at line {e.lineno}); not touching it") from None
-            if not isinstance(data, dict) or not isinstance(data.get("results"), list):
-                raise ValueError(f"{path}: expected a JSON object with a 'results' list; not touching it")
-        else:
-            data = {"config": {"out": str(run_dir)}, "extraction": [], "results": []}
-        rows = [_link_store(r, data.get("extraction")) for r in rows]
-        replaced = {r.get("model_path") for r in rows}
-        data["results"] = [r for r in data["results"]
-                           if not (isinstance(r, dict) and r.get("model_path") in replaced)] + rows
-        atomic_write(path, json.dumps(to_jsonable(data), indent=2) + "\n")
-    return path
+    ``model_path`` (a rerun of the same --out), written atomically under the file's lock."""
+    try:
+        return results.append_rows(run_dir, [to_jsonable(r) for r in rows], "finetune", link=_link_store)
+    except results.ResultsError as e:
+        raise ValueError(f"{e}; not touching it" if "not touching" not in str(e) else str(e)) from None

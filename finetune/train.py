@@ -28,9 +28,9 @@ import torch
 from torch import nn
 
 from classify.evaluate import ModelResult
-from extract.files import atomic_write
+from store.files import atomic_write
 from extract.backbones import Backbone, create_backbone
-from extract.files import sha256_file
+from store.files import sha256_file
 from extract.loaders import default_workers
 from extract.devices import pick_device
 from extract.sources import build_manifest

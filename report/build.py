@@ -12,7 +12,6 @@ import io
 import json
 import logging
 import os
-import re
 from pathlib import Path
 
 from report import plots as P
@@ -22,7 +21,7 @@ from report.provenance import Extraction, extractions
 from report.render import (Section, leaderboard_table, markdown_table, misclassified_note, render_html,
                            render_markdown)
 from report.results import Entry, Run, across_datasets, as_run, leaderboard_rows, load_run
-from extract.files import atomic_write
+from store.files import atomic_write, safe_name
 from report.stores import StoreFacts, image_file, load_stores, sample_paths
 
 log = logging.getLogger(__name__)
@@ -32,11 +31,8 @@ MAX_MISCLASSIFIED = 16
 SAMPLES_PER_CLASS = 4
 MAX_SAMPLE_CLASSES = 8
 SORTED_BY = ("selection_score desc (cv_accuracy_mean under --select cv, else val_accuracy), val_accuracy desc, "
-             "val_balanced_accuracy desc, val_macro_f1 desc, fit_s asc")
-
-
-def safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text).strip("_") or "data"
+             "val_balanced_accuracy desc, val_macro_f1 desc, fit_s asc; the tied group's soft vote first when it is tied "
+             "with the top score")
 
 
 def leaderboard_json(run: Run) -> str:

@@ -15,7 +15,8 @@ from typing import Any
 
 from report.plots import Plot
 from report.provenance import Extraction, environment_line, feature_rows, forward_pass_line, plural, skipped_files
-from report.results import HOLDOUT, Entry, Run
+from report.results import Entry, Run
+from store.splits import VAL_HOLDOUT as HOLDOUT
 
 TITLE = "Transfer-learning comparison"
 
@@ -51,7 +52,7 @@ def cv_text(cv: dict | None, ci: bool = True) -> str:
 def versus_best(e: Entry) -> str:
     """The paired test's verdict against rank 1, as the leaderboard shows it."""
     if e.rank == 1:
-        return "best"
+        return "best (vote of the tied)" if e.kind == "soft-vote" else "best"
     if e.p_vs_best is None:
         return "not paired"
     return f"{'tied' if e.tied else 'worse'} (p={e.p_vs_best:.2g})"
@@ -119,8 +120,14 @@ VIEWS_NOTE = ("Heads trained on cached augmented views (extract `--views K`: K R
 
 
 def images_count(run: Run, exs: list[Extraction]) -> int | None:
-    counts = [ex.record.get("rows") or (ex.facts.info.n_rows if ex.facts.info else 0) for ex in exs]
-    return max(counts) if counts and max(counts) else None
+    """Images of the run: each dataset's largest store (its backbones share the images), summed."""
+    per: dict[str, int] = {}
+    for ex in exs:
+        n = ex.record.get("rows") or (ex.facts.info.n_rows if ex.facts.info else 0)
+        ds = str(ex.record.get("dataset") or "")
+        per[ds] = max(per.get(ds, 0), n or 0)
+    total = sum(per.values())
+    return total or None
 
 
 def summary_line(run: Run, exs: list[Extraction]) -> str:
@@ -135,31 +142,44 @@ def summary_line(run: Run, exs: list[Extraction]) -> str:
     return (", ".join(f"`{d}`" for d in data) + ": " if data else "") + " · ".join(p for p in parts if p)
 
 
+VOTE_RULE = " The tied group's soft vote goes first when it is itself tied with the top score."
+
+
 def ranking_note(run: Run) -> str:
     if run.selection == "cv":
         cv = run.best.cv if run.best else {}
         return (f"Ranked by repeated stratified CV of each model's chosen configuration over train+val "
                 f"({cv.get('folds', '?')}-fold x {cv.get('repeats', '?')}, {cv.get('n', '?')} images; mean ± sd "
                 f"over folds), then val accuracy, balanced accuracy, macro-F1 and faster fit; val and test are "
-                f"reported, not used to choose.")
-    return "Ranked by val accuracy, then balanced accuracy, macro-F1 and faster fit."
+                f"reported, not used to choose." + VOTE_RULE)
+    return "Ranked by val accuracy, then balanced accuracy, macro-F1 and faster fit." + VOTE_RULE
 
 
 def tied_note(run: Run) -> str:
     """The tied group in words: one winner only when the data say so."""
     best, group = run.best, run.tied_group
     on = "the same out-of-fold predictions" if run.selection == "cv" else "the same val images"
-    n = (best.cv or {}).get("n") if run.selection == "cv" else best.val.get("n")
-    score = cv_text(best.cv) if run.selection == "cv" else with_ci(best.val.get("accuracy"), best.val_ci)
+    ref = next((e for e in run.entries if e.kind != "soft-vote"), best)  # what the others were paired with
+    n = (ref.cv or {}).get("n") if run.selection == "cv" else ref.val.get("n")
+
+    def score(e: Entry) -> str:
+        return cv_text(e.cv) if run.selection == "cv" else with_ci(e.val.get("accuracy"), e.val_ci)
+
     if len(group) == 1:
         paired = [e for e in run.entries[1:] if e.p_vs_best is not None]
-        return (f"Best: **{best.model}** on {best.feature_set} ({score}), significantly better than all "
+        return (f"Best: **{best.model}** on {best.feature_set} ({score(best)}), significantly better than all "
                 f"{len(paired)} rows it could be paired with on {on} ({n} images; exact McNemar, p < 0.05).")
-    names = ", ".join(f"{e.model} on {e.feature_set}" for e in group[:12]) + (
-        f" and {len(group) - 12} more" if len(group) > 12 else "")
-    return (f"**{len(group)} rows are tied with the best**: none is significantly worse than rank 1 on {on} "
-            f"({n} images; exact McNemar, p >= 0.05), so the data do not pick one winner among them: {names}. "
-            f"Rank 1 ({best.model} on {best.feature_set}, {score}) leads by the ranking's tie-breaks.")
+    singles = [e for e in group if e.kind != "soft-vote"]
+    names = ", ".join(f"{e.model} on {e.feature_set}" for e in singles[:12]) + (
+        f" and {len(singles) - 12} more" if len(singles) > 12 else "")
+    text = (f"**{len(singles)} rows are tied with the best**: none is significantly worse than the top score on {on} "
+            f"({n} images; exact McNemar, p >= 0.05), so the data do not pick one winner among them: {names}.")
+    if best.kind == "soft-vote":
+        return text + (f" Rank 1 is their soft vote ({best.model}: {', '.join(best.members)}; {score(best)}), "
+                       f"itself tied with the top score: averaging rows the data cannot separate is the lower-"
+                       f"variance pick. The best single model is {ref.model} on {ref.feature_set} ({score(ref)}), "
+                       f"saved at `{ref.model_path}`.")
+    return text + f" Rank 1 ({best.model} on {best.feature_set}, {score(best)}) leads by the ranking's tie-breaks."
 
 
 def few_shot_table(run: Run) -> tuple[list[str], list[list[str]]]:
@@ -193,7 +213,9 @@ def across_table(run: Run) -> tuple[list[str], list[list[str]]]:
 
     rows = across_datasets(run)
     names = run.datasets
-    head = ["backbone", "layer", "pooling", "model"] + [f"{n} acc" for n in names] + [f"{n} rank" for n in names] \
+    split = {n: next((r["split"][n] for r in rows), "val") for n in names}
+    head = ["backbone", "layer", "pooling", "model"] + [f"{n} {split[n]} acc" for n in names] \
+        + [f"{n} rank" for n in names] \
         + ["mean acc", "mean rank"]
     out = []
     for r in rows:

@@ -14,8 +14,7 @@ from typing import Any
 
 from classify.stats import ALPHA, accuracy_interval, paired_p
 
-RESULTS_FILE = "results.json"
-HOLDOUT = "holdout from train"
+from store.results import METRICS_FILE, RESULTS_FILE, ResultsError, read_results  # noqa: E402
 
 
 class ReportError(ValueError):
@@ -166,19 +165,27 @@ def rank_key(e: Entry) -> tuple:
 
 
 def rank(entries: list[Entry]) -> list[Entry]:
-    """Ranked, with each row's paired test against rank 1 and the tied-with-best marking.
+    """Ranked, with each row's paired test against the best-scoring row and the tied-with-best marking.
 
     A row is tied with the best when the exact McNemar test on the same images does not find it
     worse at the 5% level: the data cannot tell them apart. Rows scored on other images are not
     compared (p None, not tied). No correction for the many comparisons: it errs towards calling
     rows tied, the cautious side for a claim of "best".
+
+    When the tied group's soft vote is itself tied with the best, it goes first: among rows the
+    data cannot separate, their average is the pick with the least variance
+    (bench/selection_study.py measures it on held-out test sets).
     """
     entries = sorted(entries, key=rank_key)
-    out = []
+    marked = []
     for i, e in enumerate(entries):
         p = 1.0 if i == 0 else paired_p(entries[0].paired, e.paired)
-        out.append(replace(e, rank=i + 1, p_vs_best=p, tied=i == 0 or (p is not None and p >= ALPHA)))
-    return out
+        marked.append(replace(e, p_vs_best=p, tied=i == 0 or (p is not None and p >= ALPHA)))
+    vote = next((e for e in marked if e.kind == "soft-vote"), None)
+    if vote is not None and vote.tied and marked[0] is not vote:
+        marked.remove(vote)
+        marked.insert(0, vote)
+    return [replace(e, rank=i + 1) for i, e in enumerate(marked)]
 
 
 def _need(obj: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -229,21 +236,18 @@ def parse_results(data: Any, run_dir: Path, where: str = RESULTS_FILE) -> Run:
 
 
 def load_run(run_dir: str | Path) -> Run:
-    """Read RUN_DIR/results.json; a missing or malformed one is a :class:`ReportError` naming it."""
+    """Read RUN_DIR/results.json (or a classify output's metrics.json); a missing or malformed
+    one is a :class:`ReportError` naming it."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise ReportError(f"{run_dir}: no such run directory")
-    path = run_dir / RESULTS_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        data, path = read_results(run_dir)
     except FileNotFoundError:
-        raise ReportError(f"{run_dir}: not a run directory (no {RESULTS_FILE}; run `pipeline.py run` first)") from None
-    except OSError as e:
-        raise ReportError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+        raise ReportError(f"{run_dir}: not a run directory (no {RESULTS_FILE} or {METRICS_FILE}; run "
+                          "`pipeline.py run` or `pipeline.py classify --out` first)") from None
+    except ResultsError as e:
+        raise ReportError(str(e)) from None
     return parse_results(data, run_dir, where=str(path))
 
 

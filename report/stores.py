@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from extract.store import StoreError, StoreInfo, read_info
+from store import StoreError, StoreInfo, read_info
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ from typing import Callable, Mapping, Sequence
 import numpy as np
 import pytest
 
-from extract.store import FeatureSpec, Manifest, open_for_write, write_lock
+from store import FeatureSpec, Manifest, open_for_write, write_lock
 
 STORE_SPEC = {"backbone": "synthetic", "weights": "none", "weights_sha256": None, "taps": ["fc:in"],
               "transform": {"resize": 256, "crop": 224, "interpolation": "bilinear", "mean": [0.5] * 3,

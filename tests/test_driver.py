@@ -133,7 +133,34 @@ def test_run_two_datasets_one_report(tmp_path):
     assert {r["dataset"] for r in saved["results"]} == {"ants_a", "ants_b"} and len(saved["results"]) == 4
     assert not [r for r in saved["results"] if r.get("kind", "model") != "model"]
     assert {c["dataset"] for c in saved["few_shot"]} == {"ants_a", "ants_b"}
-    assert (tmp_path / "run" / "classify" / "ants_b" / "efficientnet_lite0___fc_in_none" / "metrics.json").is_file()
+    assert (tmp_path / "run" / "classify" / "ants_b" / "efficientnet_lite0___fc-in_none" / "metrics.json").is_file()
     md = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "## Across datasets" in md and "## Dataset: ants_a" in md and "## Dataset: ants_b" in md
     assert "| efficientnet_lite0 | _fc:in | none | logreg |" in md.split("## Dataset: ants_a")[0]
+
+
+def test_a_rerun_keeps_rows_other_producers_added(tmp_path):
+    from store.results import append_rows
+
+    data = small(tmp_path, n=3)
+    cfg = resolve({"models": ["logreg"], "ensembles": False, "few_shot": False},
+                  {"data": str(data), "out": str(tmp_path / "run")})
+    run(cfg, progress=False)
+    append_rows(tmp_path / "run", [{"backbone": "efficientnet_lite0", "feature": "finetune", "model": "finetune",
+                                    "model_path": "ft/model.pt", "val": {"accuracy": 0.5}, "fit_s": 1.0}], "finetune")
+    run(cfg, progress=False)  # the rerun replaces its own rows and keeps finetune's
+    rows = json.loads((tmp_path / "run" / "results.json").read_text())["results"]
+    assert sorted((r["producer"], r["model"]) for r in rows) == [("finetune", "finetune"), ("run", "logreg")]
+
+
+def test_report_accepts_a_classify_output_directory(tmp_path):
+    data = small(tmp_path, n=3)
+    store = tmp_path / "f.h5"
+    assert cli("extract", "--data", str(data), "--backbone", "efficientnet_lite0", "--out", str(store),
+               "-q").returncode == 0
+    assert cli("classify", "--features", str(store), "--models", "logreg,knn-dino", "--out", str(tmp_path / "cls"),
+               "-q").returncode == 0
+    proc = cli("report", str(tmp_path / "cls"))
+    assert proc.returncode == 0, proc.stderr
+    md = (tmp_path / "cls" / "report" / "report.md").read_text()
+    assert "| efficientnet_lite0 | _fc:in | none | logreg |" in md or "| efficientnet_lite0 | _fc:in | none | knn-dino |" in md

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from extract.runner import ExtractConfig, extract
-from extract.store import StoreError, partial_path, read_info, read_rows
+from store import StoreError, partial_path, read_info, read_rows
 from tests.samples import copy_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,7 +72,7 @@ def test_resume_after_interruption_is_identical(tmp_path, monkeypatch):
     ref = tmp_path / "ref.h5"
     extract(cfg(data, ref, batch_size=2))
 
-    from extract import store
+    import store
 
     out = tmp_path / "f.h5"
     real_write, calls = store.StoreWriter.write, []

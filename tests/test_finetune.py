@@ -195,7 +195,7 @@ def test_warm_start_head_reproduces_the_probe(tiny, small, tmp_path):
     from classify.persist import load_model
     from classify.train import run_classify
     from extract.runner import ExtractConfig, extract
-    from extract.store import read_rows
+    from store import read_rows
 
     data, weights = tiny
     backbone = small_backbone(BACKBONE, weights_file=str(weights))

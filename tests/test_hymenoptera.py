@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from extract.runner import ExtractConfig, extract
-from extract.store import read_info
+from store import read_info
 
 HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
 pytestmark = pytest.mark.skipif(not HYMENOPTERA.is_dir(), reason="needs ../shared/datasets/hymenoptera")

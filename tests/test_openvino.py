@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("openvino", reason="OpenVINO is in requirements.txt; these tests need it")
 
 from extract.runner import ExtractConfig, extract, plan  # noqa: E402
-from extract.store import StoreError, read_blob, read_info, read_rows  # noqa: E402
+from store import StoreError, read_blob, read_info, read_rows  # noqa: E402
 from tests.samples import copy_sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

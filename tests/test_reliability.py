@@ -30,7 +30,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from extract.store import FeatureSpec, Manifest, StoreError, open_for_write, partial_path, write_lock
+from store import FeatureSpec, Manifest, StoreError, open_for_write, partial_path, write_lock
 from tests.samples import copy_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -113,7 +113,7 @@ def bad_cases(d: Path, images: Path) -> dict[str, tuple[list[str], list[str]]]:
     cases = {
         "unknown_backbone": (["--backbone", "resnet5O"], ["resnet5O", "closest: resnet50"]),
         "unknown_layer": (["--layers", "_blocks.99"], ["_blocks.99", "_blocks.9"]),
-        "unknown_pool": (["--pool", "avg,bogus"], ["--pool 'bogus'", "avgmax"]),
+        "unknown_pool": (["--pools", "avg,bogus"], ["--pools 'bogus'", "avgmax"]),
         "missing_data_dir": (["--data", d / "missing"], ["missing", "no such directory"]),
         "empty_data_dir": (["--data", d / "empty"], ["empty", "no images"]),
         "csv_missing_file": (["--data", csv("missing.csv", f"path,label\n{a},ants\nnope.jpg,bees\n")],
@@ -312,7 +312,7 @@ def test_interrupt_then_resume_is_identical(images, reference, tmp_path, sig, wo
 
 def test_ctrl_c_stops_at_a_batch_boundary(images, tmp_path, monkeypatch):
     """A Ctrl-C that lands inside a batch write lets that batch finish, then stops (deterministic, in-process)."""
-    from extract import store
+    import store
     from extract.runner import ExtractConfig, extract
 
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
@@ -559,7 +559,7 @@ def test_pickled_code_payload_is_live(tmp_path):
 
 def test_outside_root_accepted_with_flag(background):
     """The refusals csv_path_escapes_root and csv_absolute_path lift with --allow-outside-root."""
-    from extract.store import read_rows
+    from store import read_rows
 
     r = background["cli"].result(timeout=TIMEOUT * 2)["outside_allowed"]
     assert r.returncode == 0, r.stderr

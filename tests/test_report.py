@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from extract.store import FeatureSpec, Manifest, open_for_write, write_lock
+from store import FeatureSpec, Manifest, open_for_write, write_lock
 from report import ReportError, build_report, excerpt, log_misclassified
 from report.images import load_tile
 from report.render import fmt
@@ -265,23 +265,29 @@ def test_log_misclassified(run_dir, tmp_path):
     assert log_misclassified(results, tmp_path / "tb2") == 3
 
 
-def test_html_renders_in_headless_chromium(built, tmp_path):
+def render_in_chromium(html_path: Path, tmp_path: Path, height: int = 2000) -> str:
+    """Screenshot the page (not blank) and return its DOM after the load script ran (no broken image)."""
     if not CHROMIUM.exists():
         pytest.skip("no /usr/bin/chromium (CI installs Debian's chromium package)")
     base = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
             "--disable-background-networking", "--disable-component-update", "--disable-sync",
             f"--user-data-dir={tmp_path / 'profile'}"]
-    url = built["html"].resolve().as_uri()
+    url = html_path.resolve().as_uri()
     shot = tmp_path / "shot.png"
-    subprocess.run(base + [f"--screenshot={shot}", "--window-size=1280,2000", url], check=True, timeout=120,
+    subprocess.run(base + [f"--screenshot={shot}", f"--window-size=1280,{height}", url], check=True, timeout=120,
                    capture_output=True)
     px = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    assert px.shape == (2000, 1280) and px.std() > 10, "blank screenshot"
+    assert px.shape == (height, 1280) and px.std() > 10, "blank screenshot"
     dom = subprocess.run(base + ["--virtual-time-budget=5000", "--dump-dom", url], check=True, timeout=120,
                          capture_output=True, text=True).stdout
     match = re.search(r'data-broken-images="(\d+)"', dom)
     assert match, "the page's load script did not run"
     assert match.group(1) == "0"
+    return dom
+
+
+def test_html_renders_in_headless_chromium(built, tmp_path):
+    render_in_chromium(built["html"], tmp_path)
 
 
 def test_views_section_compares_variants_with_their_base(run_dir, tmp_path):

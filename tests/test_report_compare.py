@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import json
 import re
-import subprocess
 
 import numpy as np
 import pytest
@@ -15,8 +14,8 @@ from scipy.stats import binomtest
 from classify import stats
 from report import build_report
 from report.results import across_datasets, load_run
-from tests.test_report import CHROMIUM, make_images, make_store, val_block
-from extract.store import FeatureSpec
+from tests.test_report import make_images, make_store, render_in_chromium, val_block
+from store import FeatureSpec
 
 N = 50
 PATHS = [f"val/img{i:03d}.jpg" for i in range(N)]
@@ -164,22 +163,7 @@ def test_multi_dataset_report_has_a_section_per_dataset_and_a_summary(multi_run)
 
 
 def test_multi_dataset_report_renders_in_headless_chromium(multi_run, tmp_path):
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium (CI installs Debian's chromium package)")
     _, paths = multi_run
-    base = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}"]
-    url = paths["html"].resolve().as_uri()
-    shot = tmp_path / "shot.png"
-    subprocess.run(base + [f"--screenshot={shot}", "--window-size=1280,2400", url], check=True, timeout=120,
-                   capture_output=True)
-    px = np.asarray(Image.open(shot).convert("L"), dtype=float)
-    assert px.shape == (2400, 1280) and px.std() > 10, "blank screenshot"
-    dom = subprocess.run(base + ["--virtual-time-budget=5000", "--dump-dom", url], check=True, timeout=120,
-                         capture_output=True, text=True).stdout
-    match = re.search(r'data-broken-images="(\d+)"', dom)
-    assert match and match.group(1) == "0"
+    dom = render_in_chromium(paths["html"], tmp_path, height=2400)
     assert "Across datasets" in dom and 'id="dataset-alpha"' in dom and 'id="dataset-beta"' in dom
     assert len(re.findall(r"<img ", dom)) >= 4
-

@@ -153,6 +153,10 @@ def test_soft_vote_of_saved_models_and_their_oof(make_store, tmp_path):
     run = parse_results({"results": rows + [vote]}, tmp_path)
     e = next(e for e in run.entries if e.kind == "soft-vote")
     assert e.cv and e.p_vs_best is not None  # ranked and paired like any row
+    # A vote tied with the top score goes first; otherwise it keeps its place by score.
+    assert (run.entries[0] is e) == e.tied
+    top = max(run.entries, key=lambda x: x.score)
+    assert top.tied and (e.tied or run.entries[0] is top)
     assert soft_vote(rows[:1]) is None
 
 

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from extract.store import (FeatureSpec, Manifest, StoreError, open_for_write, partial_path, read_info, read_rows,
+from store import (FeatureSpec, Manifest, StoreError, open_for_write, partial_path, read_info, read_rows,
                            resolve_feature, write_lock)
 
 FEATS = [FeatureSpec("fc", "input", "none", 4), FeatureSpec("layer4", "output", "avgmax", 6, (3, 2, 2))]

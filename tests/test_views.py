@@ -21,7 +21,7 @@ from extract.backbones import create_backbone
 from extract.hooks import FeatureHooks, Tap
 from extract.preprocess import build_transform
 from extract.runner import ExtractConfig, extract
-from extract.store import (FeatureSpec, Manifest, StoreError, ViewLayout, open_for_write, read_flip, read_info,
+from store import (FeatureSpec, Manifest, StoreError, ViewLayout, open_for_write, read_flip, read_info,
                            read_rows, read_views, write_lock)
 from extract.views import view_transform
 from tests.samples import copy_sample
@@ -261,7 +261,7 @@ def test_predict_with_flip_tta_reproduces_classify(view_stores, tmp_path):
 
 
 def test_interrupted_view_extraction_resumes_to_the_same_store(view_stores, tmp_path, monkeypatch):
-    from extract import store
+    import store
 
     data, _, viewed, _ = view_stores
     out = tmp_path / "f.h5"

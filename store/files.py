@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -32,7 +33,7 @@ def _temp_beside(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"{path}: could not create a temporary file beside it")
 
 
-def _replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> str:
+def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> str:
     """Run ``write`` on a temp file beside ``path``, fsync, rename over ``path``; return its sha256."""
     fd, tmp = _temp_beside(path)
     try:
@@ -52,5 +53,10 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Replace ``path`` with ``data`` so that a reader sees the old file or the new, never half."""
     path = Path(path)
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    _replace_atomically(path, lambda f: f.write(raw))
+    replace_atomically(path, lambda f: f.write(raw))
     return path
+
+
+def safe_name(text: str) -> str:
+    """Text as a file-name part, the same everywhere: ``fc:in/none`` -> ``fc-in_none``."""
+    return re.sub(r"[^A-Za-z0-9._+-]+", "_", text.replace(":", "-"))

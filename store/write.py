@@ -1,288 +1,21 @@
-"""The HDF5 feature store: rows written by index, resumable, atomically completed.
-
-A store is the only thing the two stages share, so this module imports neither
-torch nor scikit-learn. Layout (schema version 1)::
-
-    /                      attrs: schema_version, complete, cache_key, spec (json),
-                           provenance (json), class_names (json), default_feature,
-                           source_root (the folder ``paths`` are relative to)
-    /paths    (N,) str     relative to the source root
-    /labels   (N,) int64   -1 where unlabeled
-    /split    (N,) str     train / val / test / all
-    /done     (N,) bool    row written (resume skips these)
-    /ok       (N,) bool    False where the image could not be read (features are NaN)
-    /errors   (E,) {row, message}
-    /features/<layer>/<pool>  (N, D) float32|float16, attrs: layer, side, pool, raw_shape
-    /blobs/<name>  (B,) uint8, attrs: sha256; e.g. ``openvino_int8.xml``/``.bin``, the
-                           quantized network that made an int8 store's features
-
-With ``extract --views K`` (augmented feature cache), also::
-
-    /view_rows (M,) int64  the rows that have views (the train rows), ascending
-    /views/<layer>/<pool>  (M, K, D) features of K seeded RandomResizedCrop+flip views of each
-    /flip/<layer>/<pool>   (N, D) features of every row's mirrored center crop (flip TTA)
-
-The file is written as ``OUT.partial`` and renamed to ``OUT`` only once every row
-is flushed, so a file at the final path is always complete and an interrupted run
-resumes from the partial one. Rows are flushed batch by batch; a SIGKILL can lose
-at most the batch in flight, never corrupt earlier rows (``done`` is set after the
-features it vouches for).
-"""
+"""Writing a store: the lock, the resumable writer, the status of an existing file against a job."""
 
 from __future__ import annotations
 
-import difflib
 import fcntl
 import hashlib
 import json
 import os
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
 
-SCHEMA_VERSION = 1
-PARTIAL_SUFFIX = ".partial"
-ERROR_DTYPE = np.dtype([("row", "<i8"), ("message", "S400")])
-_STR = h5py.string_dtype("utf-8")
-
-
-class StoreError(ValueError):
-    """A store that cannot be used as asked; the message names the file."""
-
-
-@dataclass(frozen=True)
-class FeatureSpec:
-    """One pooled feature set in a store: a hooked layer and a pooling."""
-
-    layer: str  # dotted module name, e.g. "layer4" or "fc"
-    side: str  # "output" or "input" of that module
-    pool: str  # avg | max | avgmax | gem | cls | flatten | none
-    dim: int
-    raw_shape: tuple[int, ...] = ()  # per-sample shape before pooling
-
-    @property
-    def key(self) -> str:
-        name = self.layer + (":in" if self.side == "input" else "")
-        return f"{name}/{self.pool}"
-
-
-@dataclass(frozen=True)
-class StoreInfo:
-    """What a store holds, read from its metadata without loading features."""
-
-    path: Path
-    complete: bool
-    cache_key: str
-    spec: dict
-    provenance: dict
-    class_names: list[str]
-    default_feature: str
-    features: dict[str, int]  # key -> dim
-    dtype: str
-    n_rows: int
-    n_done: int
-    n_ok: int
-    errors: list[tuple[str, str]] = field(default_factory=list)
-    split_counts: dict[str, int] = field(default_factory=dict)
-    views: int = 0  # augmented views per view row (0: none stored)
-    flip: bool = False  # mirrored center crops stored for every row
-
-
-def partial_path(path: str | os.PathLike) -> Path:
-    return Path(str(path) + PARTIAL_SUFFIX)
-
-
-def _open_h5(path: Path, mode: str = "r") -> h5py.File:
-    try:
-        f = h5py.File(path, mode)
-    except FileNotFoundError:
-        raise StoreError(f"{path}: no such feature store") from None
-    except OSError as e:
-        reason = " ".join(str(e).split())  # HDF5's report can span lines; the CLI prints one
-        if "lock" in reason.lower():
-            raise StoreError(f"{path}: another process has it open for writing (HDF5 file lock); "
-                             "wait for the extraction to finish") from None
-        raise StoreError(f"{path}: not a readable HDF5 feature store (truncated or not HDF5?): {reason}") from None
-    if "schema_version" not in f.attrs or "cache_key" not in f.attrs:
-        f.close()
-        raise StoreError(f"{path}: an HDF5 file, but not a feature store (no schema_version)")
-    version = int(f.attrs["schema_version"])
-    if version > SCHEMA_VERSION:
-        f.close()
-        raise StoreError(f"{path}: schema version {version} is newer than this tool's {SCHEMA_VERSION}")
-    return f
-
-
-def resolve_path(path: str | os.PathLike, allow_partial: bool = False) -> Path:
-    """The file to read: ``path`` itself, or its ``.partial`` twin when allowed."""
-    path = Path(path)
-    if path.exists():
-        return path
-    if partial_path(path).exists():
-        if allow_partial:
-            return partial_path(path)
-        raise StoreError(
-            f"{path}: only an incomplete store exists ({partial_path(path).name}); "
-            "rerun the extraction to finish it, or pass --allow-partial"
-        )
-    raise StoreError(f"{path}: no such feature store")
-
-
-def _feature_keys(f: h5py.File) -> dict[str, int]:
-    keys: dict[str, int] = {}
-    if "features" in f:
-        for layer, group in f["features"].items():
-            for pool, ds in group.items():
-                keys[f"{layer}/{pool}"] = int(ds.shape[1])
-    return keys
-
-
-def read_info(path: str | os.PathLike, allow_partial: bool = True) -> StoreInfo:
-    path = resolve_path(path, allow_partial=allow_partial)
-    with _open_h5(path) as f:
-        done = f["done"][:]
-        ok = f["ok"][:]
-        paths = f["paths"]
-        err = f["errors"][:]
-        errors = [(paths[int(r)].decode() if isinstance(paths[int(r)], bytes) else str(paths[int(r)]),
-                   m.decode("utf-8", "replace")) for r, m in err]
-        splits = f["split"].asstr()[:]
-        names, counts = np.unique(splits[done & ok], return_counts=True)
-        feats = _feature_keys(f)
-        dtype = str(f[f"features/{next(iter(feats))}"].dtype) if feats else "float32"
-        return StoreInfo(
-            path=path,
-            complete=bool(f.attrs.get("complete", False)),
-            cache_key=str(f.attrs["cache_key"]),
-            spec=json.loads(f.attrs["spec"]),
-            provenance=json.loads(f.attrs["provenance"]),
-            class_names=json.loads(f.attrs["class_names"]),
-            default_feature=str(f.attrs["default_feature"]),
-            features=feats,
-            dtype=dtype,
-            n_rows=int(len(done)),
-            n_done=int(done.sum()),
-            n_ok=int((done & ok).sum()),
-            errors=errors,
-            split_counts={str(k): int(v) for k, v in zip(names, counts)},
-            views=int(f["views"].attrs["k"]) if "views" in f else 0,
-            flip="flip" in f,
-        )
-
-
-def resolve_feature(info: StoreInfo, name: str | None) -> str:
-    """Map a user's ``--layer`` (``layer4``, ``layer4/avgmax``, None) to a feature key."""
-    if not name or name == "default":
-        return info.default_feature
-    if name in info.features:
-        return name
-    matches = [k for k in info.features if k.split("/")[0] in (name, name + ":in")]
-    if len(matches) == 1:
-        return matches[0]
-    if len(matches) > 1:
-        raise StoreError(f"{info.path}: layer {name!r} has several poolings; pick one of {matches}")
-    close = difflib.get_close_matches(name, list(info.features), n=5, cutoff=0.3)
-    raise StoreError(
-        f"{info.path}: no feature set {name!r}; "
-        f"it holds {sorted(info.features)}" + (f" (closest: {close})" if close else "")
-    )
-
-
-def read_rows(
-    path: str | os.PathLike,
-    feature: str | None = None,
-    splits: Sequence[str] | None = None,
-    allow_partial: bool = False,
-    chunk_rows: int = 8192,
-) -> dict[str, np.ndarray]:
-    """Features, labels, paths and splits of the readable rows, read chunk by chunk.
-
-    Rows that failed to decode, or are not yet written in a partial store, are left out.
-    """
-    key = resolve_feature(read_info(path, allow_partial=allow_partial), feature)
-    index = read_index(path, allow_partial=allow_partial)
-    if splits is not None:
-        index = {k: v[np.isin(index["split"], list(splits))] for k, v in index.items()}
-    X = read_features(path, key, index["rows"], allow_partial, chunk_rows)
-    return {"X": X, **index, "feature": np.array(key)}
-
-
-def read_index(path: str | os.PathLike, allow_partial: bool = False) -> dict[str, np.ndarray]:
-    """Labels, paths and splits of the readable rows (done and decoded), and their row numbers;
-    no features, so a caller can choose rows before reading any."""
-    info = read_info(path, allow_partial=allow_partial)
-    if not info.complete and not allow_partial:
-        raise StoreError(f"{info.path}: store is incomplete; rerun the extraction or pass --allow-partial")
-    with _open_h5(info.path) as f:
-        rows = np.flatnonzero(f["done"][:] & f["ok"][:])
-        return {"y": f["labels"][:][rows], "paths": f["paths"].asstr()[:][rows],
-                "split": f["split"].asstr()[:][rows], "rows": rows}
-
-
-def read_features(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False,
-                  chunk_rows: int = 8192) -> np.ndarray:
-    """``features/<feature>[rows]`` in the store's dtype (float16 stays float16), read in slices."""
-    info = read_info(path, allow_partial=allow_partial)
-    key = resolve_feature(info, feature)
-    with _open_h5(info.path) as f:
-        return _read_at(f[f"features/{key}"], np.asarray(rows, dtype=np.int64), chunk_rows)
-
-
-def _read_at(ds: h5py.Dataset, index: np.ndarray, chunk_rows: int = 8192) -> np.ndarray:
-    """``ds[index]`` for ascending or not, repeated or not, indices, read in contiguous slices."""
-    out = np.empty((len(index),) + ds.shape[1:], dtype=ds.dtype)
-    for start in range(0, ds.shape[0], chunk_rows):
-        stop = min(start + chunk_rows, ds.shape[0])
-        sel = (index >= start) & (index < stop)
-        if sel.any():
-            out[sel] = ds[start:stop][index[sel] - start]
-    return out
-
-
-def read_views(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False) -> np.ndarray:
-    """(len(rows), K, D) augmented-view features of store ``rows``; every row must have views."""
-    info = read_info(path, allow_partial=allow_partial)
-    if not info.views:
-        raise StoreError(f"{info.path}: holds no augmented views; extract with --views K")
-    key = resolve_feature(info, feature)
-    rows = np.asarray(rows, dtype=np.int64)
-    with _open_h5(info.path) as f:
-        view_rows = f["view_rows"][:]
-        at = np.searchsorted(view_rows, rows)
-        missing = (at >= len(view_rows)) | (view_rows[np.minimum(at, len(view_rows) - 1)] != rows)
-        if missing.any():
-            raise StoreError(f"{info.path}: {int(missing.sum())} of the requested rows have no views "
-                             f"(views are stored for {info.spec.get('views', {}).get('splits')} rows)")
-        return _read_at(f[f"views/{key}"], at)
-
-
-def read_flip(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False) -> np.ndarray:
-    """(len(rows), D) features of the mirrored center crops of store ``rows``."""
-    info = read_info(path, allow_partial=allow_partial)
-    if not info.flip:
-        raise StoreError(f"{info.path}: holds no flipped crops; extract with --views K (which stores them)")
-    key = resolve_feature(info, feature)
-    with _open_h5(info.path) as f:
-        return _read_at(f[f"flip/{key}"], np.asarray(rows, dtype=np.int64))
-
-
-def read_blob(path: str | os.PathLike, name: str, allow_partial: bool = True) -> bytes | None:
-    """``/blobs/<name>`` of a store (None when absent); StoreError when its sha256 does not match."""
-    info_path = resolve_path(path, allow_partial=allow_partial)
-    with _open_h5(info_path) as f:
-        if f"blobs/{name}" not in f:
-            return None
-        ds = f[f"blobs/{name}"]
-        data = ds[:].tobytes()
-        if hashlib.sha256(data).hexdigest() != ds.attrs.get("sha256"):
-            raise StoreError(f"{info_path}: blob {name!r} does not match its sha256 (the file is corrupted)")
-        return data
-
+from store.schema import (ERROR_DTYPE, SCHEMA_VERSION, FeatureSpec, Manifest, StoreError, _STR, _open_h5, partial_path)
 
 # --------------------------------------------------------------------------- writing
 
@@ -322,20 +55,6 @@ def _spec_diff(old: dict, new: dict) -> str:
     diff = [k for k in keys if old.get(k) != new.get(k)]
     return ", ".join(diff) or "cache key only"
 
-
-@dataclass
-class Manifest:
-    """The rows of a store: what to extract, in order. Built by ``sources``."""
-
-    root: str
-    paths: list[str]
-    labels: np.ndarray
-    splits: list[str]
-    class_names: list[str]
-    fingerprint: str  # sha256 over paths, sizes, mtimes, labels and splits
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
 
 class StoreWriter:
@@ -586,3 +305,4 @@ def open_for_write(
     _create(path, manifest, features, cache_key=cache_key, spec=spec, provenance=provenance,
             default_feature=default_feature, dtype=dtype, compression=compression, views=views, blobs=blobs)
     return StoreWriter(path, h5py.File(tmp, "r+"), "new")
+

@@ -1,0 +1,35 @@
+"""``compare``: the classifier zoo on one feature store, results in memory, for notebooks."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import replace
+from typing import Sequence
+
+from classify.evaluate import ModelResult
+
+
+def compare(features: str | os.PathLike, models: str | Sequence[str] = "default", *, feature: str | None = None,
+            out_dir: str | os.PathLike | None = None, select: str = "auto", jobs: int = 1, seed: int = 0,
+            **options: object) -> list[ModelResult]:
+    """Fit and score ``models`` (names, ``"default"``, ``"all"``) on one feature set of a store.
+
+    Returns one :class:`~classify.evaluate.ModelResult` per model and variant, each with its
+    fitted ``estimator``, ``val``/``test`` scores (accuracy with its Wilson interval, per-class
+    accuracy, confusion matrix, misclassified images...) and, under ``select="cv"``, its
+    repeated-CV score in ``extra["cv"]``. Nothing is written unless ``out_dir`` is given (then
+    models, metrics.json and summary.md go there, as ``pipeline.py classify --out``).
+    ``options`` are :func:`classify.train.run_classify`'s (``views``, ``tta``, ``protocol``,
+    ``budget``, ``preprocess``, ``few_shot``...)."""
+    from classify.train import run_classify
+
+    if out_dir is not None:
+        return run_classify(features, out_dir=out_dir, feature=feature, models=models, jobs=jobs, seed=seed,
+                            select=select, **options)
+    with tempfile.TemporaryDirectory(prefix="featcache-compare-") as tmp:
+        results = run_classify(features, out_dir=tmp, feature=feature, models=models, jobs=jobs, seed=seed,
+                               select=select, **options)
+    return [replace(r, model_path=None, extra={k: ({kk: vv for kk, vv in v.items() if kk != "oof"}
+                                                   if k == "cv" else v) for k, v in r.extra.items()})
+            for r in results]

@@ -1,0 +1,157 @@
+"""Reading a store: its info, index, features, views, mirrored crops and blobs (no torch, no sklearn)."""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+import os
+from typing import Sequence
+
+import h5py
+import numpy as np
+
+from store.schema import (StoreError, StoreInfo, _feature_keys, _open_h5, resolve_path)
+
+def read_info(path: str | os.PathLike, allow_partial: bool = True) -> StoreInfo:
+    path = resolve_path(path, allow_partial=allow_partial)
+    with _open_h5(path) as f:
+        done = f["done"][:]
+        ok = f["ok"][:]
+        paths = f["paths"]
+        err = f["errors"][:]
+        errors = [(paths[int(r)].decode() if isinstance(paths[int(r)], bytes) else str(paths[int(r)]),
+                   m.decode("utf-8", "replace")) for r, m in err]
+        splits = f["split"].asstr()[:]
+        names, counts = np.unique(splits[done & ok], return_counts=True)
+        feats = _feature_keys(f)
+        dtype = str(f[f"features/{next(iter(feats))}"].dtype) if feats else "float32"
+        return StoreInfo(
+            path=path,
+            complete=bool(f.attrs.get("complete", False)),
+            cache_key=str(f.attrs["cache_key"]),
+            spec=json.loads(f.attrs["spec"]),
+            provenance=json.loads(f.attrs["provenance"]),
+            class_names=json.loads(f.attrs["class_names"]),
+            default_feature=str(f.attrs["default_feature"]),
+            features=feats,
+            dtype=dtype,
+            n_rows=int(len(done)),
+            n_done=int(done.sum()),
+            n_ok=int((done & ok).sum()),
+            errors=errors,
+            split_counts={str(k): int(v) for k, v in zip(names, counts)},
+            views=int(f["views"].attrs["k"]) if "views" in f else 0,
+            flip="flip" in f,
+        )
+
+
+def resolve_feature(info: StoreInfo, name: str | None) -> str:
+    """Map a user's ``--layer`` (``layer4``, ``layer4/avgmax``, None) to a feature key."""
+    if not name or name == "default":
+        return info.default_feature
+    if name in info.features:
+        return name
+    matches = [k for k in info.features if k.split("/")[0] in (name, name + ":in")]
+    if len(matches) == 1:
+        return matches[0]
+    if len(matches) > 1:
+        raise StoreError(f"{info.path}: layer {name!r} has several poolings; pick one of {matches}")
+    close = difflib.get_close_matches(name, list(info.features), n=5, cutoff=0.3)
+    raise StoreError(
+        f"{info.path}: no feature set {name!r}; "
+        f"it holds {sorted(info.features)}" + (f" (closest: {close})" if close else "")
+    )
+
+
+def read_rows(
+    path: str | os.PathLike,
+    feature: str | None = None,
+    splits: Sequence[str] | None = None,
+    allow_partial: bool = False,
+    chunk_rows: int = 8192,
+) -> dict[str, np.ndarray]:
+    """Features, labels, paths and splits of the readable rows, read chunk by chunk.
+
+    Rows that failed to decode, or are not yet written in a partial store, are left out.
+    """
+    key = resolve_feature(read_info(path, allow_partial=allow_partial), feature)
+    index = read_index(path, allow_partial=allow_partial)
+    if splits is not None:
+        index = {k: v[np.isin(index["split"], list(splits))] for k, v in index.items()}
+    X = read_features(path, key, index["rows"], allow_partial, chunk_rows)
+    return {"X": X, **index, "feature": np.array(key)}
+
+
+def read_index(path: str | os.PathLike, allow_partial: bool = False) -> dict[str, np.ndarray]:
+    """Labels, paths and splits of the readable rows (done and decoded), and their row numbers;
+    no features, so a caller can choose rows before reading any."""
+    info = read_info(path, allow_partial=allow_partial)
+    if not info.complete and not allow_partial:
+        raise StoreError(f"{info.path}: store is incomplete; rerun the extraction or pass --allow-partial")
+    with _open_h5(info.path) as f:
+        rows = np.flatnonzero(f["done"][:] & f["ok"][:])
+        return {"y": f["labels"][:][rows], "paths": f["paths"].asstr()[:][rows],
+                "split": f["split"].asstr()[:][rows], "rows": rows}
+
+
+def read_features(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False,
+                  chunk_rows: int = 8192) -> np.ndarray:
+    """``features/<feature>[rows]`` in the store's dtype (float16 stays float16), read in slices."""
+    info = read_info(path, allow_partial=allow_partial)
+    key = resolve_feature(info, feature)
+    with _open_h5(info.path) as f:
+        return _read_at(f[f"features/{key}"], np.asarray(rows, dtype=np.int64), chunk_rows)
+
+
+def _read_at(ds: h5py.Dataset, index: np.ndarray, chunk_rows: int = 8192) -> np.ndarray:
+    """``ds[index]`` for ascending or not, repeated or not, indices, read in contiguous slices."""
+    out = np.empty((len(index),) + ds.shape[1:], dtype=ds.dtype)
+    for start in range(0, ds.shape[0], chunk_rows):
+        stop = min(start + chunk_rows, ds.shape[0])
+        sel = (index >= start) & (index < stop)
+        if sel.any():
+            out[sel] = ds[start:stop][index[sel] - start]
+    return out
+
+
+def read_views(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False) -> np.ndarray:
+    """(len(rows), K, D) augmented-view features of store ``rows``; every row must have views."""
+    info = read_info(path, allow_partial=allow_partial)
+    if not info.views:
+        raise StoreError(f"{info.path}: holds no augmented views; extract with --views K")
+    key = resolve_feature(info, feature)
+    rows = np.asarray(rows, dtype=np.int64)
+    with _open_h5(info.path) as f:
+        view_rows = f["view_rows"][:]
+        at = np.searchsorted(view_rows, rows)
+        missing = (at >= len(view_rows)) | (view_rows[np.minimum(at, len(view_rows) - 1)] != rows)
+        if missing.any():
+            raise StoreError(f"{info.path}: {int(missing.sum())} of the requested rows have no views "
+                             f"(views are stored for {info.spec.get('views', {}).get('splits')} rows)")
+        return _read_at(f[f"views/{key}"], at)
+
+
+def read_flip(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False) -> np.ndarray:
+    """(len(rows), D) features of the mirrored center crops of store ``rows``."""
+    info = read_info(path, allow_partial=allow_partial)
+    if not info.flip:
+        raise StoreError(f"{info.path}: holds no flipped crops; extract with --views K (which stores them)")
+    key = resolve_feature(info, feature)
+    with _open_h5(info.path) as f:
+        return _read_at(f[f"flip/{key}"], np.asarray(rows, dtype=np.int64))
+
+
+def read_blob(path: str | os.PathLike, name: str, allow_partial: bool = True) -> bytes | None:
+    """``/blobs/<name>`` of a store (None when absent); StoreError when its sha256 does not match."""
+    info_path = resolve_path(path, allow_partial=allow_partial)
+    with _open_h5(info_path) as f:
+        if f"blobs/{name}" not in f:
+            return None
+        ds = f[f"blobs/{name}"]
+        data = ds[:].tobytes()
+        if hashlib.sha256(data).hexdigest() != ds.attrs.get("sha256"):
+            raise StoreError(f"{info_path}: blob {name!r} does not match its sha256 (the file is corrupted)")
+        return data
+
+
