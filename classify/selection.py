@@ -44,6 +44,7 @@ SELECT_CHOICES = ("auto", "val", "cv")
 CV_BELOW = 1_000  # val images under which --select auto scores by CV
 CV_POOL_MAX = 20_000  # ... unless train+val is bigger: 10 more fits per model would cost more than it tells
 FOLDS, REPEATS = 5, 2
+PARALLEL_FROM = 2_000  # pool images from which the folds run on --jobs processes
 
 
 def choose_select(select: str, n_val: int, n_pool: int = 0) -> str:
@@ -130,9 +131,11 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
     fold_of = np.full((repeats, len(p)), -1, dtype=np.int16)
     proba: dict = {t: np.zeros((repeats, len(p), len(classes)), dtype=np.float32) for t in ttas}
     progress.set_total(len(splits))
-    # Folds are independent fits: on as many processes as --jobs (each fit on one thread); a
-    # list, not a generator, which joblib's Ray backend does not support.
-    done = Parallel(n_jobs=n_jobs)(
+    # Folds are independent fits: on --jobs processes (each fit on one thread) once the pool is
+    # big enough to pay for starting them (a worker's torch import alone took 3 s here); never on
+    # threads, where torch heads would share one global RNG. A list, not a generator: joblib's
+    # Ray backend does not support those.
+    done = Parallel(n_jobs=n_jobs if len(p) >= PARALLEL_FROM else 1)(
         delayed(_fold)(model, p, fit_idx, held, views, ttas, fit_params) for fit_idx, held in splits)
     for f, ((_, held), (est_classes, per_tta)) in enumerate(zip(splits, done)):
         r = f // k

@@ -26,7 +26,10 @@ def extract_features(data: str | os.PathLike, backbone: str = "efficientnet_lite
     unknown = sorted(set(options) - known)
     if unknown:
         raise TypeError(f"extract_features: unknown options {unknown}; valid: {sorted(known)}")
-    as_tuple = (lambda v: (v,) if isinstance(v, str) else tuple(v))
+
+    def as_tuple(v: str | tuple[str, ...]) -> tuple[str, ...]:
+        return (v,) if isinstance(v, str) else tuple(v)
+
     name, weights_file = split_weights(weights)
     cfg = ExtractConfig(data=str(data), backbone=backbone, out=str(out), layers=as_tuple(layers),
                         pools=as_tuple(pools), weights=name, weights_file=weights_file, progress=progress,

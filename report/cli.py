@@ -25,10 +25,11 @@ def main_report(args: argparse.Namespace) -> int:
 
 def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", parents=parents, help="rebuild the comparison report of a run (no retraining)",
-                       description="Read RUN_DIR/results.json (or a `classify --out` directory's metrics.json) and the feature stores it names, and write "
+                       description="Read RUN_DIR/results.json (or a `classify --out` directory's metrics.json) "
+                                   "and the feature stores it names, and write "
                                    "RUN_DIR/report/: report.html (one offline file), report.md, leaderboard.json/csv "
                                    "and the plots.")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `pipeline.py run` or `pipeline.py classify --out`")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `pipeline.py run` or `classify --out`")
     p.add_argument("--top", type=int, default=5, help="leaderboard rows to print (default 5)")
     p.add_argument("--tensorboard", metavar="LOG_DIR", help="also log the best model's misclassified images here")
     p.set_defaults(func=main_report)

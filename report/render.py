@@ -135,7 +135,8 @@ def summary_line(run: Run, exs: list[Extraction]) -> str:
     backbones = list(dict.fromkeys([ex.backbone for ex in exs] + [e.backbone for e in run.entries
                                                                     if e.kind == "model"]))
     parts = [plural(n_img, "image") if n_img else None, plural(len(backbones), "backbone"),
-             plural(len({e.feature_set for e in run.entries if e.kind == "model"}), "feature set"), plural(len(run.models), "classifier"),
+             plural(len({e.feature_set for e in run.entries if e.kind == "model"}), "feature set"),
+             plural(len(run.models), "classifier"),
              plural(len(run.entries), "run"), f"{run.seconds:.1f} s total" if run.seconds is not None else None]
     data = run.config.get("data")
     data = [data] if isinstance(data, str) else list(data or [])

@@ -10,10 +10,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import h5py
 import numpy as np
 
-from store import StoreError, StoreInfo, read_info
+from store import StoreError, StoreInfo, read_index, read_info
 
 
 @dataclass(frozen=True)
@@ -43,18 +42,16 @@ def load_store(named: str, run_dir: Path) -> StoreFacts:
         return StoreFacts(named, None, None, None, problem="store not found")
     try:
         info = read_info(path)
-        with h5py.File(path, "r") as f:
-            root = f.attrs.get("source_root")
     except (StoreError, OSError) as e:
         return StoreFacts(named, path, None, None, problem=str(e).splitlines()[0])
-    return StoreFacts(named, path, info, _resolve_root(root, run_dir))
+    return StoreFacts(named, path, info, _resolve_root(info.source_root, run_dir))
 
 
 def _resolve_root(root: object, run_dir: Path) -> Path | None:
     """``source_root`` as written (often relative to where extraction ran); tried from here, then the run's parent."""
     if root is None:
         return None
-    root = Path(root.decode() if isinstance(root, bytes) else str(root))
+    root = Path(str(root))
     if root.is_absolute() or root.is_dir():
         return root
     for base in (run_dir, *run_dir.resolve().parents):
@@ -71,14 +68,12 @@ def sample_paths(facts: StoreFacts, per_class: int = 4, max_classes: int = 8) ->
     """(class name, image path) for a few readable images per class, spread evenly over each class."""
     if facts.path is None or facts.info is None:
         return []
-    with h5py.File(facts.path, "r") as f:
-        paths = f["paths"].asstr()[:]
-        labels = f["labels"][:]
-        usable = f["done"][:] & f["ok"][:]
+    index = read_index(facts.path, allow_partial=True)  # the readable rows: written and decoded
+    paths, labels = index["paths"], index["y"]
     names = facts.info.class_names or ["unlabeled"]
     out: list[tuple[str, str]] = []
     for c, name in enumerate(names[:max_classes]):
-        rows = np.flatnonzero(usable & (labels == (c if facts.info.class_names else -1)))
+        rows = np.flatnonzero(labels == (c if facts.info.class_names else -1))
         if len(rows):
             pick = rows[np.unique(np.linspace(0, len(rows) - 1, min(per_class, len(rows))).round().astype(int))]
             out += [(name, str(paths[r])) for r in pick]

@@ -13,6 +13,10 @@ import numpy as np
 
 from store.schema import (StoreError, StoreInfo, _feature_keys, _open_h5, resolve_path)
 
+def _text(value: object) -> str | None:
+    return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
+
+
 def read_info(path: str | os.PathLike, allow_partial: bool = True) -> StoreInfo:
     path = resolve_path(path, allow_partial=allow_partial)
     with _open_h5(path) as f:
@@ -34,6 +38,7 @@ def read_info(path: str | os.PathLike, allow_partial: bool = True) -> StoreInfo:
             provenance=json.loads(f.attrs["provenance"]),
             class_names=json.loads(f.attrs["class_names"]),
             default_feature=str(f.attrs["default_feature"]),
+            source_root=_text(f.attrs.get("source_root")),
             features=feats,
             dtype=dtype,
             n_rows=int(len(done)),

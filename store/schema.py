@@ -84,6 +84,7 @@ class StoreInfo:
     split_counts: dict[str, int] = field(default_factory=dict)
     views: int = 0  # augmented views per view row (0: none stored)
     flip: bool = False  # mirrored center crops stored for every row
+    source_root: str | None = None  # the folder ``paths`` are relative to, as extraction wrote it
 
 
 def partial_path(path: str | os.PathLike) -> Path:

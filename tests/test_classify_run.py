@@ -24,7 +24,7 @@ def store(make_store):
 
 def test_run_writes_models_and_reports(store, tmp_path):
     out = tmp_path / "run"
-    results = run_classify(store, models=FAST, out_dir=out, jobs=2, tensorboard=tmp_path / "tb")
+    results = run_classify(store, models=FAST, out_dir=out, jobs=2, tensorboard=tmp_path / "tb", select="val")
     assert [r.model for r in results] == FAST
     for r in results:
         assert r.val["n"] == 18 and r.test["n"] == 15 and r.val_source == "val split" and r.fit_s > 0

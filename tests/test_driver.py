@@ -84,7 +84,7 @@ def test_run_cli_writes_report_and_rebuilds(tmp_path):
     data = small(tmp_path, n=3)
     cfgfile = tmp_path / "c.yaml"
     cfgfile.write_text(f"data: {data}\nout: {tmp_path / 'run'}\nmodels: [logreg, knn]\n")
-    r = cli("run", "--config", str(cfgfile), "--models", "linear", "--tensorboard", str(tmp_path / "tb"))
+    r = cli("run", "--config", str(cfgfile), "--models", "linear", "--tensorboard", str(tmp_path / "tb"), "--select", "val")
     assert r.returncode == 0, r.stderr
     assert "report:" in r.stdout and "linear" in r.stdout
     board = tmp_path / "run" / "report" / "leaderboard.json"
@@ -164,3 +164,41 @@ def test_report_accepts_a_classify_output_directory(tmp_path):
     assert proc.returncode == 0, proc.stderr
     md = (tmp_path / "cls" / "report" / "report.md").read_text()
     assert "| efficientnet_lite0 | _fc:in | none | logreg |" in md or "| efficientnet_lite0 | _fc:in | none | knn-dino |" in md
+
+
+def test_option_names_agree_across_subcommands(capsys):
+    sys.path.insert(0, str(ROOT))
+    from pipeline import build_parser
+
+    p = build_parser()
+    ext = p.parse_args(["extract", "--data", "d", "--out", "o.h5", "--backbone", "b", "--pools", "avg,max"])
+    old = p.parse_args(["extract", "--data", "d", "--out", "o.h5", "--backbone", "b", "--pool", "gem"])
+    assert ext.pools == ("avg", "max") and old.pools == ("gem",)
+    run_args = p.parse_args(["run", "--data", "d", "--out", "o", "--pools", "avg", "--views", "4", "--dtype",
+                             "float16", "--max-pixels", "0", "--no-channels-last", "--train-on-views", "both"])
+    assert (run_args.views, run_args.dtype, run_args.max_pixels, run_args.channels_last) == (4, "float16", 0, False)
+    assert run_args.train_on_views == "both"
+    cls = p.parse_args(["classify", "--features", "f.h5", "--out", "o", "--feature", "_bn1/avg", "--train-on-views",
+                        "on"])
+    assert cls.layer == "_bn1/avg" and cls.views == "on"
+    with pytest.raises(SystemExit):
+        p.parse_args(["classify", "--features", "f.h5", "--out", "o", "--views", "on"])
+    assert "classify --views is now --train-on-views" in capsys.readouterr().err
+    pred = p.parse_args(["predict", "--model", "m.joblib", "--out", "p.csv", "--tta", "none"])
+    assert pred.tta == "none" and p.parse_args(["predict", "--model", "m", "--out", "p", "--no-tta"]).tta == "none"
+
+
+def test_run_passes_every_extract_option(tmp_path):
+    from dataclasses import fields
+
+    from driver.config import RunConfig
+    from driver.run import RUN_EXTRACT_FIELDS
+    from extract.runner import ExtractConfig
+
+    run_fields = {f.name for f in fields(RunConfig)}
+    extract_fields = {f.name for f in fields(ExtractConfig)}
+    assert set(RUN_EXTRACT_FIELDS) <= run_fields & extract_fields
+    # What run does not pass is per job (data, out, backbone, weights), per store or internal.
+    assert extract_fields - set(RUN_EXTRACT_FIELDS) == {
+        "data", "backbone", "out", "weights", "weights_file", "max_pixels", "overwrite", "shard", "view_splits",
+        "flip", "calibration", "quantized_from", "progress"}

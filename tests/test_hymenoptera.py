@@ -31,7 +31,7 @@ def classified(store, tmp_path_factory):
     from classify.train import run_classify
 
     out = tmp_path_factory.mktemp("cls")
-    results = run_classify(store, models=["default"], jobs=2, out_dir=out)
+    results = run_classify(store, models=["default"], jobs=2, out_dir=out, select="val")  # CV: test_selection
     return out, {r.model: r for r in results}
 
 
