@@ -4,7 +4,7 @@
     python bench/selection_cost.py [--rows 2000,10000,20000] [--models logreg,knn-dino,mlp] [--jobs 2]
 
 Synthetic stores (bench/synthetic.py: 1280-d, 100 classes, a 500-image val split, so
-``--select auto`` picks CV up to its 20,000-image pool limit). Each size runs the same models
+``--select auto`` would pick CV up to 5,000 images; this forces it beyond). Each size runs the same models
 twice in one process, ``select=val`` then ``select=cv``, and prints both wall times and their
 ratio (measured in the same run: this machine is noisy).
 """

@@ -55,7 +55,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select", choices=("auto", "val", "cv"), default=None,
                    help="what ranks the models: val accuracy, or cv (5-fold stratified CV x 2 of each chosen "
                         "configuration over train+val, grouped by image); auto (default): cv when val has fewer "
-                        "than 1,000 images")
+                        "than 1,000 images and train+val at most 5,000")
     p.add_argument("--few-shot", action="store_true", default=None,
                    help="also measure the few-shot curve (1-16 train images per class and all; logreg and DINO "
                         "kNN; 5 draws) into metrics.json")

@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 
 SELECT_CHOICES = ("auto", "val", "cv")
 CV_BELOW = 1_000  # val images under which --select auto scores by CV
-CV_POOL_MAX = 20_000  # ... unless train+val is bigger: 10 more fits per model would cost more than it tells
+CV_POOL_MAX = 5_000  # ... unless train+val is bigger: at 10,500 rows CV made the zoo 7.3x slower (bench/selection_cost.py)
 FOLDS, REPEATS = 5, 2
 PARALLEL_FROM = 2_000  # pool images from which the folds run on --jobs processes
 

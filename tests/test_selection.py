@@ -46,8 +46,8 @@ def test_knn_dino_votes_as_dino_eval_knn():
 def test_choose_select():
     assert selection.choose_select("auto", 999) == "cv" and selection.choose_select("auto", 1000) == "val"
     assert selection.choose_select("val", 10) == "val" and selection.choose_select("cv", 10 ** 6) == "cv"
-    assert selection.choose_select("auto", 500, 20_000) == "cv"
-    assert selection.choose_select("auto", 500, 20_001) == "val"
+    assert selection.choose_select("auto", 500, 5_000) == "cv"
+    assert selection.choose_select("auto", 500, 5_001) == "val"
     with pytest.raises(ValueError, match="--select 'best'"):
         selection.choose_select("best", 10)
 
