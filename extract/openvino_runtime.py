@@ -172,11 +172,8 @@ class OpenVINORuntime:
         return {k: np.concatenate([self._results[i][j] for i in range(len(parts))]) for j, k in enumerate(self.keys)}
 
     def close(self) -> None:
-        """Release the infer requests, then the compiled network, here and now: left to the cyclic
-        GC (an interrupted job's traceback keeps the frames alive), OpenVINO's teardown ran at a
-        random later point on another thread and aborted the process."""
-        if self.queue is not None:
-            self.queue.wait_all()
+        """Drop the infer requests, then the compiled network, here and now rather than whenever the
+        cyclic GC frees an interrupted job's frames (no wait_all here: that hung an interrupted run)."""
         self.queue = None
         self.compiled = None
 
