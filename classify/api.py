@@ -19,17 +19,29 @@ def compare(features: str | os.PathLike, models: str | Sequence[str] = "default"
     fitted ``estimator``, ``val``/``test`` scores (accuracy with its Wilson interval, per-class
     accuracy, confusion matrix, misclassified images...) and, under ``select="cv"``, its
     repeated-CV score in ``extra["cv"]``. Nothing is written unless ``out_dir`` is given (then
-    models, metrics.json and summary.md go there, as ``pipeline.py classify --out``).
+    models, metrics.json and summary.md go there, as ``pipeline.py classify --out``, and a rerun
+    into the same ``out_dir`` reuses what an earlier one finished, its estimators loaded from their
+    saved files; ``resume=False`` fits them again).
     ``options`` are :func:`classify.train.run_classify`'s (``views``, ``tta``, ``protocol``,
     ``budget``, ``preprocess``, ``few_shot``...)."""
     from classify.train import run_classify
 
     if out_dir is not None:
-        return run_classify(features, out_dir=out_dir, feature=feature, models=models, jobs=jobs, seed=seed,
-                            select=select, **options)
+        results = run_classify(features, out_dir=out_dir, feature=feature, models=models, jobs=jobs, seed=seed,
+                               select=select, **options)
+        return [_with_estimator(r) for r in results]
     with tempfile.TemporaryDirectory(prefix="featcache-compare-") as tmp:
         results = run_classify(features, out_dir=tmp, feature=feature, models=models, jobs=jobs, seed=seed,
                                select=select, **options)
     return [replace(r, model_path=None, extra={k: ({kk: vv for kk, vv in v.items() if kk != "oof"}
                                                    if k == "cv" else v) for k, v in r.extra.items()})
             for r in results]
+
+
+def _with_estimator(result: ModelResult) -> ModelResult:
+    """A result reused from an earlier run, with its estimator read back from its (verified) file."""
+    if result.estimator is not None or result.model_path is None:
+        return result
+    from classify.persist import load_model
+
+    return replace(result, estimator=load_model(result.model_path).model)

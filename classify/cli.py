@@ -60,6 +60,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also measure the few-shot curve (1-16 train images per class and all; logreg and DINO "
                         "kNN; 5 draws) into metrics.json")
     p.add_argument("--out", required=True, metavar="RUN_DIR", help="folder for models/ and the reports")
+    p.add_argument("--no-resume", dest="resume", action="store_false", default=None,
+                   help="fit every model again, even those an earlier run with the same settings finished "
+                        "(default: reuse them from RUN_DIR/finished/ when their model files are unchanged)")
     p.add_argument("--engine", choices=("local", "ray"), default="local",
                    help="run the sweeps here (default) or on a Ray cluster via joblib's Ray backend")
     p.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
@@ -70,7 +73,7 @@ def options_from_args(args: argparse.Namespace) -> dict:
     given = {"feature": args.layer, "models": args.models, "jobs": args.jobs, "seed": args.seed,
              "allow_partial": args.allow_partial, "preprocess": args.preprocess, "tensorboard": args.tensorboard,
              "views": args.views, "tta": args.tta, "protocol": args.protocol, "budget": args.budget,
-             "select": args.select, "few_shot": args.few_shot}
+             "select": args.select, "few_shot": args.few_shot, "resume": args.resume}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -67,7 +67,9 @@ def save_model(saved: SavedModel, path: str | os.PathLike) -> Path:
     return path
 
 
-def _expected_digest(path: Path) -> str:
+def sidecar_digest(path: str | os.PathLike) -> str:
+    """The sha256 that ``path``'s sidecar records for it (ValueError when there is none)."""
+    path = Path(path)
     side = sidecar_path(path)
     try:
         text = side.read_text(encoding="ascii", errors="replace").split()
@@ -83,7 +85,7 @@ def load_model(path: str | os.PathLike) -> SavedModel:
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such model file")
-    expected = _expected_digest(path)
+    expected = sidecar_digest(path)
     actual = sha256_file(path)
     if not hmac.compare_digest(actual, expected):
         raise ValueError(f"{path}: sha256 {actual[:12]}... does not match its sidecar ({expected[:12]}...); "

@@ -81,6 +81,7 @@ def summary_markdown(results: list[ModelResult], meta: dict) -> str:
         *([f"- selection: {meta['protocol']['description']}"] if meta.get("protocol") else []),
         *([f"- selection on views: {meta['protocol_views']['description']}"] if meta.get("protocol_views") else []),
         *([f"- budget: {meta['budget_s']:.0f} s"] if meta.get("budget_s") else []),
+        *([f"- reused from an earlier run (finished/): {', '.join(meta['reused'])}"] if meta.get("reused") else []),
         "", "est. s: the time estimated before fitting, from rows, dimensions and classes.", "",
         markdown_table(results), "",
     ]

@@ -17,9 +17,11 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from classify import progress
+from store.interrupt import ignore_sigint_in_worker
 
 
 def _fit_score(estimator, X, y, train, test, params: dict, scorer, fit_params: dict) -> float:
+    ignore_sigint_in_worker()  # Ctrl-C is the parent's to handle: it finishes this fit first
     est = clone(estimator).set_params(**params)
     est.fit(X[train], y[train], **_cut(fit_params, train, len(y)))
     return float(scorer(est, X[test], y[test]))

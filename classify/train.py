@@ -1,11 +1,15 @@
 """Run the zoo on one store: fit on train, score on val (and test once), save, report.
 
-Reports are rewritten after every model, so an interrupted run keeps what it finished.
+Reports are rewritten after every model, and each finished model is recorded in
+``OUT/finished/`` (:mod:`classify.finished`): a killed or interrupted run keeps what it
+finished, and a rerun with the same settings reuses it instead of fitting it again. Ctrl-C
+stops after the model in hand.
 """
 
 from __future__ import annotations
 
 import inspect
+import itertools
 import logging
 import os
 import time
@@ -17,6 +21,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from classify import budget as budgets
+from classify import finished
 from classify import progress
 from classify import protocol as protocols
 from classify import selection
@@ -27,6 +32,7 @@ from classify.linear_probe import LinearProbe
 from classify.models import Build, build_model, candidate, get_entry, resolve_models
 from classify.persist import SavedModel, save_model
 from store.files import safe_name
+from store.interrupt import StopAfterCurrent
 from classify.preprocess import parse_preprocess
 from classify.report import write_reports
 from classify.torch_heads import TorchHead
@@ -228,12 +234,32 @@ def _meta(data: FeatureSet, names: list[str], *, seed: int, jobs: int, preproces
     }
 
 
+def _reuse_or_fit(name: str, data: FeatureSet, *, out: Path, views: bool, plan: Plan, resume: bool,
+                  jobs: int, seed: int, preprocess: str | Sequence[str] | None,
+                  tensorboard: str | os.PathLike | None, tta: list[str | None],
+                  select: str) -> tuple[list[ModelResult], bool]:
+    """(results, reused) of one model and view mode: what an earlier run recorded in
+    out/finished/ when it still holds (same settings, same files), else a new fit, recorded."""
+    label = variant_name(name, views)
+    values = finished.settings(data, name, views=views, tta=tta, seed=seed, preprocess=preprocess,
+                               protocol=plan.build.protocol, select=select, approximate=plan.build.approximate)
+    key = finished.settings_key(values)
+    done = finished.load(out, data.feature, label, key) if resume else None
+    if done is not None:
+        log.info("%s reused from an earlier run (%s)", label, finished.record_path(out, data.feature, label))
+        return done, True
+    done = fit_one(name, data, out_dir=out, jobs=jobs, seed=seed, preprocess=preprocess, tensorboard=tensorboard,
+                   views=views, tta=tta, plan=plan, select=select)
+    finished.save(out, label, key, values, done)
+    return done, False
+
+
 def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, feature: str | None = None,
                  models: str | Sequence[str] | None = None, jobs: int = 1, seed: int = 0,
                  allow_partial: bool = False, tensorboard: str | os.PathLike | None = None,
                  preprocess: str | Sequence[str] | None = None, views: str = "auto", tta: str = "none",
                  protocol: str | None = "auto", budget: str | float | None = None,
-                 select: str = "auto", few_shot: bool = False) -> list[ModelResult]:
+                 select: str = "auto", few_shot: bool = False, resume: bool = True) -> list[ModelResult]:
     """Fit every model in ``models`` (names, ``"all"``, ``"default"``; None: default) on one store.
 
     ``views``: train on the store's augmented views too (``auto``: when it has them; ``both``:
@@ -250,6 +276,12 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     chosen configuration over train+val, :mod:`classify.selection`); ``auto``: cv when val has
     fewer than 1,000 images. ``few_shot``: add the few-shot curve (:mod:`classify.fewshot`) to
     metrics.json.
+
+    ``resume``: reuse the results an earlier run with the same settings finished in
+    ``out_dir/finished/`` (their model files unchanged) instead of fitting them again; listed in
+    metrics.json's ``reused``. Reused results carry no ``estimator`` (load ``model_path``).
+    Ctrl-C (in the main thread) stops after the model in hand: its record and the reports are
+    written, then KeyboardInterrupt is raised.
     """
     names = resolve_models(models)  # bad names and options fail before any data is read
     jobs = _check_jobs(jobs)
@@ -284,22 +316,28 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
               for on in view_modes}
     for on, p in chosen.items():
         log.info("selection%s: %s", " (on views)" if on else "", p.describe())
-    meta.update(protocol=chosen[view_modes[0]].to_dict(), budget_s=budget_s, skipped=[],
+    meta.update(protocol=chosen[view_modes[0]].to_dict(), budget_s=budget_s, skipped=[], reused=[],
                 **({"protocol_views": chosen[True].to_dict()} if len(chosen) > 1 else {}))
     results: list[ModelResult] = []
     start = time.perf_counter()
-    for name in names:
-        for on in view_modes:
+    with StopAfterCurrent(logger=log) as stop:
+        for name, on in itertools.product(names, view_modes):
+            label = stop.what = variant_name(name, on)
             left = None if budget_s is None else budget_s - (time.perf_counter() - start)
             plan = plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=left)
             if plan.skip:
-                log.warning("%-16s skipped: %s", variant_name(name, on), plan.skip)
-                meta["skipped"].append({"model": variant_name(name, on), "reason": plan.skip,
-                                        "estimate_s": plan.estimate_s})
+                log.warning("%-16s skipped: %s", label, plan.skip)
+                meta["skipped"].append({"model": label, "reason": plan.skip, "estimate_s": plan.estimate_s})
             else:
-                results += fit_one(name, data, out_dir=out, jobs=jobs, seed=seed, preprocess=preprocess,
-                                   tensorboard=tensorboard, views=on, tta=tta_modes, plan=plan, select=select)
+                done, reused = _reuse_or_fit(name, data, out=out, views=on, plan=plan, resume=resume, jobs=jobs,
+                                             seed=seed, preprocess=preprocess, tensorboard=tensorboard,
+                                             tta=tta_modes, select=select)
+                results += done
+                meta["reused"] += [label] if reused else []
             write_reports(out, results, meta)
+            if stop.requested:
+                log.warning("interrupted after %s: %d results kept in %s; rerun to continue", label, len(results), out)
+                raise KeyboardInterrupt
     if few_shot:
         from classify.fewshot import few_shot_curve
 

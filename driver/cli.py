@@ -47,6 +47,9 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", metavar="TIME",
                    help="time for each feature set's zoo (10m, 90s): models that would not fit are approximated "
                         "or skipped, and the report says which")
+    p.add_argument("--no-resume", dest="resume", action="store_false", default=None,
+                   help="fit every classifier again, even those an earlier run into RUN_DIR finished with the "
+                        "same settings (default: reuse them)")
     add_extract_arguments(p, with_io=False)
 
 
@@ -54,7 +57,7 @@ FLAG_KEYS = ("data", "out", "backbones", "layers", "pools", "models", "weights",
              "workers", "device", "runtime", "precision", "jobs", "seed", "tensorboard", "image_root", "views",
              "train_on_views", "tta", "protocol", "budget", "select", "few_shot", "ensembles",
              "loader", "draft", "fold_bn", "preprocess", "dtype", "compression", "channels_last",
-             "max_pixels", "allow_outside_root", "view_seed", "view_scale")
+             "max_pixels", "allow_outside_root", "view_seed", "view_scale", "resume")
 
 
 def main_run(args: argparse.Namespace) -> int:

@@ -59,6 +59,7 @@ class RunConfig:
     select: str = "auto"  # classify --select: auto | val | cv
     few_shot: bool = True  # the few-shot curve of every feature set
     ensembles: bool = True  # concat of the two best feature sets, soft vote of the tied group
+    resume: bool = True  # classify --no-resume sets False: refit what an earlier run finished
     extra: dict = field(default_factory=dict, compare=False)
 
     @property
@@ -135,7 +136,7 @@ def resolve(file_values: dict, flag_values: dict, source: str = "--config") -> R
     for key in LIST_KEYS & set(merged):
         merged[key] = _as_tuple(key, merged[key])
     merged["data"] = _data_tuple(merged["data"])
-    for key in ("few_shot", "ensembles", "draft", "fold_bn", "channels_last", "allow_outside_root"):
+    for key in ("few_shot", "ensembles", "draft", "fold_bn", "channels_last", "allow_outside_root", "resume"):
         if key in merged and not isinstance(merged[key], bool):
             raise ConfigError(f"{key}: expected true or false, got {merged[key]!r}")
     if merged.get("view_scale") is not None:

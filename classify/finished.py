@@ -1,0 +1,148 @@
+"""Finished zoo results on disk, so that a killed or interrupted run resumes where it stopped.
+
+Each (feature set, model, variant) that finishes writes ``OUT/finished/<feature>__<model>.json``:
+a key (sha256 of every setting that changes its result), its :class:`ModelResult` per TTA
+mode, and the sha256 of each file it saved. A rerun with the same key reuses the result
+instead of fitting, provided every file it names is still there, unchanged. Anything else (an
+unreadable record, other settings, a model file gone or edited) means: fit again.
+
+Reused results carry no ``estimator``; :func:`classify.persist.load_model` reads the model
+from its ``model_path`` (which :func:`classify.api.compare` does).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+from pathlib import Path
+from typing import Sequence
+
+from classify.evaluate import ModelResult, to_jsonable
+from classify.features import FeatureSet
+from classify.persist import sidecar_digest
+from classify.preprocess import parse_preprocess
+from classify.protocol import Protocol
+from store.files import atomic_write, safe_name, sha256_file
+
+log = logging.getLogger(__name__)
+
+RESUME_FORMAT = 1  # bump when a result's meaning changes, so that older records are refitted
+FINISHED_DIR = "finished"
+
+
+def settings(data: FeatureSet, name: str, *, views: bool, tta: Sequence[str | None], seed: int,
+             preprocess: str | Sequence[str] | None, protocol: Protocol, select: str,
+             approximate: bool) -> dict:
+    """Everything a (model, variant) result depends on. Not ``jobs`` (results do not depend on
+    it) nor the budget (only whether it made the plan approximate)."""
+    return to_jsonable({
+        "format": RESUME_FORMAT, "cache_key": data.cache_key, "feature": data.feature, "model": name,
+        "views": bool(views), "n_views": data.n_views if views else 0, "tta": [t or "none" for t in tta],
+        "seed": int(seed), "preprocess": None if preprocess is None else list(parse_preprocess(preprocess)),
+        "protocol": protocol.to_dict(), "select": select, "approximate": bool(approximate),
+        "counts": data.counts(), "val_source": data.val_source, "complete": bool(data.complete),
+    })
+
+
+def settings_key(values: dict) -> str:
+    """sha256 of the canonical JSON of ``values`` (sorted keys, no spaces)."""
+    text = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def record_path(out: Path, feature: str, label: str) -> Path:
+    return Path(out) / FINISHED_DIR / f"{safe_name(feature)}__{safe_name(label)}.json"
+
+
+def _relative(out: Path, path: str | None) -> str | None:
+    """``path`` (written under ``out``) relative to ``out``: a moved run folder still resumes."""
+    if path is None:
+        return None
+    p = Path(path)
+    try:
+        return p.relative_to(out).as_posix()
+    except ValueError:
+        return p.resolve().relative_to(Path(out).resolve()).as_posix()
+
+
+def _oof(result: ModelResult) -> str | None:
+    return (result.extra.get("cv") or {}).get("oof")
+
+
+def save(out: Path, label: str, key: str, values: dict, results: list[ModelResult]) -> Path:
+    """Record ``results`` (one per TTA mode of one fit) as finished, after their files were saved."""
+    entries = []
+    for r in results:
+        model, oof = _relative(out, r.model_path), _relative(out, _oof(r))
+        entries.append({"result": r.to_dict(), "model": model,
+                        "sha256": sidecar_digest(out / model) if model else None,
+                        "oof": oof, "oof_sha256": sha256_file(out / oof) if oof else None})
+    path = record_path(out, results[0].feature, label)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    record = {"format": RESUME_FORMAT, "key": key, "label": label, "settings": values, "results": entries}
+    return atomic_write(path, json.dumps(to_jsonable(record), indent=1) + "\n")
+
+
+def _same_file(path: Path, digest: str | None, sidecar: bool) -> str:
+    """Why ``path`` is not the file recorded ('' when it is)."""
+    if not isinstance(digest, str) or len(digest) != 64:
+        return f"{path.name}: no sha256 recorded"
+    if not path.is_file():
+        return f"{path.name} is missing"
+    if sidecar:
+        try:
+            if not hmac.compare_digest(sidecar_digest(path), digest):
+                return f"{path.name}: its .sha256 sidecar changed"
+        except ValueError as e:
+            return str(e)
+    if not hmac.compare_digest(sha256_file(path), digest):
+        return f"{path.name} changed since it was recorded"
+    return ""
+
+
+def _rebuild(out: Path, entry: dict) -> ModelResult:
+    """A finished result as fit_one returned it, its paths under this run's ``out``."""
+    d = dict(entry["result"])
+    if entry.get("model"):
+        d["model_path"] = str(out / entry["model"])
+    if entry.get("oof"):
+        d["extra"] = {**d["extra"], "cv": {**d["extra"]["cv"], "oof": str(out / entry["oof"])}}
+    return ModelResult(**d, estimator=None)
+
+
+def _problem(out: Path, entry: dict) -> str:
+    if entry.get("model"):
+        why = _same_file(out / entry["model"], entry.get("sha256"), sidecar=True)
+        if why:
+            return why
+    if entry.get("oof"):
+        return _same_file(out / entry["oof"], entry.get("oof_sha256"), sidecar=False)
+    return ""
+
+
+def load(out: Path, feature: str, label: str, key: str) -> list[ModelResult] | None:
+    """The results recorded for ``label`` under ``key``, or None when it must be fitted (no
+    record, other settings, a file it names missing or changed, or a record that cannot be read)."""
+    path = record_path(out, feature, label)
+    if not path.is_file():
+        return None
+    try:
+        record = json.loads(path.read_text(encoding="utf-8"))
+        if record.get("key") != key:
+            log.info("%-16s settings changed since %s; fitting it again", label, path)
+            return None
+        entries = record["results"]
+        if not isinstance(entries, list) or not entries:
+            raise ValueError("no results")
+        for entry in entries:
+            why = _problem(out, entry)
+            if why:
+                log.warning("%-16s not reused: %s; fitting it again", label, why)
+                return None
+        return [_rebuild(out, entry) for entry in entries]
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+        log.warning("%s: unreadable finished record (%s: %s); ignoring it, %s is fitted again", path,
+                    type(e).__name__, e, label)
+        return None
