@@ -9,7 +9,10 @@
     python pipeline.py finetune --data DIR --backbone NAME --out DIR [--run-dir RUN_DIR]
     python pipeline.py info F.h5
 
-Exit codes: 0 ok, 1 failure, 2 bad input (one line on stderr names the culprit), 130 interrupted.
+Exit codes: 0 ok, 1 failure, 2 bad input (one line on stderr names the culprit), 3 disk full (one line
+names the path and the space needed; rerun after freeing space to resume), 4 store corrupted (a chunk
+fails its checksum; ``info --verify`` lists them), 5 out of memory (a feature set that cannot fit is
+refused before it is read), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import os
 import sys
 
 log = logging.getLogger("pipeline")
@@ -62,6 +66,8 @@ def _print_costs() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     from extract import costs
+    from store.errors import (EXIT_BAD_INPUT, EXIT_CORRUPT, EXIT_DISK_FULL, EXIT_FAILURE, EXIT_INTERRUPTED,
+                              EXIT_NO_MEMORY, KEPT, DiskFull, StoreCorrupted, is_disk_full)
 
     args = build_parser().parse_args(argv)
     startup = costs.since_process_start()
@@ -76,13 +82,31 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         hint = "rerun with --resume" if getattr(args, "command", "") == "finetune" else "rerun the same command"
         print(f"interrupted: work done so far is kept; {hint} to continue", file=sys.stderr)
-        return 130
-    except (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError) as e:
+        return EXIT_INTERRUPTED
+    except DiskFull as e:
         print(f"error: {e}", file=sys.stderr)
-        return 2
-    except Exception:  # noqa: BLE001 - the last line of defence prints the trace once
-        log.exception("failed")
-        return 1
+        if e.fatal:  # HDF5 met the full disk mid-flush: closing its files (even at exit) can crash
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(EXIT_DISK_FULL)
+        return EXIT_DISK_FULL
+    except StoreCorrupted as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_CORRUPT
+    except MemoryError as e:  # NotEnoughMemory names the store; a bare MemoryError at least says what ran out
+        print(f"error: {e}" if str(e) else f"error: out of memory during `{getattr(args, 'command', '?')}` "
+              "(MemoryError); use a smaller feature set or a machine with more memory", file=sys.stderr)
+        return EXIT_NO_MEMORY
+    except Exception as e:  # noqa: BLE001 - a full disk anywhere else still gets one line
+        if is_disk_full(e):
+            where = getattr(e, "filename", None) or "a file"
+            print(f"error: {where}: no space left on device ({' '.join(str(e).split())}); {KEPT}", file=sys.stderr)
+            return EXIT_DISK_FULL
+        if isinstance(e, (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)):
+            print(f"error: {e}", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        log.exception("failed")  # the last line of defence prints the trace once
+        return EXIT_FAILURE
 
 
 if __name__ == "__main__":

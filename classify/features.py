@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from classify import memory
 from store import splits
 from store.splits import HOLDOUT_FRACTION, HOLDOUT_SEED, VAL_HOLDOUT, VAL_SPLIT  # noqa: F401 - re-exported
 from store import StoreError, read_features, read_flip, read_index, read_info, read_views, resolve_feature
@@ -160,6 +161,9 @@ def load_features(path: str | os.PathLike, feature: str | None = None, *, allow_
     if val_source == VAL_HOLDOUT:
         log.info("%s: no val split; holding out %d of %d train rows (stratified, seed %d)",
                  info.path, len(at["val"]), len(at["train"]) + len(at["val"]), holdout_seed)
+    n_rows = sum(len(at[s]) for s in ("train", "val", "test"))
+    memory.check_fits(str(info.path), key, n_rows, info.features[key], np.dtype(info.dtype).itemsize,
+                      view_values=len(at["train"]) * info.views * info.features[key] if views else 0)
     train, val, test = (_read_split(info.path, key, index, at[s], allow_partial) for s in ("train", "val", "test"))
     others = {"val": val, **({"test": test} if len(test) else {})}
     _check_others(info.path, train, others, info.class_names)

@@ -18,7 +18,6 @@ rank 1) and with their probabilities in ``oof.npz`` (for soft-vote ensembles).
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +36,8 @@ from classify.features import FeatureSet
 from classify.knn import CosineKNN, SweptKNN
 from classify.linear_probe import LinearProbe
 from classify.splits import RepeatedSmallDataKFold
+from store.files import replace_atomically
+from store.interrupt import ignore_sigint_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,7 @@ def _fold(model: object, p: Pool, fit_idx: np.ndarray, held: np.ndarray, views: 
     """Fit ``frozen(model)`` on one fold -> (its classes, {tta: (predictions, probabilities)} on the held-out images)."""
     from classify.train import model_input  # noqa: PLC0415 - train imports this module
 
+    ignore_sigint_in_worker()  # Ctrl-C is the parent's to handle: it finishes this model's CV first
     est = frozen(model)
     X, y, groups = fold_arrays(p, fit_idx, views)
     with threadpool_limits(limits=1):
@@ -186,7 +188,6 @@ def save_oof(path: Path, data: FeatureSet, proba: np.ndarray, classes: np.ndarra
     """The out-of-fold probabilities with the pool's paths, labels and fold ids, for soft-vote ensembles."""
     p = pool(data)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, proba=proba, paths=p.paths.astype(str), y=p.y, classes=classes, fold=fold)
-    os.replace(tmp, path)
+    replace_atomically(path, lambda f: np.savez_compressed(f, proba=proba, paths=p.paths.astype(str), y=p.y,
+                                                           classes=classes, fold=fold))
     return path

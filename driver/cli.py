@@ -57,7 +57,7 @@ FLAG_KEYS = ("data", "out", "backbones", "layers", "pools", "models", "weights",
              "workers", "device", "runtime", "precision", "jobs", "seed", "tensorboard", "image_root", "views",
              "train_on_views", "tta", "protocol", "budget", "select", "few_shot", "ensembles",
              "loader", "draft", "fold_bn", "preprocess", "dtype", "compression", "channels_last",
-             "max_pixels", "allow_outside_root", "view_seed", "view_scale", "resume")
+             "max_pixels", "allow_outside_root", "view_seed", "view_scale", "force", "resume")
 
 
 def main_run(args: argparse.Namespace) -> int:

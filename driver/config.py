@@ -45,6 +45,7 @@ class RunConfig:
     channels_last: bool = True
     max_pixels: int | None = None  # None: extract's default guard; 0: no limit
     allow_outside_root: bool = False
+    force: bool = False  # extract --force: start even when a store will not fit on its disk
     view_seed: int = 0
     view_scale: tuple[float, float] | None = None
     jobs: int = 1
@@ -136,7 +137,8 @@ def resolve(file_values: dict, flag_values: dict, source: str = "--config") -> R
     for key in LIST_KEYS & set(merged):
         merged[key] = _as_tuple(key, merged[key])
     merged["data"] = _data_tuple(merged["data"])
-    for key in ("few_shot", "ensembles", "draft", "fold_bn", "channels_last", "allow_outside_root", "resume"):
+    for key in ("few_shot", "ensembles", "draft", "fold_bn", "channels_last", "allow_outside_root",
+                "force", "resume"):
         if key in merged and not isinstance(merged[key], bool):
             raise ConfigError(f"{key}: expected true or false, got {merged[key]!r}")
     if merged.get("view_scale") is not None:

@@ -30,7 +30,7 @@ def write_json(path: Path, data: object) -> None:
 # The extract options a run passes through unchanged (same names in RunConfig and ExtractConfig).
 RUN_EXTRACT_FIELDS = ("layers", "pools", "batch_size", "workers", "loader", "device", "runtime", "precision", "dtype",
                       "compression", "channels_last", "fold_bn", "draft", "image_root", "allow_outside_root", "views",
-                      "view_seed", "view_scale")
+                      "view_seed", "view_scale", "force")
 
 
 def extract_all(cfg: RunConfig, data: str, progress: bool) -> list[dict]:

@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from store.errors import EXIT_CORRUPT
 from extract.weights import WEIGHT_FILE_SUFFIXES, split_weights  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
     g.add_argument("--image-root", default=None, help="folder the CSV's paths are relative to (default: its folder)")
     g.add_argument("--allow-outside-root", action="store_true", default=None,
                    help="accept CSV paths that leave the image root (../, absolute)")
+    g.add_argument("--force", action="store_true", default=None,
+                   help="start even when the store's estimated size exceeds the free space on its disk")
     if with_io:
         p.add_argument("--overwrite", action="store_true", default=None,
                        help="replace a store at --out that holds another spec")
@@ -110,7 +113,7 @@ def config_from_args(args: argparse.Namespace, **override: object):  # -> Extrac
         "loader": args.loader, "runtime": args.runtime,
         "device": args.device, "precision": args.precision, "dtype": args.dtype, "compression": args.compression,
         "channels_last": args.channels_last, "fold_bn": args.fold_bn, "draft": args.draft,
-        "image_root": args.image_root,
+        "image_root": args.image_root, "force": args.force,
         "allow_outside_root": args.allow_outside_root, "overwrite": getattr(args, "overwrite", None),
         "shard": getattr(args, "shard", None), "views": args.views, "view_seed": args.view_seed,
         "view_scale": args.view_scale,
@@ -192,6 +195,15 @@ def main_info(args: argparse.Namespace) -> int:
           f"on {prov.get('device')} at {prov.get('created')}")
     for path, msg in info.errors[: args.errors]:
         print(f"  error      {path}: {msg}")
+    if args.verify:
+        from store.verify import describe, verify_store
+
+        report = verify_store(info.path)
+        print("\n".join(describe(report)))
+        if not report.ok:
+            print(f"error: {info.path}: failed verification; extract again with --overwrite to rewrite it",
+                  file=sys.stderr)
+            return EXIT_CORRUPT
     return 0
 
 
@@ -252,6 +264,9 @@ def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.Argu
     p = sub.add_parser("info", parents=parents, help="show what a feature store holds")
     p.add_argument("store", help="FILE.h5 (or its unfinished FILE.h5.partial)")
     p.add_argument("--errors", type=int, default=20, help="how many error rows to list (default 20)")
+    p.add_argument("--verify", action="store_true",
+                   help=f"read every feature chunk and check its fletcher32 checksum, the row flags and the blobs "
+                        f"(exit {EXIT_CORRUPT} when anything is wrong)")
     p.set_defaults(func=main_info)
 
     p = sub.add_parser("backbones", parents=parents, help="list backbone names")

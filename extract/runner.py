@@ -19,9 +19,7 @@ import json
 import logging
 import os
 import platform
-import signal
 import sys
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -36,6 +34,8 @@ from extract.modelcache import ModelFacts, load_facts, request_key, save_facts, 
 from extract.rows import ImageRows, collate, collate_views
 from extract.sources import build_manifest
 from store import FeatureSpec, Manifest, ViewLayout, open_for_write, store_status, write_lock
+from store.interrupt import StopAfterCurrent
+from store.write import check_fits, store_bytes
 from extract.transforms import CenterCrop
 from extract.views import DEFAULT_RATIO, DEFAULT_SCALE, view_transform
 
@@ -68,6 +68,7 @@ class ExtractConfig:
     image_root: str | None = None
     allow_outside_root: bool = False
     overwrite: bool = False
+    force: bool = False  # start even when the pre-flight check says the store will not fit on its disk
     shard: str | None = None  # "K/N": this job's 1/N slice of the manifest (0-based K)
     views: int = 0  # augmented views (RandomResizedCrop + flip) stored per train row; >0 also stores flips
     view_seed: int = 0
@@ -324,6 +325,7 @@ def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
         status = store_status(out, p.cache_key, p.spec, p.cfg.overwrite)
         if status == "hit":
             return make_summary(out, "hit", len(p.manifest), 0, 0.0, p)
+        preflight(p, out, status)
         with open_runtime(p, out, status) as opened:
             key, p = p.cache_key, opened.plan  # another plan after a fallback to torch
             if p.cache_key != key and store_status(out, p.cache_key, p.spec, p.cfg.overwrite) == "hit":
@@ -343,34 +345,27 @@ def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
     return make_summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p)
 
 
-class _StopAtBatchEnd:
-    """Ctrl-C during the loop stops after the batch in hand (a second Ctrl-C stops at once).
+def preflight(p: "Plan", out: Path, status: str) -> None:
+    """Refuse a job whose features cannot fit on the store's disk, before any network is prepared."""
+    n = len(p.manifest)
+    layout = view_layout(p.cfg, p.manifest)
+    if status == "resume":
+        from store import partial_path, read_info
 
-    A KeyboardInterrupt raised at an arbitrary point can cut a DataLoader worker's
-    shared-memory handover mid-handshake (the worker then prints a traceback) or fall
-    between the writes of one batch. Only installed over Python's default handler, in
-    the main thread; DataLoader workers ignore SIGINT and are shut down by the loader, and
-    Python delivers signals to the main thread only, so decode threads never see one.
-    """
-
-    def __init__(self) -> None:
-        self.requested = False
-        self._previous = None
-
-    def _handle(self, signum: int, frame: object) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-    def __enter__(self) -> "_StopAtBatchEnd":
-        if threading.current_thread() is threading.main_thread() \
-                and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        try:
+            left = n - read_info(partial_path(out), allow_partial=True).n_done
+        except Exception:  # noqa: BLE001 - a partial that cannot be read is started over: count every row
+            left = n
+    else:
+        left = n
+    m = len(layout.rows) * left // max(n, 1) if layout is not None else 0
+    need = store_bytes(left, p.features, p.cfg.dtype, layout, m)
+    if status == "new":
+        need += sum(len(s) for s in p.manifest.paths) + 32 * n  # paths, labels, splits, flags
+    what = (f"the store ({left} rows x {sum(f.dim for f in p.features)} features"
+            f"{f' + {layout.k} views' if layout is not None and layout.k else ''}, {p.cfg.dtype}"
+            f"{', before ' + p.cfg.compression + ' compression' if p.cfg.compression else ''})")
+    check_fits(out, need, what, p.cfg.force)
 
 
 def _with_nan_rows(feats: dict[str, np.ndarray], n: int) -> dict[str, np.ndarray]:
@@ -434,7 +429,9 @@ def _run_loop(p: Plan, runtime, writer) -> int:  # noqa: ANN001
     written = 0
     bar = tqdm(total=len(dataset), unit="img", disable=not cfg.progress, dynamic_ncols=True, smoothing=0.1)
     t_first = time.perf_counter()
-    with bar, _StopAtBatchEnd() as stop:
+    # Ctrl-C stops after the batch in hand (store/interrupt.py): an interrupt at an arbitrary point can cut a
+    # DataLoader worker's shared-memory handover mid-handshake or fall between the writes of one batch.
+    with bar, StopAfterCurrent("the batch in hand", log) as stop:
         for batch in loader:
             if stop.requested:
                 break  # leaving the loop shuts the workers (or threads) down before the interrupt propagates

@@ -141,7 +141,7 @@ def _write_merged(f: h5py.File, files: list[h5py.File], infos: list, spec: dict,
         name = f"features/{key_}"
         if copy:
             ds = f.create_dataset(name, shape=(total, dim), dtype=dtype, chunks=src[0].chunks,
-                                  compression=src[0].compression)
+                                  compression=src[0].compression, fletcher32=True)
             row = 0
             for s in src:
                 for a in range(0, s.shape[0], 8192):

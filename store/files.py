@@ -12,6 +12,8 @@ import secrets
 from pathlib import Path
 from typing import BinaryIO, Callable
 
+from store.errors import disk_full, is_disk_full
+
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     h = hashlib.sha256()
@@ -33,18 +35,34 @@ def _temp_beside(path: Path) -> tuple[int, Path]:
     raise FileExistsError(f"{path}: could not create a temporary file beside it")
 
 
-def replace_atomically(path: Path, write: Callable[[BinaryIO], object]) -> str:
-    """Run ``write`` on a temp file beside ``path``, fsync, rename over ``path``; return its sha256."""
-    fd, tmp = _temp_beside(path)
+def replace_atomically(path: Path, write: Callable[[BinaryIO], object], size: int | None = None) -> str:
+    """Run ``write`` on a temp file beside ``path``, fsync, rename over ``path``; return its sha256.
+
+    On a full disk the temp file goes, the old ``path`` stays as it was, and the error is one
+    :class:`DiskFull` line naming ``path`` (``size``: the bytes it needed, when known)."""
+    try:
+        fd, tmp = _temp_beside(path)
+    except OSError as e:
+        if is_disk_full(e):
+            raise disk_full(path, size, path.name) from None
+        raise
+    written = 0
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
             f.flush()
+            written = f.tell()
             os.fsync(f.fileno())
         digest = sha256_file(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        try:
+            written = written or tmp.stat().st_size
+        except OSError:
+            pass
         tmp.unlink(missing_ok=True)
+        if isinstance(e, Exception) and is_disk_full(e):
+            raise disk_full(path, size or (written or None), path.name) from None
         raise
     return digest
 
@@ -53,7 +71,7 @@ def atomic_write(path: str | os.PathLike, data: bytes | str) -> Path:
     """Replace ``path`` with ``data`` so that a reader sees the old file or the new, never half."""
     path = Path(path)
     raw = data.encode("utf-8") if isinstance(data, str) else data
-    replace_atomically(path, lambda f: f.write(raw))
+    replace_atomically(path, lambda f: f.write(raw), size=len(raw))
     return path
 
 

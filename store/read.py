@@ -3,20 +3,52 @@
 from __future__ import annotations
 
 import difflib
+import functools
 import hashlib
 import json
 import os
-from typing import Sequence
+import time
+from pathlib import Path
+from typing import Callable, Sequence, TypeVar
 
 import h5py
 import numpy as np
 
-from store.schema import (StoreError, StoreInfo, _feature_keys, _open_h5, resolve_path)
+from store.errors import StoreCorrupted, StoreUnreadable
+from store.schema import (PARTIAL_SUFFIX, StoreError, StoreInfo, _feature_keys, _open_h5, partial_path, resolve_path)
+
+PARTIAL_RETRIES = 6  # an unfinished store is read while its writer flushes: a torn read is tried again
+F = TypeVar("F", bound=Callable)
+
+
+def _reads_partial(path: str | os.PathLike) -> bool:
+    p = Path(path)
+    return p.name.endswith(PARTIAL_SUFFIX) or (not p.exists() and partial_path(p).exists())
+
+
+def retry_partial(fn: F) -> F:
+    """Read an unfinished store again when a read fails mid-flush of its writer (HDF5 sees a
+    chunk index or a chunk half updated: an error, or a checksum that fails). The writer sets
+    a row's done flag only after its features are flushed, so a read that succeeds is right."""
+    @functools.wraps(fn)
+    def wrapper(path, *args, **kwargs):  # noqa: ANN001, ANN202
+        for attempt in range(PARTIAL_RETRIES):
+            try:
+                return fn(path, *args, **kwargs)
+            except (OSError, RuntimeError, KeyError, StoreCorrupted, StoreUnreadable):
+                if attempt == PARTIAL_RETRIES - 1 or not _reads_partial(path):
+                    raise
+                time.sleep(0.05 * 2 ** attempt)
+        raise AssertionError("unreachable")
+    return wrapper  # type: ignore[return-value]
+
+
 
 def _text(value: object) -> str | None:
     return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
 
 
+@retry_partial
 def read_info(path: str | os.PathLike, allow_partial: bool = True) -> StoreInfo:
     path = resolve_path(path, allow_partial=allow_partial)
     with _open_h5(path) as f:
@@ -88,6 +120,7 @@ def read_rows(
     return {"X": X, **index, "feature": np.array(key)}
 
 
+@retry_partial
 def read_index(path: str | os.PathLike, allow_partial: bool = False) -> dict[str, np.ndarray]:
     """Labels, paths and splits of the readable rows (done and decoded), and their row numbers;
     no features, so a caller can choose rows before reading any."""
@@ -100,6 +133,7 @@ def read_index(path: str | os.PathLike, allow_partial: bool = False) -> dict[str
                 "split": f["split"].asstr()[:][rows], "rows": rows}
 
 
+@retry_partial
 def read_features(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False,
                   chunk_rows: int = 8192) -> np.ndarray:
     """``features/<feature>[rows]`` in the store's dtype (float16 stays float16), read in slices."""
@@ -116,10 +150,58 @@ def _read_at(ds: h5py.Dataset, index: np.ndarray, chunk_rows: int = 8192) -> np.
         stop = min(start + chunk_rows, ds.shape[0])
         sel = (index >= start) & (index < stop)
         if sel.any():
-            out[sel] = ds[start:stop][index[sel] - start]
+            try:
+                out[sel] = ds[start:stop][index[sel] - start]
+            except OSError as e:  # a bad chunk somewhere in the slice: read the wanted chunks one by one
+                out[sel] = _read_by_chunk(ds, index[sel], e)
     return out
 
 
+def _read_by_chunk(ds: h5py.Dataset, index: np.ndarray, error: OSError) -> np.ndarray:
+    """``ds[index]`` chunk by chunk; StoreCorrupted naming every bad chunk that holds a wanted row."""
+    step = chunk_rows_of(ds)
+    out = np.empty((len(index),) + ds.shape[1:], dtype=ds.dtype)
+    bad = []
+    for c in np.unique(index // step):
+        a, b = int(c) * step, min(int(c) * step + step, ds.shape[0])
+        sel = (index >= a) & (index < b)
+        try:
+            out[sel] = ds[a:b][index[sel] - a]
+        except OSError:
+            bad.append((a, b))
+    if bad:
+        raise StoreCorrupted(corruption_message(ds, bad, error))
+    return out
+
+
+def chunk_rows_of(ds: h5py.Dataset) -> int:
+    return ds.chunks[0] if ds.chunks else max(1, ds.shape[0])
+
+
+def bad_chunks(ds: h5py.Dataset, start: int = 0, stop: int | None = None) -> list[tuple[int, int]]:
+    """The row ranges [a, b) of the chunks in ``ds[start:stop]`` that cannot be read."""
+    step = chunk_rows_of(ds)
+    stop = ds.shape[0] if stop is None else stop
+    bad: list[tuple[int, int]] = []
+    for a in range(start - start % step, stop, step):
+        b = min(a + step, ds.shape[0])
+        try:
+            ds[a:b]
+        except OSError:
+            bad.append((a, b))
+    return bad
+
+
+def corruption_message(ds: h5py.Dataset, bad: list[tuple[int, int]], error: Exception | None = None) -> str:
+    """One line: the file, the dataset, the rows of its bad chunks, and what to do."""
+    ranges = ", ".join(f"{a}-{b - 1}" for a, b in bad[:8]) + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+    why = ("fail their fletcher32 checksum (the file is corrupted on disk)" if ds.fletcher32
+           else f"cannot be read ({' '.join(str(error).split())})" if error is not None else "cannot be read")
+    return (f"{ds.file.filename}: {ds.name} rows {ranges} {why}; `pipeline.py info --verify "
+            f"{ds.file.filename}` checks the whole store; extract again with --overwrite to rewrite it")
+
+
+@retry_partial
 def read_views(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False) -> np.ndarray:
     """(len(rows), K, D) augmented-view features of store ``rows``; every row must have views."""
     info = read_info(path, allow_partial=allow_partial)
@@ -137,6 +219,7 @@ def read_views(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_pa
         return _read_at(f[f"views/{key}"], at)
 
 
+@retry_partial
 def read_flip(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_partial: bool = False) -> np.ndarray:
     """(len(rows), D) features of the mirrored center crops of store ``rows``."""
     info = read_info(path, allow_partial=allow_partial)
@@ -147,6 +230,7 @@ def read_flip(path: str | os.PathLike, feature: str, rows: np.ndarray, allow_par
         return _read_at(f[f"flip/{key}"], np.asarray(rows, dtype=np.int64))
 
 
+@retry_partial
 def read_blob(path: str | os.PathLike, name: str, allow_partial: bool = True) -> bytes | None:
     """``/blobs/<name>`` of a store (None when absent); StoreError when its sha256 does not match."""
     info_path = resolve_path(path, allow_partial=allow_partial)

@@ -12,7 +12,8 @@ torch nor scikit-learn. Layout (schema version 1)::
     /done     (N,) bool    row written (resume skips these)
     /ok       (N,) bool    False where the image could not be read (features are NaN)
     /errors   (E,) {row, message}
-    /features/<layer>/<pool>  (N, D) float32|float16, attrs: layer, side, pool, raw_shape
+    /features/<layer>/<pool>  (N, D) float32|float16, attrs: layer, side, pool, raw_shape;
+                           chunked, with HDF5's fletcher32 checksum per chunk (views and flip too)
     /blobs/<name>  (B,) uint8, attrs: sha256; e.g. ``openvino_int8.xml``/``.bin``, the
                            quantized network that made an int8 store's features
 
@@ -38,14 +39,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from store.errors import StoreError, StoreUnreadable  # noqa: F401 - StoreError re-exported: the stages import it here
+
 SCHEMA_VERSION = 1
 PARTIAL_SUFFIX = ".partial"
 ERROR_DTYPE = np.dtype([("row", "<i8"), ("message", "S400")])
 _STR = h5py.string_dtype("utf-8")
-
-
-class StoreError(ValueError):
-    """A store that cannot be used as asked; the message names the file."""
 
 
 @dataclass(frozen=True)
@@ -92,8 +91,12 @@ def partial_path(path: str | os.PathLike) -> Path:
 
 
 def _open_h5(path: Path, mode: str = "r") -> h5py.File:
+    """Open a store; an unfinished one (``.partial``) is read without HDF5's file lock, so a reader
+    never blocks, nor is blocked by, the extraction writing it (reads retry torn states: read.py)."""
+    path = Path(path)
+    reading_partial = mode == "r" and path.name.endswith(PARTIAL_SUFFIX)
     try:
-        f = h5py.File(path, mode)
+        f = h5py.File(path, mode, locking=False) if reading_partial else h5py.File(path, mode)
     except FileNotFoundError:
         raise StoreError(f"{path}: no such feature store") from None
     except OSError as e:
@@ -101,7 +104,7 @@ def _open_h5(path: Path, mode: str = "r") -> h5py.File:
         if "lock" in reason.lower():
             raise StoreError(f"{path}: another process has it open for writing (HDF5 file lock); "
                              "wait for the extraction to finish") from None
-        raise StoreError(f"{path}: not a readable HDF5 feature store (truncated or not HDF5?): {reason}") from None
+        raise StoreUnreadable(f"{path}: not a readable HDF5 feature store (truncated or not HDF5?): {reason}") from None
     if "schema_version" not in f.attrs or "cache_key" not in f.attrs:
         f.close()
         raise StoreError(f"{path}: an HDF5 file, but not a feature store (no schema_version)")

@@ -5,7 +5,9 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import logging
 import os
+import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -15,7 +17,10 @@ from typing import Iterator, Sequence
 import h5py
 import numpy as np
 
+from store.errors import DiskFull, disk_full, fmt_bytes, free_bytes, is_disk_full
 from store.schema import (ERROR_DTYPE, SCHEMA_VERSION, FeatureSpec, Manifest, StoreError, _STR, _open_h5, partial_path)
+
+log = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------- writing
 
@@ -57,14 +62,59 @@ def _spec_diff(old: dict, new: dict) -> str:
 
 
 
+METADATA_RESERVE = 512 << 10  # what a flush may add beside the chunks: chunk index nodes, heaps, the superblock
+
+
 class StoreWriter:
-    """Writes one store; created by :func:`open_for_write`, used as a context manager."""
+    """Writes one store; created by :func:`open_for_write`, used as a context manager.
+
+    Each batch first checks that the disk holds what it will write (its rows plus every chunk
+    it may allocate): HDF5 that meets a full disk mid-flush is left in a state where closing
+    the file, even at exit, can crash the process. So a full disk is met here, between
+    batches, as a :class:`DiskFull` that leaves the store closed cleanly and resumable.
+    """
 
     def __init__(self, path: Path, f: h5py.File, status: str):
         self.path = path
         self.status = status  # "new" | "resume" | "hit"
         self._f = f
+        self.broken = False  # HDF5 met a full disk itself: the file must not be touched again
         self.pending = np.flatnonzero(~f["done"][:]) if f is not None else np.empty(0, np.int64)
+        self._chunked = [] if f is None else [  # (group, dataset name, rows per chunk, bytes per chunk)
+            (group, ds.name, ds.chunks[0], int(np.prod(ds.chunks)) * ds.dtype.itemsize)
+            for group in ("features", "flip", "views") if group in f
+            for layer in f[group].values() for ds in layer.values()]
+
+    def _bytes_for(self, rows: np.ndarray, view_at: np.ndarray, exact: bool) -> int:
+        """Disk space a batch may take: every chunk it touches that is not on disk yet, whole (a
+        chunk is allocated whole when first flushed; a compressed one may move on each rewrite).
+        Not ``exact``: a bound that asks HDF5 nothing, as if every chunk it touches were new."""
+        need = METADATA_RESERVE
+        for group, name, step, chunk in self._chunked:
+            index = view_at if group == "views" else rows
+            if not len(index):
+                continue
+            if not exact:
+                need += (len(index) // step + 2) * chunk
+                continue
+            ds = self._f[name]
+            for c in np.unique(np.asarray(index, dtype=np.int64) // step):
+                coord = (int(c) * step,) + (0,) * (ds.ndim - 1)
+                if ds.compression or ds.id.get_chunk_info_by_coord(coord).byte_offset is None:
+                    need += chunk
+        return need
+
+    def _check_space(self, rows: np.ndarray, view_at: np.ndarray) -> None:
+        free = free_bytes(self._f.filename)
+        if free is None or free >= self._bytes_for(rows, view_at, exact=False):
+            return
+        need = self._bytes_for(rows, view_at, exact=True)
+        if free < need:
+            self.close()
+            raise disk_full(partial_path(self.path), need - free, f"the feature store ({self.left()} rows left)")
+
+    def left(self) -> int:
+        return int((~self._f["done"][:]).sum()) if self._f is not None and self._f.id.valid else len(self.pending)
 
     def write(self, rows: np.ndarray, features: dict[str, np.ndarray], errors: dict[int, str] | None = None,
               *, flips: dict[str, np.ndarray] | None = None,
@@ -74,6 +124,21 @@ class StoreWriter:
         ``flips`` are aligned with ``features``; ``views`` is (view rows (M,), {key: (M, K, D)})
         for the batch's rows that have views. Both land before the done flags, like the features.
         """
+        view_at = (np.searchsorted(self._f["view_rows"][:], np.asarray(views[0], dtype=np.int64))
+                   if views is not None and len(views[0]) else np.empty(0, np.int64))
+        self._check_space(np.asarray(rows), view_at)
+        try:
+            with _quiet_disk_full():
+                self._write(rows, features, errors, flips, views)
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            self.broken = True  # closing it now could crash the process; pipeline.py exits without closing
+            raise disk_full(partial_path(self.path), None, "the feature store (HDF5 met the full disk itself)",
+                            fatal=True) from None
+
+    def _write(self, rows: np.ndarray, features: dict[str, np.ndarray], errors: dict[int, str] | None,
+               flips: dict[str, np.ndarray] | None, views: tuple[np.ndarray, dict[str, np.ndarray]] | None) -> None:
         if flips:
             self._write_rows("flip", rows, flips)
         if views is not None and len(views[0]):
@@ -122,15 +187,97 @@ class StoreWriter:
         done = self._f["done"][:]
         if not done.all():
             raise StoreError(f"{self.path}: {int((~done).sum())} rows were never written; rerun to resume")
-        self._f.attrs["complete"] = True
-        self._f.attrs["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
-        self._f.close()
+        self._check_space(np.empty(0, np.int64), np.empty(0, np.int64))
+        try:
+            with _quiet_disk_full():
+                self._f.attrs["complete"] = True
+                self._f.attrs["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+                self._f.close()
+        except Exception as e:
+            if not is_disk_full(e):
+                raise
+            self.broken = True
+            raise disk_full(partial_path(self.path), None, "the feature store's last flush", fatal=True) from None
         os.replace(partial_path(self.path), self.path)
         return self.path
 
     def close(self) -> None:
-        if self._f is not None and self._f.id.valid:
+        if self._f is not None and self._f.id.valid and not self.broken:
             self._f.close()
+
+
+@contextmanager
+def _quiet_disk_full(keep: bool = False) -> Iterator[None]:
+    """Drop h5py's reports of a full disk from its object deallocs (DiskFull says it once).
+
+    Cython prints those through both ``sys.excepthook`` and ``sys.unraisablehook``; the
+    filters pass everything else on. ``keep``: leave them installed (the file is broken, and
+    its objects may yet be freed)."""
+    hooks = sys.excepthook, sys.unraisablehook
+    if not getattr(hooks[1], "quiet_disk_full", False):
+        def excepthook(kind, value, tb) -> None:  # noqa: ANN001
+            if not is_disk_full(value):
+                hooks[0](kind, value, tb)
+
+        def unraisablehook(unraisable) -> None:  # noqa: ANN001
+            if not is_disk_full(unraisable.exc_value):
+                hooks[1](unraisable)
+
+        unraisablehook.quiet_disk_full = True
+        sys.excepthook, sys.unraisablehook = excepthook, unraisablehook
+    broken = False
+    try:
+        yield
+    except Exception as e:
+        broken = is_disk_full(e)
+        raise
+    finally:
+        if not (keep or broken):
+            sys.excepthook, sys.unraisablehook = hooks
+
+
+def partial_problem(path: Path) -> str | None:
+    """Why an unfinished store cannot be resumed (None: it can): its chunk index must be readable.
+
+    HDF5 that met a full disk mid-flush can leave datasets pointing past the end of the file."""
+    try:
+        with h5py.File(path, "r") as f:
+            f["done"][:]
+            found: list[h5py.Dataset] = []
+            f.visititems(lambda _, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
+            size = f.id.get_filesize()
+            for ds in found:
+                if ds.chunks is None:
+                    continue
+                n = ds.id.get_num_chunks()
+                if n:
+                    last = ds.id.get_chunk_info(n - 1)
+                    if last.byte_offset + last.size > size:
+                        return f"{ds.name} points past the end of the file"
+    except Exception as e:  # noqa: BLE001 - any HDF5 failure here means: do not resume into it
+        return " ".join(str(e).split())
+    return None
+
+
+def store_bytes(n_rows: int, features: Sequence[FeatureSpec], dtype: str, views: "ViewLayout | None" = None,
+                n_view_rows: int | None = None) -> int:
+    """What ``n_rows`` rows of features take on disk uncompressed, their views and flips included."""
+    row = sum(fs.dim for fs in features) * np.dtype(dtype).itemsize
+    m = (len(views.rows) if views is not None else 0) if n_view_rows is None else n_view_rows
+    k, flip = (views.k, views.flip) if views is not None else (0, False)
+    return int(n_rows * row * (1 + flip) + m * k * row)
+
+
+def check_fits(path: str | os.PathLike, needed: int, what: str, force: bool = False) -> None:
+    """Refuse to start a write the disk cannot hold (``force``: warn and start anyway)."""
+    free = free_bytes(Path(path).parent)
+    if free is None or needed <= free:
+        return
+    msg = (f"{path}: {what} needs about {fmt_bytes(needed)} and its disk has {fmt_bytes(free)} free; free some "
+           "space or choose another --out (or pass --force to start anyway)")
+    if not force:
+        raise DiskFull(msg)
+    log.warning("%s; starting anyway (--force)", msg.split("; free some")[0])
 
 
 def _chunk_rows(dim: int, itemsize: int) -> int:
@@ -175,7 +322,7 @@ def _create(path: Path, manifest: Manifest, features: Sequence[FeatureSpec], *, 
             rows = min(max(n, 1), _chunk_rows(fs.dim, np_dtype.itemsize))
             ds = f.create_dataset(
                 f"features/{fs.key}", shape=(n, fs.dim), dtype=np_dtype, chunks=(rows, fs.dim),
-                compression=compression, fillvalue=np.nan,
+                compression=compression, fillvalue=np.nan, fletcher32=True,
             )
             ds.attrs.update(layer=fs.layer, side=fs.side, pool=fs.pool, raw_shape=json.dumps(list(fs.raw_shape)))
         if views is not None:
@@ -195,11 +342,12 @@ def _create_views(f: h5py.File, n: int, features: Sequence[FeatureSpec], views: 
         if views.k and m:
             rows = min(m, max(1, _chunk_rows(fs.dim * views.k, dtype.itemsize)))
             f.create_dataset(f"views/{fs.key}", shape=(m, views.k, fs.dim), dtype=dtype,
-                             chunks=(rows, views.k, fs.dim), compression=compression, fillvalue=np.nan)
+                             chunks=(rows, views.k, fs.dim), compression=compression, fillvalue=np.nan,
+                             fletcher32=True)
         if views.flip:
             rows = min(max(n, 1), _chunk_rows(fs.dim, dtype.itemsize))
             f.create_dataset(f"flip/{fs.key}", shape=(n, fs.dim), dtype=dtype, chunks=(rows, fs.dim),
-                             compression=compression, fillvalue=np.nan)
+                             compression=compression, fillvalue=np.nan, fletcher32=True)
 
 
 def _drop_unfinished_rows(f: h5py.File) -> None:
@@ -298,11 +446,17 @@ def open_for_write(
         return StoreWriter(path, None, "hit")
     tmp = partial_path(path)
     if status == "resume":
-        f = h5py.File(tmp, "r+")
-        _drop_unfinished_rows(f)
-        return StoreWriter(path, f, "resume")
+        problem = partial_problem(tmp)
+        if problem is None:
+            f = h5py.File(tmp, "r+")
+            _drop_unfinished_rows(f)
+            return StoreWriter(path, f, "resume")
+        kept = tmp.with_name(f"{tmp.name}.broken-{time.strftime('%Y%m%d-%H%M%S')}")
+        os.replace(tmp, kept)
+        log.warning("%s: cannot be resumed (%s); kept as %s, starting over", tmp, problem, kept.name)
+        status = "new"
     tmp.unlink(missing_ok=True)
     _create(path, manifest, features, cache_key=cache_key, spec=spec, provenance=provenance,
             default_feature=default_feature, dtype=dtype, compression=compression, views=views, blobs=blobs)
-    return StoreWriter(path, h5py.File(tmp, "r+"), "new")
+    return StoreWriter(path, h5py.File(tmp, "r+"), status)
 
