@@ -26,20 +26,37 @@ def _reads_partial(path: str | os.PathLike) -> bool:
     return p.name.endswith(PARTIAL_SUFFIX) or (not p.exists() and partial_path(p).exists())
 
 
+def _finished_meanwhile(path: str | os.PathLike) -> Path | None:
+    """The final store, when ``path`` named (or resolved to) an unfinished one that its writer
+    has since renamed into place."""
+    p = Path(path)
+    final = p.with_name(p.name[: -len(PARTIAL_SUFFIX)]) if p.name.endswith(PARTIAL_SUFFIX) else p
+    return final if final.exists() and not partial_path(final).exists() else None
+
+
 def retry_partial(fn: F) -> F:
     """Read an unfinished store again when a read fails mid-flush of its writer (HDF5 sees a
-    chunk index or a chunk half updated: an error, or a checksum that fails). The writer sets
-    a row's done flag only after its features are flushed, so a read that succeeds is right."""
+    chunk index or a chunk half updated: an error, or a checksum that fails), or from the final
+    path when the writer finished in between. The writer sets a row's done flag only after its
+    features are flushed, and renames the file without changing a row, so a read that succeeds
+    is right."""
     @functools.wraps(fn)
     def wrapper(path, *args, **kwargs):  # noqa: ANN001, ANN202
+        partial = _reads_partial(path)
         for attempt in range(PARTIAL_RETRIES):
             try:
                 return fn(path, *args, **kwargs)
-            except (OSError, RuntimeError, KeyError, StoreCorrupted, StoreUnreadable):
+            except (OSError, RuntimeError, KeyError, StoreError) as e:
+                final = _finished_meanwhile(path) if partial else None
+                if final is not None:
+                    path, partial = final, False
+                    continue
+                if isinstance(e, StoreError) and not isinstance(e, (StoreCorrupted, StoreUnreadable)):
+                    raise  # the user's mistake (no such feature, incomplete store), not a race
                 if attempt == PARTIAL_RETRIES - 1 or not _reads_partial(path):
                     raise
                 time.sleep(0.05 * 2 ** attempt)
-        raise AssertionError("unreachable")
+        return fn(path, *args, **kwargs)
     return wrapper  # type: ignore[return-value]
 
 

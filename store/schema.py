@@ -101,7 +101,7 @@ def _open_h5(path: Path, mode: str = "r") -> h5py.File:
         raise StoreError(f"{path}: no such feature store") from None
     except OSError as e:
         reason = " ".join(str(e).split())  # HDF5's report can span lines; the CLI prints one
-        if "lock" in reason.lower():
+        if "unable to lock file" in reason.lower():  # not "sblock" of a truncated file
             raise StoreError(f"{path}: another process has it open for writing (HDF5 file lock); "
                              "wait for the extraction to finish") from None
         raise StoreUnreadable(f"{path}: not a readable HDF5 feature store (truncated or not HDF5?): {reason}") from None
