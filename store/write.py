@@ -110,8 +110,9 @@ class StoreWriter:
             return
         need = self._bytes_for(rows, view_at, exact=True)
         if free < need:
+            left = self.left()
             self.close()
-            raise disk_full(partial_path(self.path), need - free, f"the feature store ({self.left()} rows left)")
+            raise disk_full(partial_path(self.path), need - free, f"the feature store ({left} rows left)")
 
     def left(self) -> int:
         return int((~self._f["done"][:]).sum()) if self._f is not None and self._f.id.valid else len(self.pending)

@@ -146,12 +146,13 @@ def test_store_writer_meets_a_full_disk_between_batches_and_resumes(tmp_path):
         with write_lock(out):
             w = open_store(out)
             with pytest.raises(DiskFull, match=r"s.h5.partial: no space left on device writing the feature store "
-                                               r"\(\d+ rows left\) \(needs about .* more, .* free\)"):
+                                               r"\((\d+) rows left\) \(needs about .* more, .* free\)") as e:
                 for a in range(0, n, batch):
                     w.write(np.arange(a, a + batch), {feat.key: slow_writer.values(np.arange(a, a + batch), dim)})
             w.close()
         written = int(h5py.File(partial_path(out), "r")["done"][:].sum())
         assert 0 < written < n, written
+        assert f"({n - written} rows left)" in str(e.value)
         resize(disk, "16m")
         with write_lock(out):
             w = open_store(out)
