@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Callable
 
 from extract import __version__
+from store.errors import is_disk_full
 from store.files import atomic_write, sha256_file
 from store import FeatureSpec
 from extract.transforms import TransformSpec
@@ -200,12 +201,14 @@ def save_network(name: str, key: str, write: Callable[[Path], object], meta: dic
         if final.exists():
             shutil.rmtree(final, ignore_errors=True)  # an incomplete entry (find_network said no)
         os.rename(tmp, final)
-    except OSError as e:
+    except Exception as e:  # an OSError, or a converter's RuntimeError about a full disk
+        if not isinstance(e, OSError) and not is_disk_full(e):
+            raise
         shutil.rmtree(tmp, ignore_errors=True)
         if find_network(name, key):
             return final
         log.warning("model cache: cannot write %s (%s); the network is converted again next time",
-                    final, e.strerror or e)
+                    final, getattr(e, "strerror", None) or e)
         return None
     return final
 

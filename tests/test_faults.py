@@ -371,3 +371,18 @@ def test_a_bare_memory_error_is_one_line_and_exit_5(monkeypatch, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert err == ["error: out of memory during `info` (MemoryError); use a smaller feature set or a machine with "
                    "more memory"]
+
+
+def test_a_full_disk_in_the_converted_network_cache_costs_only_time(tmp_path, monkeypatch, caplog):
+    """OpenVINO's converter reports a full disk as a RuntimeError; the cache is skipped, not the job."""
+    from extract import modelcache
+
+    monkeypatch.setenv("FEATCACHE_HOME", str(tmp_path / "home"))
+
+    def write(folder: Path) -> None:
+        (folder / "model.xml").write_bytes(b"<net/>")
+        raise RuntimeError("Exception from src/core/src/pass/serialize.cpp: No space left on device")
+
+    assert modelcache.save_network("lite0", "k" * 40, write, {}) is None
+    assert "model cache: cannot write" in caplog.text and "No space left on device" in caplog.text
+    assert not any((tmp_path / "home" / "openvino").iterdir())  # the half-written entry is gone
