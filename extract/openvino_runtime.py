@@ -139,25 +139,21 @@ def compile_network(net, precision: str, threads: int | None = None):
 
 class OpenVINORuntime:
     """uint8 (B, H, W, 3) crops -> {feature key: (B, D) float32}: each ``batch_size`` chunk is split over
-    the compiled network's streams, run at once, and reassembled in order."""
+    the compiled network's streams, run at once, and reassembled in order.
+
+    One infer request per stream, started and waited on here, with no Python callback: an
+    ``AsyncInferQueue``'s callbacks run on OpenVINO's threads and take the GIL, and freeing the
+    queue (which waits for them) while holding the GIL deadlocked the process now and then."""
 
     name = "openvino"
 
     def __init__(self, compiled, keys: Sequence[str], batch_size: int):
-        import openvino as ov
-
         self.compiled, self.keys, self.batch_size = compiled, list(keys), batch_size
         names = [next(iter(o.get_names()), "") for o in compiled.outputs]
         if names != self.keys:
             raise ConversionError(f"the OpenVINO network's outputs {names} are not the features {self.keys}")
         self.streams = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
-        self.queue = ov.AsyncInferQueue(compiled, self.streams)
-        self.queue.set_callback(self._done)
-        self._results: dict[int, list[np.ndarray]] = {}
-
-    def _done(self, request, index: int) -> None:  # noqa: ANN001 - an openvino.InferRequest
-        self._results[index] = [np.array(request.get_output_tensor(i).data, dtype=np.float32)
-                                for i in range(len(self.keys))]
+        self.requests = [compiled.create_infer_request() for _ in range(self.streams)]
 
     def __call__(self, u: np.ndarray) -> dict[str, np.ndarray]:
         u = np.ascontiguousarray(np.asarray(u, dtype=np.uint8))
@@ -165,16 +161,21 @@ class OpenVINORuntime:
         for start in range(0, len(u), self.batch_size):
             chunk = u[start:start + self.batch_size]
             parts += [p for p in np.array_split(chunk, min(self.streams, len(chunk))) if len(p)]
-        self._results = {}
-        for i, part in enumerate(parts):
-            self.queue.start_async([np.ascontiguousarray(part)], i)
-        self.queue.wait_all()
-        return {k: np.concatenate([self._results[i][j] for i in range(len(parts))]) for j, k in enumerate(self.keys)}
+        outputs: list[list[np.ndarray]] = []
+        for wave in range(0, len(parts), self.streams):  # start_async and wait release the GIL
+            running = list(zip(self.requests, parts[wave:wave + self.streams]))
+            for request, part in running:
+                request.start_async([np.ascontiguousarray(part)])
+            for request, _ in running:
+                request.wait()
+                outputs.append([np.array(request.get_output_tensor(i).data, dtype=np.float32)
+                                for i in range(len(self.keys))])
+        return {k: np.concatenate([out[j] for out in outputs]) for j, k in enumerate(self.keys)}
 
     def close(self) -> None:
-        """Drop the infer requests, then the compiled network, here and now rather than whenever the
-        cyclic GC frees an interrupted job's frames (no wait_all here: that hung an interrupted run)."""
-        self.queue = None
+        """Drop the (idle) infer requests, then the compiled network, here and now rather than
+        whenever the cyclic GC frees an interrupted job's frames."""
+        self.requests = []
         self.compiled = None
 
     def __enter__(self) -> "OpenVINORuntime":
