@@ -308,3 +308,25 @@ def test_predict_shards_and_merge_use_the_stores_int8_network(images, tmp_path, 
     assert res["predicted"] == expected and len(expected) == 6
     assert not (tmp_path / "empty-cache" / "openvino").exists() or not any(
         (tmp_path / "empty-cache" / "openvino").glob("*int8*"))
+
+
+REOPEN = """
+import sys
+import numpy as np
+from extract.runner import ExtractConfig, plan
+from extract.runtime import open_runtime
+p = plan(ExtractConfig(data=sys.argv[1], backbone="efficientnet_lite0", out="unused.h5", runtime="openvino"))
+u = np.zeros((2, 224, 224, 3), dtype=np.uint8)
+for i in range(40):
+    with open_runtime(p) as opened:
+        opened.runtime(u)
+print("closed", i + 1)
+"""
+
+
+def test_opening_and_closing_the_runtime_never_hangs(images):
+    """Freeing an AsyncInferQueue whose Python callbacks take the GIL deadlocked about once in 15
+    opens here (it hung an extraction's exit in the suite); 40 opens and closes must all finish."""
+    r = subprocess.run([sys.executable, "-c", REOPEN, str(images)], capture_output=True, text=True, timeout=150,
+                       cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert r.returncode == 0 and "closed 40" in r.stdout, r.stderr[-2000:]
