@@ -33,7 +33,8 @@ from extract.loaders import check_loader, default_workers, make_loader, resolve_
 from extract.modelcache import ModelFacts, load_facts, request_key, save_facts, versions
 from extract.rows import ImageRows, collate, collate_views
 from extract.sources import build_manifest
-from store import FeatureSpec, Manifest, ViewLayout, open_for_write, store_status, write_lock
+from store import (FeatureSpec, Manifest, ViewLayout, open_for_write, partial_path, read_info, store_status,
+                   write_lock)
 from store.interrupt import StopAfterCurrent
 from store.write import check_fits, store_bytes
 from extract.transforms import CenterCrop
@@ -350,8 +351,6 @@ def preflight(p: "Plan", out: Path, status: str) -> None:
     n = len(p.manifest)
     layout = view_layout(p.cfg, p.manifest)
     if status == "resume":
-        from store import partial_path, read_info
-
         try:
             left = n - read_info(partial_path(out), allow_partial=True).n_done
         except Exception:  # noqa: BLE001 - a partial that cannot be read is started over: count every row
@@ -453,8 +452,6 @@ def _run_loop(p: Plan, runtime, writer) -> int:  # noqa: ANN001
 
 
 def make_summary(path: Path, status: str, rows: int, written: int, seconds: float, p: Plan) -> ExtractSummary:
-    from store import read_info
-
     info = read_info(path, allow_partial=False)
     return ExtractSummary(
         store=str(path), status=status, rows=rows, written=written, skipped=len(info.errors),

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import os
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence, TypeVar
@@ -42,23 +43,35 @@ def retry_partial(fn: F) -> F:
     is right."""
     @functools.wraps(fn)
     def wrapper(path, *args, **kwargs):  # noqa: ANN001, ANN202
-        partial = _reads_partial(path)
-        for attempt in range(PARTIAL_RETRIES):
-            try:
-                return fn(path, *args, **kwargs)
-            except (OSError, RuntimeError, KeyError, StoreError) as e:
-                final = _finished_meanwhile(path) if partial else None
-                if final is not None:
-                    path, partial = final, False
-                    continue
-                if isinstance(e, StoreError) and not isinstance(e, (StoreCorrupted, StoreUnreadable)):
-                    raise  # the user's mistake (no such feature, incomplete store), not a race
-                if attempt == PARTIAL_RETRIES - 1 or not _reads_partial(path):
-                    raise
-                time.sleep(0.05 * 2 ** attempt)
-        return fn(path, *args, **kwargs)
+        if getattr(_retrying, "active", False):  # a reader called by a reader: the outer one retries
+            return fn(path, *args, **kwargs)
+        _retrying.active = True
+        try:
+            return _with_retries(fn, path, *args, **kwargs)
+        finally:
+            _retrying.active = False
     return wrapper  # type: ignore[return-value]
 
+
+_retrying = threading.local()
+
+
+def _with_retries(fn: Callable, path, *args, **kwargs):  # noqa: ANN001, ANN202
+    partial = _reads_partial(path)
+    for attempt in range(PARTIAL_RETRIES):
+        try:
+            return fn(path, *args, **kwargs)
+        except (OSError, RuntimeError, KeyError, StoreError) as e:
+            final = _finished_meanwhile(path) if partial else None
+            if final is not None:
+                path, partial = final, False
+                continue
+            if isinstance(e, StoreError) and not isinstance(e, (StoreCorrupted, StoreUnreadable)):
+                raise  # the user's mistake (no such feature, incomplete store), not a race
+            if attempt == PARTIAL_RETRIES - 1 or not _reads_partial(path):
+                raise
+            time.sleep(0.05 * 2 ** attempt)
+    return fn(path, *args, **kwargs)
 
 
 def _text(value: object) -> str | None:

@@ -130,6 +130,23 @@ def resolve_path(path: str | os.PathLike, allow_partial: bool = False) -> Path:
     raise StoreError(f"{path}: no such feature store")
 
 
+FEATURE_GROUPS = ("features", "views", "flip")  # the per-row arrays, chunked and checksummed
+
+
+def datasets_under(f: h5py.File, groups: tuple[str, ...] | None = FEATURE_GROUPS) -> list[h5py.Dataset]:
+    """Every dataset in ``groups`` (None: in the whole file), in that order."""
+    found: list[h5py.Dataset] = []
+
+    def visit(_: str, obj: object) -> None:
+        if isinstance(obj, h5py.Dataset):
+            found.append(obj)
+
+    for group in groups or ("/",):
+        if group in f:
+            f[group].visititems(visit)
+    return found
+
+
 def _feature_keys(f: h5py.File) -> dict[str, int]:
     keys: dict[str, int] = {}
     if "features" in f:

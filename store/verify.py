@@ -17,7 +17,7 @@ import h5py
 import numpy as np
 
 from store.read import bad_chunks, read_blob, read_info
-from store.schema import StoreError, _open_h5
+from store.schema import StoreError, _open_h5, datasets_under
 
 BLOCK_BYTES = 64 << 20  # read this much at once; descend to chunks only where a read fails
 
@@ -39,14 +39,6 @@ class VerifyReport:
     @property
     def ok(self) -> bool:
         return not (self.bad or self.nan_rows or self.problems)
-
-
-def _datasets(f: h5py.File) -> list[h5py.Dataset]:
-    found: list[h5py.Dataset] = []
-    for group in ("features", "views", "flip"):
-        if group in f:
-            f[group].visititems(lambda _, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
-    return found
 
 
 def _check_rows(ds: h5py.Dataset, finished: np.ndarray, report: VerifyReport) -> None:
@@ -92,7 +84,7 @@ def verify_store(path: str | os.PathLike, allow_partial: bool = True) -> VerifyR
             report.problems.append(f"marked complete, but {int((~done).sum())} rows are not written")
         view_rows = f["view_rows"][:] if "view_rows" in f else None
         try:
-            datasets = _datasets(f)
+            datasets = datasets_under(f)
         except Exception as e:  # noqa: BLE001 - a broken chunk index or link table is a finding, not a crash
             report.problems.append(f"the file's structure cannot be read ({' '.join(str(e).split())})")
             datasets = []

@@ -18,7 +18,8 @@ import h5py
 import numpy as np
 
 from store.errors import DiskFull, disk_full, fmt_bytes, free_bytes, is_disk_full
-from store.schema import (ERROR_DTYPE, SCHEMA_VERSION, FeatureSpec, Manifest, StoreError, _STR, _open_h5, partial_path)
+from store.schema import (ERROR_DTYPE, SCHEMA_VERSION, FeatureSpec, Manifest, StoreError, _STR, _open_h5,
+                          datasets_under, partial_path)
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +82,8 @@ class StoreWriter:
         self.broken = False  # HDF5 met a full disk itself: the file must not be touched again
         self.pending = np.flatnonzero(~f["done"][:]) if f is not None else np.empty(0, np.int64)
         self._chunked = [] if f is None else [  # (group, dataset name, rows per chunk, bytes per chunk)
-            (group, ds.name, ds.chunks[0], int(np.prod(ds.chunks)) * ds.dtype.itemsize)
-            for group in ("features", "flip", "views") if group in f
-            for layer in f[group].values() for ds in layer.values()]
+            (ds.name.split("/")[1], ds.name, ds.chunks[0], int(np.prod(ds.chunks)) * ds.dtype.itemsize)
+            for ds in datasets_under(f)]
 
     def _bytes_for(self, rows: np.ndarray, view_at: np.ndarray, exact: bool) -> int:
         """Disk space a batch may take: every chunk it touches that is not on disk yet, whole (a
@@ -130,7 +130,7 @@ class StoreWriter:
         self._check_space(np.asarray(rows), view_at)
         try:
             with _quiet_disk_full():
-                self._write(rows, features, errors, flips, views)
+                self._write(rows, features, errors, flips, view_at, views[1] if views is not None else None)
         except Exception as e:
             if not is_disk_full(e):
                 raise
@@ -139,12 +139,12 @@ class StoreWriter:
                             fatal=True) from None
 
     def _write(self, rows: np.ndarray, features: dict[str, np.ndarray], errors: dict[int, str] | None,
-               flips: dict[str, np.ndarray] | None, views: tuple[np.ndarray, dict[str, np.ndarray]] | None) -> None:
+               flips: dict[str, np.ndarray] | None, view_at: np.ndarray,
+               views: dict[str, np.ndarray] | None) -> None:
         if flips:
             self._write_rows("flip", rows, flips)
-        if views is not None and len(views[0]):
-            at = np.searchsorted(self._f["view_rows"][:], np.asarray(views[0], dtype=np.int64))
-            self._write_rows("views", at, views[1])
+        if views is not None and len(view_at):
+            self._write_rows("views", view_at, views)
         rows = np.asarray(rows, dtype=np.int64)
         order = np.argsort(rows, kind="stable")
         rows = rows[order]
@@ -244,10 +244,8 @@ def partial_problem(path: Path) -> str | None:
     try:
         with h5py.File(path, "r") as f:
             f["done"][:]
-            found: list[h5py.Dataset] = []
-            f.visititems(lambda _, obj: found.append(obj) if isinstance(obj, h5py.Dataset) else None)
             size = f.id.get_filesize()
-            for ds in found:
+            for ds in datasets_under(f, None):
                 if ds.chunks is None:
                     continue
                 n = ds.id.get_num_chunks()
