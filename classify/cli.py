@@ -56,6 +56,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="what ranks the models: val accuracy, or cv (5-fold stratified CV x 2 of each chosen "
                         "configuration over train+val, grouped by image); auto (default): cv when val has fewer "
                         "than 1,000 images and train+val at most 5,000")
+    p.add_argument("--final-fit", choices=("auto", "train", "train+val"), default=None,
+                   help="what the saved models (and their test scores) are fitted on: train, or train+val with the "
+                        "chosen configuration (val is still scored by the train-only fit); auto (default): "
+                        "train+val when ranking by cv, else train")
+    p.add_argument("--metric", choices=("accuracy", "balanced_accuracy"), default=None,
+                   help="what `pipeline.py report` ranks by (default accuracy; balanced_accuracy for imbalanced "
+                        "classes); both are always measured")
     p.add_argument("--few-shot", action="store_true", default=None,
                    help="also measure the few-shot curve (1-16 train images per class and all; logreg and DINO "
                         "kNN; 5 draws) into metrics.json")
@@ -73,7 +80,7 @@ def options_from_args(args: argparse.Namespace) -> dict:
     given = {"feature": args.layer, "models": args.models, "jobs": args.jobs, "seed": args.seed,
              "allow_partial": args.allow_partial, "preprocess": args.preprocess, "tensorboard": args.tensorboard,
              "views": args.views, "tta": args.tta, "protocol": args.protocol, "budget": args.budget,
-             "select": args.select, "few_shot": args.few_shot, "resume": args.resume}
+             "select": args.select, "final_fit": args.final_fit, "metric": args.metric, "few_shot": args.few_shot, "resume": args.resume}
     return {k: v for k, v in given.items() if v is not None}
 
 

@@ -5,7 +5,8 @@
   fitted like any feature set with rank 1's model type and logreg.
 - ``soft-vote``: the average of the tied group's class probabilities (members without
   ``predict_proba`` are left out). Val and test come from the saved models on their own
-  stores; under ``--select cv`` the CV score averages the members' saved out-of-fold
+  stores (val from a member's out-of-fold probabilities when it was refitted on train+val);
+  under ``--select cv`` the CV score averages the members' saved out-of-fold
   probabilities fold by fold (every member used the same folds of the same images).
 
 Ensemble rows are scored and paired like the others; the report says whether one beats the
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from sklearn.metrics import balanced_accuracy_score
 
 from classify import stats
 from classify.evaluate import evaluate, predict_tta, to_jsonable
@@ -84,6 +86,16 @@ def _member_proba(row: dict, split: str) -> tuple[np.ndarray, np.ndarray, np.nda
     s = data.val if split == "val" else data.test
     if s is None:
         return None
+    extra = row.get("extra") or {}
+    if split == "val" and extra.get("final_fit") == "train+val":
+        # The saved model has seen val; its out-of-fold probabilities have not (repeat 1).
+        oof = (extra.get("cv") or {}).get("oof")
+        if not oof or not Path(oof).is_file():
+            return None
+        z = np.load(oof, allow_pickle=False)
+        at = _align(z["paths"], s.paths, "oof")
+        proba = z["proba"][0][at].astype(np.float64)
+        return proba / proba.sum(axis=1, keepdims=True), s.y, s.paths, data.class_names, z["classes"]
     _, proba, _ = predict_tta(saved.model, np.asarray(s.X, np.float32),
                               np.asarray(s.flip, np.float32) if tta == "flip" else None)
     return proba, s.y, s.paths, data.class_names, np.asarray(saved.model.classes_)
@@ -122,8 +134,12 @@ def _vote_cv(members: list[dict]) -> dict | None:
     pred = ref["classes"][total.argmax(axis=2)]  # (repeats, n)
     k, repeats = int(fold.max()) + 1, fold.shape[0]
     scores = np.array([np.mean(pred[r][fold[r] == f] == y[fold[r] == f]) for r in range(repeats) for f in range(k)])
+    balanced = np.array([balanced_accuracy_score(y[fold[r] == f], pred[r][fold[r] == f]) for r in range(repeats)
+                         for f in range(k)])
     acc1 = float(np.mean(pred[0] == y))
     return {"mean": float(scores.mean()), "sd": float(scores.std(ddof=1)) if len(scores) > 1 else 0.0,
+            "balanced_mean": float(balanced.mean()),
+            "balanced_sd": float(balanced.std(ddof=1)) if len(balanced) > 1 else 0.0,
             "scores": scores.tolist(), "folds": k, "repeats": repeats, "n": int(len(y)), "oof_accuracy": acc1,
             "ci": stats.accuracy_interval(acc1, len(y)),
             "repeat_accuracy": [float(np.mean(pred[r] == y)) for r in range(repeats)],
@@ -134,7 +150,7 @@ def has_proba(row: dict) -> bool:
     return (row.get("val") or {}).get("log_loss") is not None and bool(row.get("model_path"))
 
 
-def soft_vote(members: list[dict], member_proba: Callable | None = None) -> dict | None:
+def soft_vote(members: list[dict], member_proba: Callable | None = None, feature: str = "tied group") -> dict | None:
     """A results row for the average of ``members``' probabilities (at most :data:`MAX_MEMBERS`).
 
     ``member_proba(row, split)`` -> (proba, y, paths, class_names, classes) scores one member
@@ -153,7 +169,7 @@ def soft_vote(members: list[dict], member_proba: Callable | None = None) -> dict
     backbones = "+".join(dict.fromkeys(r["backbone"] for r in members))
     labels = [f"{r['model']} on {r['backbone']} {r['feature']}" for r in members]
     return to_jsonable({
-        "backbone": backbones, "feature": "tied group", "model": f"soft-vote of {len(members)}", "kind": "soft-vote",
+        "backbone": backbones, "feature": feature, "model": f"soft-vote of {len(members)}", "kind": "soft-vote",
         "members": labels, "store": members[0]["store"], "val": val, "test": test, "fit_s": 0.0,
         "params": {"members": len(members)}, "val_source": members[0].get("val_source"), "model_path": None,
         "preprocess": [], "extra": {**({"cv": cv} if cv else {})},

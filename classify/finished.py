@@ -28,13 +28,13 @@ from store.files import atomic_write, safe_name, sha256_file
 
 log = logging.getLogger(__name__)
 
-RESUME_FORMAT = 1  # bump when a result's meaning changes, so that older records are refitted
+RESUME_FORMAT = 2  # 2: final_fit (models refit on train+val under cv); bump when a result's meaning changes, so that older records are refitted
 FINISHED_DIR = "finished"
 
 
 def settings(data: FeatureSet, name: str, *, views: bool, tta: Sequence[str | None], seed: int,
              preprocess: str | Sequence[str] | None, protocol: Protocol, select: str,
-             approximate: bool) -> dict:
+             approximate: bool, final_fit: str = "train") -> dict:
     """Everything a (model, variant) result depends on. Not ``jobs`` (results do not depend on
     it) nor the budget (only whether it made the plan approximate)."""
     return to_jsonable({
@@ -42,6 +42,7 @@ def settings(data: FeatureSet, name: str, *, views: bool, tta: Sequence[str | No
         "views": bool(views), "n_views": data.n_views if views else 0, "tta": [t or "none" for t in tta],
         "seed": int(seed), "preprocess": None if preprocess is None else list(parse_preprocess(preprocess)),
         "protocol": protocol.to_dict(), "select": select, "approximate": bool(approximate),
+        "final_fit": final_fit,
         "counts": data.counts(), "val_source": data.val_source, "complete": bool(data.complete),
     })
 

@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 from sklearn.base import clone
+from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import Pipeline
 
 from joblib import Parallel, delayed
@@ -42,6 +43,7 @@ from store.interrupt import ignore_sigint_in_worker
 log = logging.getLogger(__name__)
 
 SELECT_CHOICES = ("auto", "val", "cv")
+FINAL_FIT_CHOICES = ("auto", "train", "train+val")
 CV_BELOW = 1_000  # val images under which --select auto scores by CV
 CV_POOL_MAX = 5_000  # ... unless train+val is bigger: at 10,500 rows CV made the zoo 7.3x slower (bench/selection_cost.py)
 FOLDS, REPEATS = 5, 2
@@ -56,6 +58,32 @@ def choose_select(select: str, n_val: int, n_pool: int = 0) -> str:
     if select == "auto":
         return "cv" if n_val < CV_BELOW and n_pool <= CV_POOL_MAX else "val"
     return select
+
+
+def choose_final_fit(final_fit: str, select: str) -> str:
+    """What the saved model (the one test and ``predict`` see) is fitted on. ``auto``: train+val
+    when rows are ranked by CV over train+val (val is then no longer needed as a holdout, and
+    a third more images moved dtd10's test accuracy +1.5 to +2 points, bench/heldout_study.py);
+    train alone under ``--select val``, whose ranking needs val unseen."""
+    if final_fit not in FINAL_FIT_CHOICES:
+        raise ValueError(f"--final-fit {final_fit!r}: expected one of {', '.join(FINAL_FIT_CHOICES)}")
+    if final_fit == "auto":
+        return "train+val" if select == "cv" else "train"
+    return final_fit
+
+
+def refit_on_pool(model: object, data: FeatureSet, *, views: bool, fit_params: Callable) -> object:
+    """``frozen(model)`` fitted on every train and val image (and the train images' views): the
+    protocol of the published linear probes (choose the configuration, refit on train+val, score
+    test once). Val scores stay those of the train-only fit."""
+    from classify.train import model_input  # noqa: PLC0415 - train imports this module
+
+    p = pool(data)
+    est = frozen(model)
+    X, y, groups = fold_arrays(p, np.arange(len(p)), views)
+    with threadpool_limits(limits=1):
+        est.fit(model_input(est, X), y, **fit_params(est, groups))
+    return est
 
 
 def frozen(model: object) -> object:
@@ -128,6 +156,7 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
     k = splitter.get_n_splits(p.X, p.y) // repeats  # folds per repeat (fewer for a rare class)
     splits = list(splitter.split(p.X, p.y))
     scores = {t: [] for t in ttas}
+    balanced = {t: [] for t in ttas}
     oof_pred = {t: np.full((repeats, len(p)), -1, dtype=np.int64) for t in ttas}
     fold_of = np.full((repeats, len(p)), -1, dtype=np.int16)
     proba: dict = {t: np.zeros((repeats, len(p), len(classes)), dtype=np.float32) for t in ttas}
@@ -144,6 +173,7 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
         cols = np.searchsorted(classes, est_classes)
         for t, (pred, prob) in per_tta.items():
             scores[t].append(float(np.mean(pred == p.y[held])))
+            balanced[t].append(float(balanced_accuracy_score(p.y[held], pred)))
             oof_pred[t][r, held] = pred
             if prob is None or proba[t] is None:
                 proba[t] = None
@@ -153,10 +183,11 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
     seconds = time.perf_counter() - start
     out = {}
     for t in ttas:
-        s = np.asarray(scores[t])
+        s, b = np.asarray(scores[t]), np.asarray(balanced[t])
         acc1 = float(np.mean(oof_pred[t][0] == p.y))
         out[t] = ({
             "mean": float(s.mean()), "sd": float(s.std(ddof=1)) if len(s) > 1 else 0.0, "scores": s.tolist(),
+            "balanced_mean": float(b.mean()), "balanced_sd": float(b.std(ddof=1)) if len(b) > 1 else 0.0,
             "folds": int(k), "repeats": int(repeats), "n": int(len(p)),
             "oof_accuracy": acc1, "ci": stats.accuracy_interval(acc1, len(p)),
             "repeat_accuracy": [float(np.mean(oof_pred[t][i] == p.y)) for i in range(repeats)],

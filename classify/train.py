@@ -39,6 +39,8 @@ from classify.torch_heads import TorchHead
 
 log = logging.getLogger(__name__)
 
+METRICS = ("accuracy", "balanced_accuracy")  # what the report can rank by (report.results.METRICS)
+
 
 def _check_jobs(jobs: int) -> int:
     if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or not (jobs >= 1 or jobs == -1):
@@ -157,13 +159,16 @@ def plan_model(name: str, protocol: protocols.Protocol, *, seed: int, jobs: int,
 def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: int = 0,
             preprocess: str | Sequence[str] | None = None, tensorboard: str | os.PathLike | None = None,
             views: bool = False, tta: Sequence[str | None] = (None,), plan: Plan | None = None,
-            select: str = "val", save: bool = True) -> list[ModelResult]:
+            select: str = "val", save: bool = True, final_fit: str = "auto") -> list[ModelResult]:
     """Fit one registered model on train (and its views), evaluate it on val (and test) once per
     TTA setting, save it under out_dir/models; one result per TTA setting.
 
     ``select="cv"``: also score the chosen configuration by repeated CV over train+val
     (:mod:`classify.selection`), kept in ``extra["cv"]``, with out-of-fold probabilities in
-    out_dir/oof/."""
+    out_dir/oof/. ``final_fit`` (:func:`classify.selection.choose_final_fit`): ``train+val``
+    refits the chosen configuration on train and val for the saved model and the test score;
+    val is still scored by the train-only fit."""
+    final_fit = selection.choose_final_fit(final_fit, select)
     entry = get_entry(name)
     label = variant_name(name, views)
     stem = f"{safe_name(data.feature)}__{safe_name(label)}"
@@ -197,13 +202,22 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
                                                  n_jobs=jobs)
         log.info("%-16s CV %s", label, "  ".join(f"{variant_name(name, views, t)} {rec['mean']:.3f} ± {rec['sd']:.3f}"
                                                  for t, (rec, _) in cv.items()))
+    final = model
+    if final_fit == "train+val":
+        with progress.model_bar(f"{label} refit on train+val [{data.feature}]"):
+            start = time.perf_counter()
+            final = selection.refit_on_pool(model, data, views=views, fit_params=fit_params)
+            extra["refit_s"] = time.perf_counter() - start
+        extra["final_fit"] = "train+val"
+        log.info("%-16s refit on train+val (%d images) in %.2fs", label, len(data.train) + len(data.val),
+                 extra["refit_s"])
     results = []
     for t in tta:  # scoring runs on every core: one predict per split, nothing to thrash
-        val, test = (evaluate(model, model_input(model, s.X), s.y, class_names=data.class_names, paths=s.paths,
-                              X_flip=model_input(model, s.flip) if t == "flip" else None) if s is not None else None
-                     for s in (data.val, data.test))
+        val, test = (evaluate(m, model_input(m, s.X), s.y, class_names=data.class_names, paths=s.paths,
+                              X_flip=model_input(m, s.flip) if t == "flip" else None) if s is not None else None
+                     for m, s in ((model, data.val), (final, data.test)))
         full = variant_name(name, views, t)
-        path = None if not save else save_model(SavedModel(model=model, name=full, feature=data.feature, class_names=data.class_names,
+        path = None if not save else save_model(SavedModel(model=final, name=full, feature=data.feature, class_names=data.class_names,
                                      spec=data.spec, cache_key=data.cache_key, store=str(Path(data.store).resolve()),
                                      preprocess=steps, views=data.n_views if views else 0, tta=t or "none"),
                           out_dir / "models" / f"{safe_name(data.feature)}__{safe_name(full)}.joblib")
@@ -218,7 +232,7 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
         results.append(ModelResult(model=full, feature=data.feature, preprocess=steps, params=params,
                                    fit_s=fit_s, val=val, val_source=data.val_source, test=test,
                                    model_path=str(path) if path else None,
-                                   extra={**extra, **({"tta": t} if t else {}), **cv_extra}, estimator=model))
+                                   extra={**extra, **({"tta": t} if t else {}), **cv_extra}, estimator=final))
         log.info("%-16s val acc %.3f  fit %.2fs (estimate %s)  %s", full, val["accuracy"], fit_s,
                  budgets.fmt_seconds(plan.estimate_s), results[-1].params)
     return results
@@ -237,19 +251,20 @@ def _meta(data: FeatureSet, names: list[str], *, seed: int, jobs: int, preproces
 def _reuse_or_fit(name: str, data: FeatureSet, *, out: Path, views: bool, plan: Plan, resume: bool,
                   jobs: int, seed: int, preprocess: str | Sequence[str] | None,
                   tensorboard: str | os.PathLike | None, tta: list[str | None],
-                  select: str) -> tuple[list[ModelResult], bool]:
+                  select: str, final_fit: str = "auto") -> tuple[list[ModelResult], bool]:
     """(results, reused) of one model and view mode: what an earlier run recorded in
     out/finished/ when it still holds (same settings, same files), else a new fit, recorded."""
     label = variant_name(name, views)
     values = finished.settings(data, name, views=views, tta=tta, seed=seed, preprocess=preprocess,
-                               protocol=plan.build.protocol, select=select, approximate=plan.build.approximate)
+                               protocol=plan.build.protocol, select=select, approximate=plan.build.approximate,
+                               final_fit=selection.choose_final_fit(final_fit, select))
     key = finished.settings_key(values)
     done = finished.load(out, data.feature, label, key) if resume else None
     if done is not None:
         log.info("%s reused from an earlier run (%s)", label, finished.record_path(out, data.feature, label))
         return done, True
     done = fit_one(name, data, out_dir=out, jobs=jobs, seed=seed, preprocess=preprocess, tensorboard=tensorboard,
-                   views=views, tta=tta, plan=plan, select=select)
+                   views=views, tta=tta, plan=plan, select=select, final_fit=final_fit)
     finished.save(out, label, key, values, done)
     return done, False
 
@@ -259,7 +274,8 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
                  allow_partial: bool = False, tensorboard: str | os.PathLike | None = None,
                  preprocess: str | Sequence[str] | None = None, views: str = "auto", tta: str = "none",
                  protocol: str | None = "auto", budget: str | float | None = None,
-                 select: str = "auto", few_shot: bool = False, resume: bool = True) -> list[ModelResult]:
+                 select: str = "auto", few_shot: bool = False, resume: bool = True,
+                 final_fit: str = "auto", metric: str = "accuracy") -> list[ModelResult]:
     """Fit every model in ``models`` (names, ``"all"``, ``"default"``; None: default) on one store.
 
     ``views``: train on the store's augmented views too (``auto``: when it has them; ``both``:
@@ -274,7 +290,10 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
 
     ``select``: what ranks the rows: ``val`` accuracy, or ``cv`` (repeated stratified CV of each
     chosen configuration over train+val, :mod:`classify.selection`); ``auto``: cv when val has
-    fewer than 1,000 images. ``few_shot``: add the few-shot curve (:mod:`classify.fewshot`) to
+    fewer than 1,000 images. ``final_fit``: what the saved models are fitted on (``auto``:
+    train+val under ``cv``, train under ``val``; :func:`classify.selection.choose_final_fit`).
+    ``metric``: what the report ranks by, ``accuracy`` or ``balanced_accuracy`` (recorded in
+    metrics.json; both are always measured). ``few_shot``: add the few-shot curve (:mod:`classify.fewshot`) to
     metrics.json.
 
     ``resume``: reuse the results an earlier run with the same settings finished in
@@ -294,6 +313,9 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     if preprocess is not None:
         parse_preprocess(preprocess)
     selection.choose_select(select, 0)  # a bad value fails before any data is read
+    selection.choose_final_fit(final_fit, "val")
+    if metric not in METRICS:
+        raise ValueError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
     if tensorboard is not None and not any(get_entry(n).uses_torch for n in names):
         log.warning("--tensorboard: none of %s trains a torch head; nothing will be logged", names)
     if views == "auto":
@@ -310,6 +332,8 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     select = selection.choose_select(select, len(data.val), len(data.train) + len(data.val))
     log.info("ranking by %s", "repeated CV over train+val (--select cv)" if select == "cv" else "val accuracy")
     meta["select"] = select
+    meta["final_fit"] = selection.choose_final_fit(final_fit, select)
+    meta["metric"] = metric
     log.info("%s: %s %d-d, %s; val: %s", data.store, data.feature, data.dim, data.counts(), data.val_source)
     n_classes = len(np.unique(data.train.y))
     chosen = {on: protocols.choose(len(data.train) * (1 + (data.n_views if on else 0)), data.dim, n_classes, protocol)
@@ -331,7 +355,7 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
             else:
                 done, reused = _reuse_or_fit(name, data, out=out, views=on, plan=plan, resume=resume, jobs=jobs,
                                              seed=seed, preprocess=preprocess, tensorboard=tensorboard,
-                                             tta=tta_modes, select=select)
+                                             tta=tta_modes, select=select, final_fit=final_fit)
                 results += done
                 meta["reused"] += [label] if reused else []
             write_reports(out, results, meta)

@@ -23,7 +23,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", action="append",
                    help="image folder or CSV (as for extract); repeat it for one report across several datasets")
     p.add_argument("--out", help="run directory for results, models and the report")
-    p.add_argument("--backbones", type=_csv, help="comma list (default efficientnet_lite0)")
+    p.add_argument("--backbones", type=_csv, help="comma list (default efficientnet_lite0,efficientnet_lite1,efficientnet_lite2)")
     p.add_argument("--models", type=_csv, help="comma list of classifiers, 'default' or 'all'")
     p.add_argument("--weights", help="weights for every backbone: DEFAULT, an enum name, none, or a FILE")
     p.add_argument("--cache-dir", help="where feature stores live (default RUN_DIR/features); share it to reuse")
@@ -39,6 +39,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--select", choices=("auto", "val", "cv"),
                    help="what ranks the rows: val accuracy, or cv (repeated stratified CV over train+val); "
                         "auto (default): cv when val has fewer than 1,000 images")
+    p.add_argument("--metric", choices=("accuracy", "balanced_accuracy"),
+                   help="what ranks the rows (default accuracy; balanced_accuracy for imbalanced classes); both "
+                        "are always reported")
+    p.add_argument("--final-fit", choices=("auto", "train", "train+val"),
+                   help="what saved models and test scores are fitted on: auto (default: train+val when ranking "
+                        "by cv), train, train+val")
     p.add_argument("--few-shot", dest="few_shot", action=argparse.BooleanOptionalAction, default=None,
                    help="measure the few-shot curve of every feature set (default on)")
     p.add_argument("--ensembles", action=argparse.BooleanOptionalAction, default=None,
@@ -55,7 +61,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 FLAG_KEYS = ("data", "out", "backbones", "layers", "pools", "models", "weights", "cache_dir", "batch_size",
              "workers", "device", "runtime", "precision", "jobs", "seed", "tensorboard", "image_root", "views",
-             "train_on_views", "tta", "protocol", "budget", "select", "few_shot", "ensembles",
+             "train_on_views", "tta", "protocol", "budget", "select", "final_fit", "metric", "few_shot", "ensembles",
              "loader", "draft", "fold_bn", "preprocess", "dtype", "compression", "channels_last",
              "max_pixels", "allow_outside_root", "view_seed", "view_scale", "force", "resume")
 

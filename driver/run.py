@@ -80,7 +80,8 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str) ->
             res = run_classify(rec["store"], feature=key, models=list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
                                out_dir=out / name, tensorboard=tb, views=cfg.train_on_views,
                                tta=cfg.tta, protocol=cfg.protocol, budget=cfg.budget, select=cfg.select,
-                               few_shot=cfg.few_shot, preprocess=cfg.preprocess, resume=cfg.resume)
+                               few_shot=cfg.few_shot, preprocess=cfg.preprocess, resume=cfg.resume,
+                               final_fit=cfg.final_fit, metric=cfg.metric)
             for r in res:
                 row = r if isinstance(r, dict) else r.to_dict()
                 results.append({**tag, "backbone": rec["backbone"], "feature": key, "store": rec["store"], **row})

@@ -31,8 +31,8 @@ MAX_MISCLASSIFIED = 16
 SAMPLES_PER_CLASS = 4
 MAX_SAMPLE_CLASSES = 8
 SORTED_BY = ("selection_score desc (cv_accuracy_mean under --select cv, else val_accuracy), val_accuracy desc, "
-             "val_balanced_accuracy desc, val_macro_f1 desc, fit_s asc; the tied group's soft vote first when it "
-             "is tied with the top score")
+             "val_balanced_accuracy desc, val_macro_f1 desc, fit_s asc; a soft vote (of the tied group, or of each "
+             "backbone's best) first when it is tied with the top score")
 
 
 def leaderboard_json(run: Run) -> str:

@@ -67,18 +67,24 @@ def leaderboard_table(run: Run, top: int | None = None) -> tuple[list[str], list
     k = ks[-1] if ks and ks[-1] != "top1" else None
     has_test = any(e.test for e in run.entries)
     cv = run.selection == "cv"
+    cv_bal = cv and run.metric == "balanced_accuracy"
     head = ["#", "backbone", "layer", "pooling", "model"] + (["cv acc (mean ± sd) [95% CI]"] if cv else []) \
+        + (["cv bal acc (mean ± sd)"] if cv_bal else []) \
         + ["val acc [95% CI]", "vs #1", "bal acc", "macro-F1", "log loss"] \
-        + ([f"top-{k[3:]}"] if k else []) + (["test acc [95% CI]"] if has_test else []) \
+        + ([f"top-{k[3:]}"] if k else []) + (["test acc [95% CI]", "test bal acc"] if has_test else []) \
         + ["fit s", "est. s", "predict s", "params"]
     rows = []
     for e in run.entries[:top]:
         v = e.val
         cells = [str(e.rank), e.backbone, e.layer, e.pooling, e.model] + ([cv_text(e.cv)] if cv else [])
+        if cv_bal:
+            b = (e.cv or {}).get("balanced_mean")
+            cells += [f"{fmt(b)} ± {fmt((e.cv or {}).get('balanced_sd'))}" if b is not None else "-"]
         cells += [with_ci(v.get("accuracy"), e.val_ci), versus_best(e), fmt(v.get("balanced_accuracy")),
                   fmt(v.get("macro_f1")), fmt(v.get("log_loss"))]
         cells += [fmt((v.get("top_k") or {}).get(k))] if k else []
-        cells += [with_ci(e.test.get("accuracy") if e.test else None, e.test_ci)] if has_test else []
+        cells += [with_ci(e.test.get("accuracy") if e.test else None, e.test_ci),
+                  fmt(e.test.get("balanced_accuracy") if e.test else None)] if has_test else []
         cells += [fmt_s(e.fit_s), fmt_s(e.estimate_s), fmt_s(v.get("predict_s")), params_text(e.params)]
         rows.append(cells)
     return head, rows
@@ -143,17 +149,21 @@ def summary_line(run: Run, exs: list[Extraction]) -> str:
     return (", ".join(f"`{d}`" for d in data) + ": " if data else "") + " · ".join(p for p in parts if p)
 
 
-VOTE_RULE = " The tied group's soft vote goes first when it is itself tied with the top score."
+VOTE_RULE = (" A soft vote (of the tied group, or of each backbone's best model) goes first when it is itself tied "
+             "with the top score.")
 
 
 def ranking_note(run: Run) -> str:
+    metric = "balanced accuracy" if run.metric == "balanced_accuracy" else "accuracy"
+    refit = (" Saved models (test, predict) were refitted on train+val with their chosen configuration."
+             if any(e.refit for e in run.entries) else "")
     if run.selection == "cv":
         cv = run.best.cv if run.best else {}
-        return (f"Ranked by repeated stratified CV of each model's chosen configuration over train+val "
-                f"({cv.get('folds', '?')}-fold x {cv.get('repeats', '?')}, {cv.get('n', '?')} images; mean ± sd "
-                f"over folds), then val accuracy, balanced accuracy, macro-F1 and faster fit; val and test are "
-                f"reported, not used to choose." + VOTE_RULE)
-    return "Ranked by val accuracy, then balanced accuracy, macro-F1 and faster fit." + VOTE_RULE
+        return (f"Ranked by the {metric} of repeated stratified CV of each model's chosen configuration over "
+                f"train+val ({cv.get('folds', '?')}-fold x {cv.get('repeats', '?')}, {cv.get('n', '?')} images; "
+                f"mean ± sd over folds), then val accuracy, balanced accuracy, macro-F1 and faster fit; val and "
+                f"test are reported, not used to choose." + VOTE_RULE + refit)
+    return f"Ranked by val {metric}, then accuracy, balanced accuracy, macro-F1 and faster fit." + VOTE_RULE + refit
 
 
 def tied_note(run: Run) -> str:

@@ -40,15 +40,20 @@ class Entry:
     selection: str | None = None  # how the model was selected (classify.protocol)
     dataset: str = ""  # which dataset of a multi-dataset run ("" in a single one)
     cv: dict | None = None  # repeated CV of the chosen configuration over train+val (--select cv)
-    kind: str = "model"  # model | concat (concatenated feature sets) | soft-vote (of the tied group)
+    kind: str = "model"  # model | concat (concatenated feature sets) | soft-vote (tied group, or each backbone's best)
     members: tuple[str, ...] = ()  # what an ensemble combines
     p_vs_best: float | None = None  # exact McNemar p against rank 1 on the same images (None: not paired)
     tied: bool = False  # not significantly worse than rank 1 (p >= 0.05), rank 1 included
+    metric: str = "accuracy"  # what ranks the rows: accuracy or balanced_accuracy (run --metric)
+    refit: bool = False  # the saved model was refitted on train+val (val scored by the train-only fit)
 
     @property
     def score(self) -> float:
-        """What the ranking uses: the CV mean under --select cv, else val accuracy."""
-        return _number(self.cv.get("mean")) if self.cv else _number(self.val.get("accuracy"))
+        """What the ranking uses: the CV mean of the metric under --select cv, else its val value."""
+        if self.cv:
+            key = "balanced_mean" if self.metric == "balanced_accuracy" else "mean"
+            return _number(self.cv.get(key, self.cv.get("mean")))
+        return _number(self.val.get(self.metric))
 
     @property
     def paired(self) -> dict:
@@ -117,6 +122,10 @@ class Run:
         return "cv" if any(e.cv for e in self.entries) else "val"
 
     @property
+    def metric(self) -> str:
+        return self.entries[0].metric if self.entries else "accuracy"
+
+    @property
     def tied_group(self) -> list[Entry]:
         return [e for e in self.entries if e.tied]
 
@@ -157,8 +166,8 @@ def _number(x: Any) -> float:
 
 
 def rank_key(e: Entry) -> tuple:
-    """Best score first (CV mean under --select cv, else val accuracy); ties go to val accuracy,
-    balanced accuracy, macro-F1, then the faster fit."""
+    """Best score first (the metric's CV mean under --select cv, else its val value); ties go to
+    val accuracy, balanced accuracy, macro-F1, then the faster fit."""
     v = e.val
     return (-e.score, -_number(v.get("accuracy")), -_number(v.get("balanced_accuracy")), -_number(v.get("macro_f1")),
             _number(e.fit_s), e.backbone, e.feature, e.model)
@@ -172,7 +181,8 @@ def rank(entries: list[Entry]) -> list[Entry]:
     compared (p None, not tied). No correction for the many comparisons: it errs towards calling
     rows tied, the cautious side for a claim of "best".
 
-    When the tied group's soft vote is itself tied with the best, it goes first: among rows the
+    When a soft vote (of the tied group, or of each backbone's best) is itself tied with the best,
+    the higher-scoring one goes first: among rows the
     data cannot separate, their average is the pick with the least variance
     (bench/selection_study.py measures it on held-out test sets).
     """
@@ -196,7 +206,10 @@ def _need(obj: Any, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
     return obj[key]
 
 
-def _entry(row: dict, where: str) -> Entry:
+METRICS = ("accuracy", "balanced_accuracy")
+
+
+def _entry(row: dict, where: str, metric: str = "accuracy") -> Entry:
     names = [str(_need(row, key, where, str)) for key in ("backbone", "feature", "model")]
     val = _need(row, "val", where, dict)
     for key in ("accuracy", "balanced_accuracy", "macro_f1"):
@@ -210,7 +223,8 @@ def _entry(row: dict, where: str) -> Entry:
         model_path=row.get("model_path"),
         estimate_s=(row.get("extra") or {}).get("estimate_s"), selection=(row.get("extra") or {}).get("selection"),
         dataset=str(row.get("dataset") or ""), cv=(row.get("extra") or {}).get("cv") or None,
-        kind=str(row.get("kind") or "model"), members=tuple(row.get("members") or ()),
+        kind=str(row.get("kind") or "model"), members=tuple(row.get("members") or ()), metric=metric,
+        refit=(row.get("extra") or {}).get("final_fit") == "train+val",
     )
 
 
@@ -219,7 +233,10 @@ def parse_results(data: Any, run_dir: Path, where: str = RESULTS_FILE) -> Run:
     if not isinstance(data, dict):
         raise ReportError(f"{where}: expected a JSON object with 'results', got {type(data).__name__}")
     rows = _need(data, "results", where, list)
-    parsed = [_entry(r, f"{where}: results[{i}]") for i, r in enumerate(rows)]
+    metric = (data.get("config") or {}).get("metric") or "accuracy"
+    if metric not in METRICS:
+        raise ReportError(f"{where}: config.metric {metric!r} is not one of {', '.join(METRICS)}")
+    parsed = [_entry(r, f"{where}: results[{i}]", metric) for i, r in enumerate(rows)]
     entries = [e for name in dict.fromkeys(e.dataset for e in parsed) for e in rank([x for x in parsed
                                                                                        if x.dataset == name])]
     extraction = data.get("extraction") or []
@@ -323,10 +340,13 @@ def leaderboard_rows(run: Run) -> list[dict]:
             "val_accuracy_ci_low": vci[0], "val_accuracy_ci_high": vci[1],
             "cv_accuracy_mean": cv.get("mean"), "cv_accuracy_sd": cv.get("sd"), "cv_n": cv.get("n"),
             "cv_accuracy_ci_low": cci[0], "cv_accuracy_ci_high": cci[1],
+            "cv_balanced_accuracy_mean": cv.get("balanced_mean"),
             "val_balanced_accuracy": v.get("balanced_accuracy"), "val_macro_f1": v.get("macro_f1"),
             "val_log_loss": v.get("log_loss"), **{f"val_{k}": top.get(k) for k in run.top_ks},
             "test_n": e.test.get("n") if e.test else None, "test_accuracy": e.test.get("accuracy") if e.test else None,
             "test_accuracy_ci_low": tci[0], "test_accuracy_ci_high": tci[1],
+            "test_balanced_accuracy": e.test.get("balanced_accuracy") if e.test else None,
+            "final_fit": "train+val" if e.refit else "train",
             "fit_s": e.fit_s, "estimate_s": e.estimate_s, "predict_s": v.get("predict_s"),
             "params": json.dumps(e.params, sort_keys=True), "val_source": e.val_source, "model_path": e.model_path,
             **({"members": json.dumps(list(e.members))} if e.members else {}),

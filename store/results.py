@@ -61,7 +61,8 @@ def from_metrics(metrics: dict, run_dir: Path) -> dict:
     rows = [{"backbone": backbone, "feature": r.get("feature") or feature, "store": store, **r}
             for r in metrics.get("results") or [] if isinstance(r, dict)]
     few = metrics.get("few_shot")
-    return {"config": {"out": str(run_dir), "select": metrics.get("select")}, "results": rows,
+    return {"config": {"out": str(run_dir), "select": metrics.get("select"),
+                       "metric": metrics.get("metric") or "accuracy"}, "results": rows,
             "extraction": [{"backbone": backbone, "store": store, "features": {feature: metrics.get("dim")}}],
             "few_shot": [{"backbone": backbone, "feature": feature, **few}] if isinstance(few, dict) and
             few.get("points") else [], "skipped": metrics.get("skipped") or []}

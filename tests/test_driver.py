@@ -45,7 +45,8 @@ def small(tmp_path, n=4):
 def test_run_one_pass_many_feature_sets_and_reuse(tmp_path):
     data = small(tmp_path)
     cfg = resolve({}, {"data": str(data), "out": str(tmp_path / "run"), "layers": ["default", "_bn1"],
-                       "pools": ["avg", "max"], "models": ["logreg", "knn"], "cache_dir": str(tmp_path / "cache")})
+                       "pools": ["avg", "max"], "models": ["logreg", "knn"], "cache_dir": str(tmp_path / "cache"),
+                       "backbones": ["efficientnet_lite0"]})
     first = run(cfg, progress=False)
     (rec,) = first["extraction"]
     assert rec["status"] == "new" and rec["forward_passes"] == 1
@@ -66,7 +67,8 @@ def test_run_one_pass_many_feature_sets_and_reuse(tmp_path):
 
 def test_run_with_views_reports_each_variant(tmp_path):
     data = small(tmp_path, n=3)
-    cfg = resolve({"views": 2, "train_on_views": "both", "tta": "flip", "models": ["logreg"]},
+    cfg = resolve({"views": 2, "train_on_views": "both", "tta": "flip", "models": ["logreg"],
+                   "backbones": ["efficientnet_lite0"]},
                   {"data": str(data), "out": str(tmp_path / "run")})
     out = run(cfg, progress=False)
     assert [r["model"] for r in out["results"] if r.get("kind", "model") == "model"] == ["logreg+flip",
@@ -83,7 +85,7 @@ def cli(*args):
 def test_run_cli_writes_report_and_rebuilds(tmp_path):
     data = small(tmp_path, n=3)
     cfgfile = tmp_path / "c.yaml"
-    cfgfile.write_text(f"data: {data}\nout: {tmp_path / 'run'}\nmodels: [logreg, knn]\n")
+    cfgfile.write_text(f"data: {data}\nout: {tmp_path / 'run'}\nmodels: [logreg, knn]\nbackbones: [efficientnet_lite0]\n")
     r = cli("run", "--config", str(cfgfile), "--models", "linear", "--tensorboard", str(tmp_path / "tb"), "--select", "val")
     assert r.returncode == 0, r.stderr
     assert "report:" in r.stdout and "linear" in r.stdout
@@ -126,7 +128,7 @@ def test_data_lists_and_dataset_names(tmp_path):
 def test_run_two_datasets_one_report(tmp_path):
     first, second = copy_sample(tmp_path / "ants_a", 3), copy_sample(tmp_path / "ants_b", 4)
     proc = cli("run", "--data", str(first), "--data", str(second), "--out", str(tmp_path / "run"),
-               "--models", "logreg,knn-dino", "--no-ensembles", "-q")
+               "--models", "logreg,knn-dino", "--backbones", "efficientnet_lite0", "--no-ensembles", "-q")
     assert proc.returncode == 0, proc.stderr
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
     assert saved["datasets"] == {"ants_a": str(first), "ants_b": str(second)}
@@ -143,7 +145,7 @@ def test_a_rerun_keeps_rows_other_producers_added(tmp_path):
     from store.results import append_rows
 
     data = small(tmp_path, n=3)
-    cfg = resolve({"models": ["logreg"], "ensembles": False, "few_shot": False},
+    cfg = resolve({"models": ["logreg"], "ensembles": False, "few_shot": False, "backbones": ["efficientnet_lite0"]},
                   {"data": str(data), "out": str(tmp_path / "run")})
     run(cfg, progress=False)
     append_rows(tmp_path / "run", [{"backbone": "efficientnet_lite0", "feature": "finetune", "model": "finetune",
@@ -202,3 +204,23 @@ def test_run_passes_every_extract_option(tmp_path):
     assert extract_fields - set(RUN_EXTRACT_FIELDS) == {
         "data", "backbone", "out", "weights", "weights_file", "max_pixels", "overwrite", "shard", "view_splits",
         "flip", "calibration", "quantized_from", "progress"}
+
+
+def test_default_run_ranks_three_backbones_and_their_vote(tmp_path):
+    """The default backbones (issue 23): each one's rows, and a vote of each backbone's best."""
+    data = small(tmp_path, n=4)
+    cfg = resolve({"models": ["logreg", "knn"], "few_shot": False}, {"data": str(data), "out": str(tmp_path / "run")})
+    assert cfg.backbones == ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+    assert cfg.final_fit == "auto" and cfg.metric == "accuracy"
+    out = run(cfg, progress=False)
+    assert [r["backbone"] for r in out["extraction"]] == list(cfg.backbones)
+    singles = [r for r in out["results"] if r.get("kind", "model") == "model"]
+    assert {r["backbone"] for r in singles} == set(cfg.backbones)
+    across = [r for r in out["results"] if r.get("kind") == "soft-vote" and r["feature"] == "best of each backbone"]
+    tied = next(r for r in out["results"] if r.get("kind") == "soft-vote" and r["feature"] == "tied group")
+    if across:  # absent only when the tied group already is each backbone's best
+        (vote,) = across
+        assert vote["backbone"].split("+") == [m.split(" on ")[1].split(" ")[0] for m in vote["members"]]
+        assert sorted(vote["backbone"].split("+")) == sorted(cfg.backbones) and vote["val"]["accuracy"] is not None
+    else:
+        assert sorted(tied["backbone"].split("+")) == sorted(cfg.backbones)

@@ -167,3 +167,25 @@ def test_multi_dataset_report_renders_in_headless_chromium(multi_run, tmp_path):
     dom = render_in_chromium(paths["html"], tmp_path, height=2400)
     assert "Across datasets" in dom and 'id="dataset-alpha"' in dom and 'id="dataset-beta"' in dom
     assert len(re.findall(r"<img ", dom)) >= 4
+
+
+def test_metric_balanced_accuracy_reranks_and_is_checked(tmp_path):
+    """On imbalanced classes the row with the better balanced accuracy wins when the user asks for it."""
+    from report import ReportError
+    from report.results import parse_results
+
+    def row(model, acc, bal, cv_acc, cv_bal):
+        val = {**val_block(acc, bal, [], 0.3), "n": N, "accuracy": acc, "balanced_accuracy": bal}
+        return {"backbone": "b", "feature": "fc/none", "model": model, "val": val, "test": {**val, "n": N},
+                "fit_s": 0.1, "store": "s.h5", "extra": {"cv": {"mean": cv_acc, "balanced_mean": cv_bal, "n": N}}}
+
+    rows = [row("majority", 0.80, 0.55, 0.80, 0.55), row("fair", 0.76, 0.74, 0.77, 0.75)]
+    by_acc = parse_results({"results": rows}, tmp_path)
+    assert [e.model for e in by_acc.entries] == ["majority", "fair"]
+    by_bal = parse_results({"results": rows, "config": {"metric": "balanced_accuracy"}}, tmp_path)
+    assert [e.model for e in by_bal.entries] == ["fair", "majority"] and by_bal.entries[0].score == 0.75
+    no_cv = [{**r, "extra": {}} for r in rows]
+    assert parse_results({"results": no_cv, "config": {"metric": "balanced_accuracy"}},
+                         tmp_path).entries[0].model == "fair"  # val's balanced accuracy without CV
+    with pytest.raises(ReportError, match="config.metric 'f1'"):
+        parse_results({"results": rows, "config": {"metric": "f1"}}, tmp_path)

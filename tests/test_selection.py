@@ -184,3 +184,55 @@ def test_report_ranks_by_cv_and_names_the_tied_group(make_store, tmp_path):
     assert run.selection == "cv"
     assert [e.score for e in run.entries] == sorted((e.cv["mean"] for e in run.entries), reverse=True)
     assert run.entries[0].tied and run.entries[0].p_vs_best == 1.0
+
+
+def test_choose_final_fit():
+    assert selection.choose_final_fit("auto", "cv") == "train+val"
+    assert selection.choose_final_fit("auto", "val") == "train"
+    assert selection.choose_final_fit("train", "cv") == "train" and selection.choose_final_fit("train+val", "val") == "train+val"
+    with pytest.raises(ValueError, match="--final-fit 'all'"):
+        selection.choose_final_fit("all", "cv")
+
+
+def test_final_fit_refits_on_train_and_val_and_keeps_val_honest(make_store, tmp_path):
+    """Under cv the saved model (test, predict) has seen train+val; val is scored by the train-only fit."""
+    from classify.persist import load_model
+
+    store = make_store({"train": 20, "val": 10, "test": 10}, 3, 16, splits=("train", "val", "test"))
+    [refit] = run_classify(store, out_dir=tmp_path / "a", models=["knn-dino"], select="cv")
+    [plain] = run_classify(store, out_dir=tmp_path / "b", models=["knn-dino"], select="cv", final_fit="train")
+    assert refit.extra["final_fit"] == "train+val" and "final_fit" not in plain.extra
+    def scores(m):
+        return {k: v for k, v in m.items() if k != "predict_s"}
+
+    assert scores(refit.val) == scores(plain.val) and refit.extra["cv"]["mean"] == plain.extra["cv"]["mean"]
+    def reference_rows(path):
+        m = load_model(path).model
+        return len((m.steps[-1][1] if hasattr(m, "steps") else m).ref_)
+
+    # kNN keeps what it was fitted on: train's 60 images, or those and val's 30.
+    assert reference_rows(refit.model_path) == 90 and reference_rows(plain.model_path) == 60
+    assert refit.test["n"] == 30 and refit.estimator is not None and len(refit.estimator.steps[-1][1].ref_
+                                                                          if hasattr(refit.estimator, "steps")
+                                                                          else refit.estimator.ref_) == 90
+    meta = json.loads((tmp_path / "a" / "metrics.json").read_text())
+    assert meta["final_fit"] == "train+val"
+    # final_fit is part of the resume key: the other setting is fitted again, not reused.
+    again = run_classify(store, out_dir=tmp_path / "a", models=["knn-dino"], select="cv", final_fit="train")
+    assert "final_fit" not in again[0].extra
+    with pytest.raises(ValueError, match="--final-fit"):
+        run_classify(store, out_dir=tmp_path / "c", models=["logreg"], final_fit="everything")
+
+
+def test_soft_vote_of_refit_members_scores_val_out_of_fold(make_store, tmp_path):
+    from classify.ensembles import _member_proba
+
+    store = make_store({"train": 20, "val": 10, "test": 10}, 3, 16, splits=("train", "val", "test"))
+    res = run_classify(store, out_dir=tmp_path / "run", models=["logreg", "knn-dino"], select="cv")
+    rows = [{"backbone": "b", "feature": r.feature, "store": str(store), **r.to_dict()} for r in res]
+    proba, y, paths, _, _ = _member_proba(rows[0], "val")
+    z = np.load(rows[0]["extra"]["cv"]["oof"])
+    at = [list(z["paths"]).index(p) for p in paths]
+    assert np.allclose(proba, z["proba"][0][at]) and len(y) == 30
+    vote = soft_vote(rows)
+    assert vote["val"]["n"] == 30 and vote["val"]["accuracy"] < 1.0 + 1e-9
