@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench bench-classify sample clean
+.PHONY: run test bench bench-classify bench-heldout sample clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ bench: $(STAMP)
 # The classify stage at 10^4-10^5 rows on generated stores (~40 min; --quick ~5 min).
 bench-classify: $(STAMP)
 	$(PY) bench/classify_scale.py
+
+bench-heldout: $(STAMP)
+	$(PY) bench/heldout_study.py
 
 # Rebuild data/sample from ../shared/datasets/hymenoptera (the committed copy is its output).
 sample: $(STAMP)

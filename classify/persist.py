@@ -45,6 +45,7 @@ class SavedModel:
     preprocess: list[str] = field(default_factory=list)
     views: int = 0  # augmented views per train image it was trained on (0: center crops only)
     tta: str = "none"  # "flip": predict the average of the center and mirrored crops
+    fitted_on: str = "train"  # "train+val" after --final-fit refitted it (val then says nothing about it)
     versions: dict = field(default_factory=dict)  # library versions at save time
     format_version: int = FORMAT_VERSION
 

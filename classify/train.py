@@ -219,7 +219,8 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
         full = variant_name(name, views, t)
         path = None if not save else save_model(SavedModel(model=final, name=full, feature=data.feature, class_names=data.class_names,
                                      spec=data.spec, cache_key=data.cache_key, store=str(Path(data.store).resolve()),
-                                     preprocess=steps, views=data.n_views if views else 0, tta=t or "none"),
+                                     preprocess=steps, views=data.n_views if views else 0, tta=t or "none",
+                                     fitted_on=final_fit),
                           out_dir / "models" / f"{safe_name(data.feature)}__{safe_name(full)}.joblib")
         cv_extra = {}
         if t in cv:

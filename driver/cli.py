@@ -50,9 +50,15 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensembles", action=argparse.BooleanOptionalAction, default=None,
                    help="add ensemble rows: the two best feature sets concatenated, and a soft vote of the tied "
                         "group (default on)")
+    p.add_argument("--finetune", choices=("off", "auto", "on"),
+                   help="add a fine-tuned row: the first backbone's last 3 blocks, LP-FT from the run's logreg "
+                        "(default auto: only with a GPU, where it costs seconds; on a CPU it cost minutes and "
+                        "kept the probe)")
     p.add_argument("--budget", metavar="TIME",
-                   help="time for each feature set's zoo (10m, 90s): models that would not fit are approximated "
-                        "or skipped, and the report says which")
+                   help="time for the whole run (10m, 90s; default none: everything): backbones are run in "
+                        "--backbones order and the last ones skipped when their estimate does not fit; each "
+                        "feature set's zoo gets an equal share of what is left, approximating or skipping what "
+                        "would not fit; the report says what was skipped and why")
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None,
                    help="fit every classifier again, even those an earlier run into RUN_DIR finished with the "
                         "same settings (default: reuse them)")
@@ -61,7 +67,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 FLAG_KEYS = ("data", "out", "backbones", "layers", "pools", "models", "weights", "cache_dir", "batch_size",
              "workers", "device", "runtime", "precision", "jobs", "seed", "tensorboard", "image_root", "views",
-             "train_on_views", "tta", "protocol", "budget", "select", "final_fit", "metric", "few_shot", "ensembles",
+             "train_on_views", "tta", "protocol", "budget", "select", "final_fit", "metric", "finetune", "few_shot", "ensembles",
              "loader", "draft", "fold_bn", "preprocess", "dtype", "compression", "channels_last",
              "max_pixels", "allow_outside_root", "view_seed", "view_scale", "force", "resume")
 

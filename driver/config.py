@@ -58,10 +58,11 @@ class RunConfig:
     train_on_views: str = "auto"  # classify --views: auto | on | off | both
     tta: str = "none"  # classify --tta: none | flip | both
     protocol: str = "auto"  # classify --protocol: how models are selected
-    budget: str | None = None  # classify --budget, per feature set (e.g. "10m")
+    budget: str | None = None  # the whole run's time (e.g. "10m"; driver.budget); None: no limit
     select: str = "auto"  # classify --select: auto | val | cv
     final_fit: str = "auto"  # classify --final-fit: auto | train | train+val
     metric: str = "accuracy"  # what ranks the rows: accuracy | balanced_accuracy
+    finetune: str = "auto"  # a fine-tuned row (driver.finetune_rows): off | auto (with a GPU) | on
     few_shot: bool = True  # the few-shot curve of every feature set
     ensembles: bool = True  # concat of the two best feature sets, soft vote of the tied group
     resume: bool = True  # classify --no-resume sets False: refit what an earlier run finished
@@ -152,7 +153,7 @@ def resolve(file_values: dict, flag_values: dict, source: str = "--config") -> R
             raise ConfigError(f"{key}: expected an integer, got {merged[key]!r}")
     for key, choices in (("train_on_views", ("auto", "on", "off", "both")), ("tta", ("none", "flip", "both")),
                          ("select", ("auto", "val", "cv")), ("final_fit", ("auto", "train", "train+val")),
-                         ("metric", ("accuracy", "balanced_accuracy")),
+                         ("metric", ("accuracy", "balanced_accuracy")), ("finetune", ("off", "auto", "on")),
                          ("loader", ("auto", "inline", "thread", "process"))):
         if key in merged and merged[key] not in choices:
             raise ConfigError(f"{key}: expected one of {', '.join(choices)}, got {merged[key]!r}")

@@ -136,6 +136,8 @@ def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str |
     from classify.persist import load_model
     from store.files import atomic_write
 
+    if str(model_path).endswith(".pt"):
+        return predict_finetuned(model_path, inputs, out_csv, features=features)
     saved = load_model(model_path)
     flip = tta and getattr(saved, "tta", "none") == "flip"
     out = Path(out_csv)
@@ -149,3 +151,54 @@ def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str |
     names = saved.class_names
     return {"rows": len(data["paths"]), "errors": len(errors), "out": str(out),
             "predicted": [names[int(c)] for c in pred], "paths": list(data["paths"])}
+
+
+class _Finetuned:
+    """What :func:`predictions_csv` reads of a model: its class indices and names."""
+
+    def __init__(self, class_names: list[str]):
+        self.class_names = list(class_names)
+        self.model = type("Classes", (), {"classes_": np.arange(len(class_names))})()
+
+
+def predict_finetuned(model_path: str, inputs: list[str], out_csv: str, *, features: str | None = None,
+                      batch_size: int = 32) -> dict:
+    """A fine-tuned network (``best.pt`` of ``finetune`` or ``run --finetune``) on new images,
+    through the eval transform it was scored with; the same CSV as a cached-feature model."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from extract.images import DEFAULT_MAX_PIXELS
+    from extract.preprocess import build_transform
+    from extract.rows import ImageRows, collate
+    from extract.sources import from_files
+    from extract.transforms import TransformSpec
+    from finetune.checkpoint import load_finetuned
+    from finetune.results import softmax
+    from store.files import atomic_write
+
+    if features:
+        raise ValueError(f"--features {features}: a fine-tuned network {model_path} reads images, not a feature store")
+    if not inputs:
+        raise ValueError("predict: give IMAGES or a DIR")
+    out = Path(out_csv)
+    if not out.parent.is_dir():
+        raise ValueError(f"--out {out}: directory {out.parent} does not exist")
+    model, meta = load_finetuned(model_path)
+    manifest = from_files(inputs)
+    rows = ImageRows(manifest.root, manifest.paths, range(len(manifest.paths)),
+                     build_transform(TransformSpec.from_dict(meta["transform"])), DEFAULT_MAX_PIXELS)
+    done, logits, errors = [], [], []
+    with torch.inference_mode():
+        for idx, images, bad in DataLoader(rows, batch_size=batch_size, collate_fn=collate):
+            errors += [(manifest.paths[r], msg) for r, msg in bad.items()]
+            if images is not None:
+                done += [int(r) for r in idx]
+                logits.append(model(images).float().numpy())
+    names = list(meta["class_names"])
+    proba = softmax(np.concatenate(logits)) if logits else np.empty((0, len(names)))
+    pred = proba.argmax(axis=1)
+    paths = [manifest.paths[r] for r in done]
+    atomic_write(out, predictions_csv(_Finetuned(names), paths, pred, proba if len(paths) else None, errors))
+    return {"rows": len(paths), "errors": len(errors), "out": str(out), "predicted": [names[int(c)] for c in pred],
+            "paths": paths}

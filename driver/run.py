@@ -14,6 +14,7 @@ import time
 from dataclasses import fields
 from pathlib import Path
 
+from driver.budget import RunBudget
 from driver.config import RunConfig
 from store.files import safe_name
 
@@ -33,16 +34,16 @@ RUN_EXTRACT_FIELDS = ("layers", "pools", "batch_size", "workers", "loader", "dev
                       "view_seed", "view_scale", "force")
 
 
-def extract_all(cfg: RunConfig, data: str, progress: bool) -> list[dict]:
-    """One store per backbone (all layers and pools in one pass); returns one record per store."""
+def plan_stores(cfg: RunConfig, data: str, progress: bool) -> list[tuple[str, object, Path]]:
+    """(backbone, extract plan, store path) per backbone: one manifest, no model built yet."""
     from extract.weights import split_weights
-    from extract.runner import ExtractConfig, execute, plan
+    from extract.runner import ExtractConfig, plan
     from extract.sources import build_manifest
 
     manifest = build_manifest(data, cfg.image_root)
     weights, weights_file = split_weights(cfg.weights)
     cfg.feature_dir.mkdir(parents=True, exist_ok=True)
-    records = []
+    planned = []
     for name in cfg.backbones:
         if not name.startswith("efficientnet_lite") and weights == "DEFAULT" and weights_file is None:
             log.info("%s: using torchvision DEFAULT weights from the torch hub cache", name)
@@ -54,32 +55,59 @@ def extract_all(cfg: RunConfig, data: str, progress: bool) -> list[dict]:
         ecfg = ExtractConfig(data=data, backbone=name, out="-", weights=weights, weights_file=weights_file,
                              progress=progress, **shared)
         p = plan(ecfg, manifest=manifest)
-        store = cfg.feature_dir / f"{safe_name(name)}-{p.cache_key[:12]}.h5"
-        summary = execute(p, store)
-        log.info("%s", summary.line())
-        records.append({
-            "backbone": name, "store": str(store.resolve()), "status": summary.status, "seconds": summary.seconds,
-            "images_per_s": summary.images_per_s, "rows": summary.rows, "skipped": summary.skipped,
-            "features": summary.features, "forward_passes": 0 if summary.status == "hit" else 1,
-        })
-    return records
+        planned.append((name, p, cfg.feature_dir / f"{safe_name(name)}-{p.cache_key[:12]}.h5"))
+    return planned
 
 
-def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str) -> tuple[list[dict], list[dict], list]:
-    """Every feature set of every store through the zoo -> (result rows, skipped models, few-shot curves)."""
+def is_cached(p: object, store: Path) -> bool:
+    from store.write import store_status
+
+    try:
+        return store_status(store, p.cache_key, p.spec) == "hit"
+    except (OSError, ValueError):
+        return False
+
+
+def extract_one(name: str, p: object, store: Path) -> dict:
+    """Extract (or reuse) one backbone's store; its record for extraction.json."""
+    from extract.runner import execute
+
+    summary = execute(p, store)
+    log.info("%s", summary.line())
+    return {
+        "backbone": name, "store": str(store.resolve()), "status": summary.status, "seconds": summary.seconds,
+        "images_per_s": summary.images_per_s, "rows": summary.rows, "skipped": summary.skipped,
+        "features": summary.features, "forward_passes": 0 if summary.status == "hit" else 1,
+    }
+
+
+def extract_all(cfg: RunConfig, data: str, progress: bool) -> list[dict]:
+    """One store per backbone (all layers and pools in one pass); returns one record per store."""
+    return [extract_one(name, p, store) for name, p, store in plan_stores(cfg, data, progress)]
+
+
+def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
+                 budget: RunBudget | None = None, sets_after: int = 0) -> tuple[list[dict], list[dict], list]:
+    """Every feature set of every store through the zoo -> (result rows, skipped models, few-shot curves).
+
+    With a run ``budget``, each feature set's zoo gets an equal share of what is left, counting
+    ``sets_after`` feature sets still to come after these stores."""
     from classify.train import run_classify
 
     results, skipped, few_shot = [], [], []
     tag = {"dataset": dataset} if dataset else {}
+    todo = sum(len(rec["features"]) for rec in stores) + sets_after
     for rec in stores:
         for key in rec["features"]:
+            share = budget.share(todo) if budget is not None else None
+            started = time.perf_counter()
             name = safe_name(f"{rec['backbone']}__{key}")
             log.info("classifying %s%s %s with %s", f"{dataset}: " if dataset else "", rec["backbone"], key,
                      ",".join(cfg.models))
             tb = str(Path(cfg.tensorboard) / (f"{dataset}__" if dataset else "") / name) if cfg.tensorboard else None
             res = run_classify(rec["store"], feature=key, models=list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
                                out_dir=out / name, tensorboard=tb, views=cfg.train_on_views,
-                               tta=cfg.tta, protocol=cfg.protocol, budget=cfg.budget, select=cfg.select,
+                               tta=cfg.tta, protocol=cfg.protocol, budget=share, select=cfg.select,
                                few_shot=cfg.few_shot, preprocess=cfg.preprocess, resume=cfg.resume,
                                final_fit=cfg.final_fit, metric=cfg.metric)
             for r in res:
@@ -90,12 +118,43 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str) ->
             skipped += [{**tag, "backbone": rec["backbone"], "feature": key, **s} for s in meta.get("skipped", [])]
             if meta.get("few_shot"):
                 few_shot.append({**tag, "backbone": rec["backbone"], "feature": key, **meta["few_shot"]})
+            todo -= 1
+            if budget is not None:
+                budget.classify_s.append(time.perf_counter() - started)
     return results, skipped, few_shot
+
+
+def run_backbones(cfg: RunConfig, data: str, name: str, cls_dir: Path, budget: RunBudget, progress: bool,
+                  extra: dict) -> tuple[list[dict], list[dict], list[dict], list]:
+    """Extract and classify backbone by backbone, in ``--backbones`` order, skipping those the
+    budget cannot fit -> (store records, result rows, skipped, few-shot curves)."""
+    planned = plan_stores(cfg, data, progress)
+    sets_per_backbone = max(len(cfg.layers) * len(cfg.pools), 1)  # until the first store says
+    recs, rows, skipped, curves = [], [], [], []
+    for i, (backbone, p, store) in enumerate(planned):
+        cached = is_cached(p, store)
+        why = budget.skip_reason(backbone, len(p.manifest), cached, sets_per_backbone) if recs else None
+        if why:
+            log.warning("%s skipped: %s", backbone, why)
+            skipped.append({**({"dataset": name} if name else {}), "kind": "backbone", "backbone": backbone,
+                            "model": "every model", "feature": "(not extracted)", "reason": why})
+            continue
+        rec = {**extra, **extract_one(backbone, p, store)}
+        budget.record_extraction(backbone, rec["rows"] or 0, rec["seconds"] or 0.0, rec["status"] != "hit")
+        sets_per_backbone = max(len(rec["features"]), 1)
+        recs.append(rec)
+        r, s, c = classify_all(cfg, [rec], cls_dir, name, budget if budget.total_s is not None else None,
+                               sets_after=sets_per_backbone * (len(planned) - i - 1))
+        rows += r
+        skipped += s
+        curves += c
+    return recs, rows, skipped, curves
 
 
 def run(cfg: RunConfig, progress: bool = True) -> dict:
     from driver.config import dataset_names
     from driver.ensembles import ensemble_rows
+    from driver.finetune_rows import finetune_row
 
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -104,19 +163,23 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     multi = len(cfg.data) > 1
     names = dataset_names(cfg.data) if multi else [""]
     stores, results, skipped, few_shot = [], [], [], []
+    budget = RunBudget.parse(cfg.budget)
     for data, name in zip(cfg.data, names):
-        recs = [{**({"dataset": name, "data": data} if multi else {}), **r} for r in extract_all(cfg, data, progress)]
+        cls_dir = out / "classify" / safe_name(name) if multi else out / "classify"
+        recs, rows, skip, curves = run_backbones(cfg, data, name, cls_dir, budget, progress,
+                                                 {"dataset": name, "data": data} if multi else {})
         stores += recs
         write_json(out / "extraction.json", stores)
-        cls_dir = out / "classify" / safe_name(name) if multi else out / "classify"
-        rows, skip, curves = classify_all(cfg, recs, cls_dir, name)
         if cfg.ensembles:
             rows += ensemble_rows(cfg, rows, cls_dir / "ensembles", name)
+        tuned, why = finetune_row(cfg, data, name, rows, recs, cls_dir / "finetune", budget)
+        rows += tuned  # after the ensembles: a vote reads its members' saved feature models
+        skip += why
         results += rows
         skipped += skip
         few_shot += curves
     results = [{**r, "producer": "run"} for r in results]
-    summary = {"config": cfg.to_dict(), "extraction": stores, "results": results, "skipped": skipped,
+    summary = {"config": cfg.to_dict(), "budget_s": budget.total_s, "extraction": stores, "results": results, "skipped": skipped,
                "few_shot": few_shot, **({"datasets": dict(zip(names, cfg.data))} if multi else {}),
                "seconds": time.perf_counter() - t0}
     from store.results import write_run

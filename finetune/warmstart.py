@@ -96,11 +96,29 @@ def load_warm_start(path: str | Path, backbone: Backbone, class_names: list[str]
     check_spec(saved.spec, saved.feature, backbone, path)
     if list(saved.class_names) != list(class_names):
         raise ValueError(f"--warm-start {path}: classes {saved.class_names} differ from the data's {class_names}")
+    if getattr(saved, "fitted_on", "train") != "train":
+        saved.model = refit_on_train(saved, path)
     _, clf = _unwrap(saved.model, path)
     if not np.array_equal(np.asarray(clf.classes_), np.arange(len(class_names))):
         raise ValueError(f"--warm-start {path}: the model knows classes {list(clf.classes_)}, "
                          f"not all {len(class_names)} of {class_names}")
     return linear_weights(saved.model, path)
+
+
+def refit_on_train(saved: object, path: str) -> object:
+    """The same configuration fitted on train alone: the fine-tune keeps its best epoch by val, so
+    a head that saw val (``--final-fit train+val``) would make every val score optimistic."""
+    from classify.features import load_features
+    from classify.selection import frozen
+
+    try:
+        data = load_features(saved.store, saved.feature)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"--warm-start {path}: fitted on train+val, and its store {saved.store} cannot be read to "
+                         f"refit it on train alone ({e}); save one with classify --final-fit train") from None
+    log.info("--warm-start %s: fitted on train+val; refitting the same configuration on train (%d images) so that "
+             "val stays unseen", path, len(data.train))
+    return frozen(saved.model).fit(np.asarray(data.train.X, np.float32), data.train.y)  # its chosen C, no sweep
 
 
 @torch.no_grad()

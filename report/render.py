@@ -138,8 +138,9 @@ def images_count(run: Run, exs: list[Extraction]) -> int | None:
 
 def summary_line(run: Run, exs: list[Extraction]) -> str:
     n_img = images_count(run, exs)
-    backbones = list(dict.fromkeys([ex.backbone for ex in exs] + [e.backbone for e in run.entries
-                                                                    if e.kind == "model"]))
+    backbones = list(dict.fromkeys(b for name in [ex.backbone for ex in exs] + [e.backbone for e in run.entries
+                                                                                 if e.kind == "model"]
+                                   for b in name.split("+")))  # an ensemble's "a+b" is two backbones seen already
     parts = [plural(n_img, "image") if n_img else None, plural(len(backbones), "backbone"),
              plural(len({e.feature_set for e in run.entries if e.kind == "model"}), "feature set"),
              plural(len(run.models), "classifier"),
@@ -275,9 +276,18 @@ def notes(run: Run) -> list[str]:
     if selections:
         out.append("Model selection: " + "; ".join(selections) + " (sized from each feature set's rows; "
                    "est. s is the time estimated before fitting).")
+    if run.config.get("budget"):
+        spent = f"; the run took {run.seconds:.0f} s" if run.seconds is not None else ""
+        out.append(f"Run budget: {run.config['budget']} (backbones in the order given, each feature set's "
+                   f"classifiers an equal share of what was left){spent}.")
     for sk in run.skipped:
-        out.append(f"Skipped under the budget: {sk.get('model')} on {sk.get('backbone')} {sk.get('feature')}: "
-                   f"{sk.get('reason')}.")
+        if sk.get("kind") == "finetune":
+            out.append(f"Fine-tuning {sk.get('backbone')}: not run ({sk.get('reason')}).")
+        elif sk.get("kind") == "backbone":
+            out.append(f"Skipped under the budget: backbone {sk.get('backbone')} (not extracted): {sk.get('reason')}.")
+        else:
+            out.append(f"Skipped under the budget: {sk.get('model')} on {sk.get('backbone')} {sk.get('feature')}: "
+                       f"{sk.get('reason')}.")
     if any(e.test for e in run.entries):
         out.append("Test accuracy is computed once per model on the test split; it played no part in the ranking.")
     return out + ensemble_notes(run)

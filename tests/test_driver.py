@@ -224,3 +224,60 @@ def test_default_run_ranks_three_backbones_and_their_vote(tmp_path):
         assert sorted(vote["backbone"].split("+")) == sorted(cfg.backbones) and vote["val"]["accuracy"] is not None
     else:
         assert sorted(tied["backbone"].split("+")) == sorted(cfg.backbones)
+
+
+def test_run_budget_estimates_from_what_the_run_measured(monkeypatch):
+    from driver import budget as rb
+
+    free = rb.RunBudget.parse(None)
+    assert free.skip_reason("efficientnet_lite2", 10_000, False, 3) is None and free.share(4) is None
+    monkeypatch.setattr(rb.time, "perf_counter", lambda: 10.0)  # 10 s into the run
+    b = rb.RunBudget(rb.parse_budget("60s"), start=0.0)
+    b.record_extraction("efficientnet_lite0", 1000, 10.0, fresh=True)  # 0.01 s per image and unit of cost
+    b.record_extraction("efficientnet_lite1", 1000, 0.1, fresh=False)  # a cache hit measures nothing
+    assert b.s_per_image == pytest.approx(0.01)
+    b.classify_s += [20.0, 30.0]
+    assert b.estimate("efficientnet_lite2", 1000, cached=False, feature_sets=1) == (pytest.approx(18.0), 25.0)  # 1.8x
+    assert b.estimate("efficientnet_lite2", 1000, cached=True, feature_sets=2) == (0.0, 50.0)
+    why = b.skip_reason("efficientnet_lite2", 1000, False, 2)  # 10 s spent: 18 + 50 > 50 left
+    assert why.startswith("estimated 68.0 s (extraction 18.0 s, classifiers 50.0 s) > 50.0 s left")
+    assert b.skip_reason("efficientnet_lite2", 1000, True, 1) is None  # cached: 25 s fits
+    assert b.share(5) == pytest.approx(10.0)
+
+
+def test_run_budget_keeps_the_first_backbone_and_reports_what_it_skipped(tmp_path):
+    data = small(tmp_path, n=3)
+    cfg = resolve({"models": ["logreg", "knn"], "few_shot": False, "budget": "0.05s",
+                   "backbones": ["efficientnet_lite0", "efficientnet_lite1"]},
+                  {"data": str(data), "out": str(tmp_path / "run")})
+    out = run(cfg, progress=False)  # Lite0's extraction and zoo alone take longer: Lite1 cannot fit
+    assert [r["backbone"] for r in out["extraction"]] == ["efficientnet_lite0"]
+    (skip,) = [s for s in out["skipped"] if s.get("kind") == "backbone"]
+    assert skip["backbone"] == "efficientnet_lite1" and "left of the run's --budget 0.1 s" in skip["reason"]
+    assert {r["backbone"] for r in out["results"]} == {"efficientnet_lite0"} and out["budget_s"] == 0.05
+    from report import build_report
+
+    md = build_report(tmp_path / "run")["md"].read_text()
+    assert "Run budget: 0.05s" in md and "Skipped under the budget: backbone efficientnet_lite1 (not extracted)" in md
+
+
+def test_run_finetune_adds_a_scored_row_and_auto_says_why_not(tmp_path):
+    data = small(tmp_path, n=4)
+    base = {"models": ["logreg"], "few_shot": False, "ensembles": False, "backbones": ["efficientnet_lite0"]}
+    out = run(resolve({**base, "finetune": "on"}, {"data": str(data), "out": str(tmp_path / "on")}), progress=False)
+    (tuned,) = [r for r in out["results"] if r["feature"] == "finetune"]
+    assert tuned["model"] == "finetune-last3-warm" and tuned["backbone"] == "efficientnet_lite0"
+    assert tuned["params"]["epochs"] == 4 and tuned["params"]["unfreeze"] == "3" and tuned["params"]["warm_start"]
+    assert tuned["model_path"].endswith("best.pt") and tuned["val"]["n"] > 0 and tuned["store"]
+    from report.results import load_run
+
+    assert "finetune-last3-warm" in [e.model for e in load_run(tmp_path / "on").entries]
+    auto = run(resolve(base, {"data": str(data), "out": str(tmp_path / "auto")}), progress=False)
+    assert not [r for r in auto["results"] if r["feature"] == "finetune"]
+    (why,) = [s for s in auto["skipped"] if s.get("kind") == "finetune"]
+    assert "GPU" in why["reason"]
+    from report import build_report
+
+    assert "Fine-tuning efficientnet_lite0: not run (--finetune auto" in build_report(tmp_path / "auto")["md"].read_text()
+    with pytest.raises(ConfigError, match="finetune: expected one of off, auto, on"):
+        resolve({"data": "d", "out": "o", "finetune": "yes"}, {})

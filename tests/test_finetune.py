@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -202,8 +203,9 @@ def test_warm_start_head_reproduces_the_probe(tiny, small, tmp_path):
     store = tmp_path / "f.h5"
     extract(ExtractConfig(data=str(data), backbone=BACKBONE, out=str(store), weights_file=str(weights),
                           workers=0, progress=False), backbone=backbone)
-    [res] = run_classify(store, models=["logreg"], out_dir=tmp_path / "cls")
+    [res] = run_classify(store, models=["logreg"], out_dir=tmp_path / "cls", final_fit="train", select="cv")
     saved = load_model(res.model_path)
+    assert saved.fitted_on == "train"
     rows = read_rows(store, feature=saved.feature)
     want = saved.model.predict_proba(rows["X"])
     assert np.ptp(want[:, 1]) > 0.1  # the probe tells images apart: the comparison means something
@@ -218,6 +220,30 @@ def test_warm_start_head_reproduces_the_probe(tiny, small, tmp_path):
     from finetune.results import softmax
 
     np.testing.assert_allclose(softmax(outputs.logits), want, atol=1e-4)  # the whole network on the images
+
+    # A probe refitted on train+val (the run's default) saw val, by which the fine-tune keeps its best
+    # epoch: the warm start fits the same configuration again on train alone.
+    [refit] = run_classify(store, models=["logreg"], out_dir=tmp_path / "cls2", final_fit="train+val", select="cv")
+    assert load_model(refit.model_path).fitted_on == "train+val"
+    from finetune.warmstart import load_warm_start
+
+    W, b = load_warm_start(refit.model_path, job.backbone, saved.class_names)
+    train_only = load_model(res.model_path).model  # same C (same folds, same seed), fitted on train
+    assert refit.params == res.params
+    from finetune.warmstart import linear_weights
+
+    def gap(a: tuple, b: tuple) -> float:  # the weights' relative difference (probabilities saturate here)
+        return max(np.abs(x - y).max() / np.abs(y).max() for x, y in zip(a, b))
+
+    want_w = linear_weights(train_only)
+    from classify.features import load_features
+    from classify.selection import frozen
+
+    split = load_features(store)
+    expect = frozen(load_model(refit.model_path).model).fit(split.train.X, split.train.y)
+    assert gap((W, b), linear_weights(expect)) < 1e-6  # its chosen C, fitted on train's rows alone
+    # nearer the train-only probe than the model that saw val (C=3162 on separable colours: not converged)
+    assert gap((W, b), want_w) < 0.5 * gap(linear_weights(load_model(refit.model_path).model), want_w)
 
     other = {**saved.spec, "weights": "IMAGENET1K_V1"}
     from finetune.warmstart import check_spec
@@ -247,6 +273,17 @@ def test_run_dir_rows_reach_the_report_and_tensorboard(tiny, small, tmp_path):
     model, meta = load_finetuned(result.model_path)  # best.pt is usable on its own
     saved = torch.load(result.model_path, weights_only=True)["model"]
     assert meta["class_names"] == ["ants", "bees"] and torch.equal(model.fc.weight, saved["fc.weight"])
+    from driver.predict import predict as predict_images  # `pipeline.py predict --model best.pt`
+
+    (tiny[0] / "val" / "broken.png").write_bytes(b"not a png")
+    got = predict_images(result.model_path, [str(tiny[0] / "val")], str(tmp_path / "p.csv"))
+    (tiny[0] / "val" / "broken.png").unlink()
+    assert got["rows"] == 6 and got["errors"] == 1
+    truth = [Path(p).parts[-2] for p in got["paths"]]
+    hits = np.mean([p == t for p, t in zip(got["predicted"], truth)])
+    assert hits == pytest.approx(entry.val["accuracy"])  # the network as val scored it, on the same pixels
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "path,predicted,p_ants,p_bees,error" and lines[-1].startswith("broken.png,")
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -1,0 +1,71 @@
+"""``run --budget``: one time for the whole run, spent backbone by backbone in the order given.
+
+The order of ``--backbones`` is the order of expected gain (the default's Lite0, Lite1, Lite2:
+bench/heldout_study.py), so a budget keeps the first backbones whole and drops the last ones,
+rather than thinning every backbone's zoo. The first backbone always runs. Before each later
+one, its cost is estimated from what this run has measured (extraction seconds per image of
+the last fresh extraction, scaled by the backbone's relative cost; classify seconds per
+feature set so far) and it is skipped, with the reason in the report, when the estimate does
+not fit in what is left. Each feature set's zoo gets an equal share of what is left
+(``classify --budget``), so a slow model is approximated or skipped inside the share rather than
+starving the backbones after it. The budget is a target, not a hard stop: the ensembles and the
+report (seconds) come after it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from classify.budget import fmt_seconds, parse_budget
+
+# Extraction seconds relative to Lite0 at each one's native resolution: 150 / 116 / 82 img/s on
+# dtd10's 1,200 photos on a 2-core CPU (a default run, OpenVINO fp32). Other backbones count as 1.
+RELATIVE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.3, "efficientnet_lite2": 1.8}
+# Seconds per image of a Lite0 extraction on that machine, until this run measures its own.
+DEFAULT_S_PER_IMAGE = 0.007
+
+
+@dataclass
+class RunBudget:
+    """What a run may spend and what it has measured so far."""
+
+    total_s: float | None
+    start: float = field(default_factory=time.perf_counter)
+    s_per_image: float | None = None  # of the last fresh extraction, per unit of RELATIVE_COST
+    classify_s: list[float] = field(default_factory=list)  # one per feature set classified
+
+    @classmethod
+    def parse(cls, text: str | None) -> "RunBudget":
+        return cls(parse_budget(text))
+
+    def left(self) -> float | None:
+        return None if self.total_s is None else self.total_s - (time.perf_counter() - self.start)
+
+    def record_extraction(self, backbone: str, images: int, seconds: float, fresh: bool) -> None:
+        if fresh and images > 0:
+            self.s_per_image = seconds / images / RELATIVE_COST.get(backbone, 1.0)
+
+    def estimate(self, backbone: str, images: int, cached: bool, feature_sets: int) -> tuple[float, float]:
+        """(extraction s, classify s) of a backbone not run yet."""
+        ext = 0.0 if cached else images * (self.s_per_image or DEFAULT_S_PER_IMAGE) * RELATIVE_COST.get(backbone, 1.0)
+        per_set = sum(self.classify_s) / len(self.classify_s) if self.classify_s else 0.0
+        return ext, per_set * feature_sets
+
+    def skip_reason(self, backbone: str, images: int, cached: bool, feature_sets: int) -> str | None:
+        """Why ``backbone`` does not fit in what is left, or None when it does (or there is no budget)."""
+        left = self.left()
+        if left is None:
+            return None
+        ext, cls = self.estimate(backbone, images, cached, feature_sets)
+        if ext + cls <= left:
+            return None
+        return (f"estimated {fmt_seconds(ext + cls)} (extraction {fmt_seconds(ext)}, classifiers {fmt_seconds(cls)}) "
+                f"> {fmt_seconds(max(left, 0.0))} left of the run's --budget {fmt_seconds(self.total_s)}")
+
+    def share(self, feature_sets_left: int) -> float | None:
+        """The classify budget of the next feature set: an equal part of what is left."""
+        left = self.left()
+        if left is None:
+            return None
+        return max(left, 1.0) / max(feature_sets_left, 1)
