@@ -249,6 +249,14 @@ def _meta(data: FeatureSet, names: list[str], *, seed: int, jobs: int, preproces
     }
 
 
+def _settings(name: str, data: FeatureSet, *, views: bool, plan: Plan, tta: list[str | None], seed: int,
+              preprocess: str | Sequence[str] | None, select: str, final_fit: str) -> tuple[dict, str]:
+    values = finished.settings(data, name, views=views, tta=tta, seed=seed, preprocess=preprocess,
+                               protocol=plan.build.protocol, select=select, approximate=plan.build.approximate,
+                               final_fit=selection.choose_final_fit(final_fit, select))
+    return values, finished.settings_key(values)
+
+
 def _reuse_or_fit(name: str, data: FeatureSet, *, out: Path, views: bool, plan: Plan, resume: bool,
                   jobs: int, seed: int, preprocess: str | Sequence[str] | None,
                   tensorboard: str | os.PathLike | None, tta: list[str | None],
@@ -256,10 +264,8 @@ def _reuse_or_fit(name: str, data: FeatureSet, *, out: Path, views: bool, plan: 
     """(results, reused) of one model and view mode: what an earlier run recorded in
     out/finished/ when it still holds (same settings, same files), else a new fit, recorded."""
     label = variant_name(name, views)
-    values = finished.settings(data, name, views=views, tta=tta, seed=seed, preprocess=preprocess,
-                               protocol=plan.build.protocol, select=select, approximate=plan.build.approximate,
-                               final_fit=selection.choose_final_fit(final_fit, select))
-    key = finished.settings_key(values)
+    values, key = _settings(name, data, views=views, plan=plan, tta=tta, seed=seed, preprocess=preprocess,
+                            select=select, final_fit=final_fit)
     done = finished.load(out, data.feature, label, key) if resume else None
     if done is not None:
         log.info("%s reused from an earlier run (%s)", label, finished.record_path(out, data.feature, label))
@@ -343,6 +349,9 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
         log.info("selection%s: %s", " (on views)" if on else "", p.describe())
     meta.update(protocol=chosen[view_modes[0]].to_dict(), budget_s=budget_s, skipped=[], reused=[],
                 **({"protocol_views": chosen[True].to_dict()} if len(chosen) > 1 else {}))
+    if budget_s is not None:  # the cheapest first, so that a budget spent early costs the dearest models
+        est = {n: plan_model(n, chosen[view_modes[0]], seed=seed, jobs=jobs, budget_s=None).estimate_s for n in names}
+        names = sorted(names, key=est.__getitem__)
     results: list[ModelResult] = []
     start = time.perf_counter()
     with StopAfterCurrent(logger=log) as stop:
@@ -350,6 +359,12 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
             label = stop.what = variant_name(name, on)
             left = None if budget_s is None else budget_s - (time.perf_counter() - start)
             plan = plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=left)
+            if plan.skip and resume:  # a fit an earlier pass finished costs nothing: the budget does not skip it
+                full = plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=None)
+                key = _settings(name, data, views=on, plan=full, tta=tta_modes, seed=seed, preprocess=preprocess,
+                                select=select, final_fit=final_fit)[1]
+                if finished.load(out, data.feature, label, key) is not None:
+                    plan = full
             if plan.skip:
                 log.warning("%-16s skipped: %s", label, plan.skip)
                 meta["skipped"].append({"model": label, "reason": plan.skip, "estimate_s": plan.estimate_s})

@@ -87,11 +87,16 @@ def extract_all(cfg: RunConfig, data: str, progress: bool) -> list[dict]:
 
 
 def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
-                 budget: RunBudget | None = None, sets_after: int = 0) -> tuple[list[dict], list[dict], list]:
+                 budget: RunBudget | None = None, sets_after: int = 0, models: list[str] | None = None,
+                 first_pass: bool = False) -> tuple[list[dict], list[dict], list]:
     """Every feature set of every store through the zoo -> (result rows, skipped models, few-shot curves).
 
     With a run ``budget``, each feature set's zoo gets an equal share of what is left, counting
-    ``sets_after`` feature sets still to come after these stores."""
+    ``sets_after`` feature sets still to come after these stores. ``first_pass``: only
+    ``models``, no few-shot curve, the seconds recorded for the budget's estimates."""
+    import shutil
+
+    from classify.finished import FINISHED_DIR
     from classify.train import run_classify
 
     results, skipped, few_shot = [], [], []
@@ -101,14 +106,17 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
         for key in rec["features"]:
             share = budget.share(todo) if budget is not None else None
             started = time.perf_counter()
+            if first_pass and not cfg.resume:  # --no-resume: nothing of an earlier run may be reused below
+                shutil.rmtree(out / name / FINISHED_DIR, ignore_errors=True)
             name = safe_name(f"{rec['backbone']}__{key}")
             log.info("classifying %s%s %s with %s", f"{dataset}: " if dataset else "", rec["backbone"], key,
                      ",".join(cfg.models))
             tb = str(Path(cfg.tensorboard) / (f"{dataset}__" if dataset else "") / name) if cfg.tensorboard else None
-            res = run_classify(rec["store"], feature=key, models=list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
+            res = run_classify(rec["store"], feature=key, models=models or list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
                                out_dir=out / name, tensorboard=tb, views=cfg.train_on_views,
                                tta=cfg.tta, protocol=cfg.protocol, budget=share, select=cfg.select,
-                               few_shot=cfg.few_shot, preprocess=cfg.preprocess, resume=cfg.resume,
+                               few_shot=cfg.few_shot and not first_pass, preprocess=cfg.preprocess,
+                               resume=cfg.resume or (budget is not None and not first_pass),
                                final_fit=cfg.final_fit, metric=cfg.metric)
             for r in res:
                 row = r if isinstance(r, dict) else r.to_dict()
@@ -119,17 +127,20 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
             if meta.get("few_shot"):
                 few_shot.append({**tag, "backbone": rec["backbone"], "feature": key, **meta["few_shot"]})
             todo -= 1
-            if budget is not None:
+            if first_pass:
                 budget.classify_s.append(time.perf_counter() - started)
     return results, skipped, few_shot
 
 
 def run_backbones(cfg: RunConfig, data: str, name: str, cls_dir: Path, budget: RunBudget, progress: bool,
                   extra: dict) -> tuple[list[dict], list[dict], list[dict], list]:
-    """Extract and classify backbone by backbone, in ``--backbones`` order, skipping those the
-    budget cannot fit -> (store records, result rows, skipped, few-shot curves)."""
+    """Extract and classify backbone by backbone, in ``--backbones`` order -> (store records, result
+    rows, skipped, few-shot curves). Under a budget, the two passes of :mod:`driver.budget`."""
+    from driver.budget import first_pass
+
     planned = plan_stores(cfg, data, progress)
     sets_per_backbone = max(len(cfg.layers) * len(cfg.pools), 1)  # until the first store says
+    fast = first_pass(cfg.models) if budget.total_s is not None else None
     recs, rows, skipped, curves = [], [], [], []
     for i, (backbone, p, store) in enumerate(planned):
         cached = is_cached(p, store)
@@ -143,11 +154,18 @@ def run_backbones(cfg: RunConfig, data: str, name: str, cls_dir: Path, budget: R
         budget.record_extraction(backbone, rec["rows"] or 0, rec["seconds"] or 0.0, rec["status"] != "hit")
         sets_per_backbone = max(len(rec["features"]), 1)
         recs.append(rec)
-        r, s, c = classify_all(cfg, [rec], cls_dir, name, budget if budget.total_s is not None else None,
-                               sets_after=sets_per_backbone * (len(planned) - i - 1))
-        rows += r
-        skipped += s
-        curves += c
+        if fast is None:
+            r, s, c = classify_all(cfg, [rec], cls_dir, name)
+            rows, skipped, curves = rows + r, skipped + s, curves + c
+        else:
+            log.info("first pass on %s under the budget: %s", backbone, ",".join(fast))
+            classify_all(cfg, [rec], cls_dir, name, budget, sets_after=sets_per_backbone * (len(planned) - i - 1),
+                         models=fast, first_pass=True)
+    if fast is not None and recs:
+        log.info("second pass: the rest of the zoo on %d feature sets, %s left", sum(len(r["features"]) for r in recs),
+                 f"{budget.left():.0f} s")
+        r, s, c = classify_all(cfg, recs, cls_dir, name, budget)
+        rows, skipped, curves = rows + r, skipped + s, curves + c
     return recs, rows, skipped, curves
 
 

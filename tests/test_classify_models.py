@@ -10,6 +10,7 @@ from sklearn.base import clone, is_classifier
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from classify.features import load_features
+from classify.kernel_svm import RBFSVC
 from classify.models import (DEFAULT_MODELS, CosineKNN, build_model, get_entry, list_models, register_model,
                              resolve_models, search_space)
 from classify.sweep import Sweep
@@ -201,6 +202,26 @@ def test_every_entry_is_described():
         parse_preprocess(entry.preprocess)
 
 
-@parametrize_with_checks([CosineKNN(), CappedPCA(4), TorchHead()])
+@parametrize_with_checks([CosineKNN(), CappedPCA(4), TorchHead(), RBFSVC()])
 def test_custom_estimators_follow_the_sklearn_contract(estimator, check):
     check(estimator)
+
+
+def test_precomputed_rbf_svc_is_sklearns_svc():
+    """svm-rbf's kernel from one BLAS product: the same problem, the same solution as SVC(kernel="rbf")."""
+    from sklearn.svm import SVC
+
+    from classify.kernel_svm import RBFSVC
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(90, 16)) + np.repeat(np.eye(3, 16) * 2.0, 30, axis=0)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    y = np.repeat(["a", "b", "c"], 30)
+    Xt = rng.normal(size=(25, 16))
+    for C, gamma in ((0.3, 0.1), (10.0, 3.0)):
+        ref = SVC(kernel="rbf", C=C, gamma=gamma).fit(X, y)
+        got = RBFSVC(C=C, gamma=gamma).fit(X, y)
+        np.testing.assert_allclose(got.decision_function(Xt), ref.decision_function(Xt), atol=1e-8)
+        assert (got.predict(Xt) == ref.predict(Xt)).all() and list(got.classes_) == ["a", "b", "c"]
+    with pytest.raises(ValueError, match="16 features"):
+        got.predict(Xt[:, :8])

@@ -295,3 +295,13 @@ def test_ctrl_c_finishes_the_model_in_hand_then_exits_130(store, tmp_path, fits)
     fits.clear()
     zoo(store, out, resume=False)
     assert fits == MODELS
+
+
+def test_a_spent_budget_still_reuses_what_an_earlier_pass_finished(store, tmp_path, fits):
+    """run --budget's second pass: the first pass's fits cost nothing, so the budget never skips them."""
+    out = tmp_path / "run"
+    zoo(store, out, models=["logreg"])
+    fits.clear()
+    res = zoo(store, out, models=["logreg", "knn-dino"], budget=1e-6)  # spent before the first model
+    assert fits == [] and [r.model for r in res] == ["logreg"]
+    assert metrics(out)["reused"] == ["logreg"] and [s["model"] for s in metrics(out)["skipped"]] == ["knn-dino"]
