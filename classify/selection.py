@@ -48,6 +48,7 @@ CV_BELOW = 1_000  # val images under which --select auto scores by CV
 CV_POOL_MAX = 5_000  # ... unless train+val is bigger: at 10,500 rows CV made the zoo 7.3x slower (bench/selection_cost.py)
 FOLDS, REPEATS = 5, 2
 PARALLEL_FROM = 2_000  # pool images from which the folds run on --jobs processes
+PARALLEL_FOLD_S = 0.3  # below that, a fold of at least this many seconds sends the other folds to them
 
 
 def choose_select(select: str, n_val: int, n_pool: int = 0) -> str:
@@ -165,8 +166,20 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
     # big enough to pay for starting them (a worker's torch import alone took 3 s here); never on
     # threads, where torch heads would share one global RNG. A list, not a generator: joblib's
     # Ray backend does not support those.
-    done = Parallel(n_jobs=n_jobs if len(p) >= PARALLEL_FROM else 1)(
-        delayed(_fold)(model, p, fit_idx, held, views, ttas, fit_params) for fit_idx, held in splits)
+    # Below PARALLEL_FROM the first fold runs here and times the rest: a model whose fold takes
+    # PARALLEL_FOLD_S or more (torch heads, forests, the kernel SVM) sends the others to the
+    # workers, which joblib keeps alive from model to model, so their start-up is paid once a run.
+    fold = delayed(_fold)
+    if n_jobs != 1 and len(p) < PARALLEL_FROM and len(splits) > 2:
+        t = time.perf_counter()
+        first = _fold(model, p, *splits[0], views, ttas, fit_params)
+        wide = time.perf_counter() - t >= PARALLEL_FOLD_S
+        rest = Parallel(n_jobs=n_jobs if wide else 1)(fold(model, p, f, h, views, ttas, fit_params)
+                                                       for f, h in splits[1:])
+        done = [first, *rest]
+    else:
+        done = Parallel(n_jobs=n_jobs if len(p) >= PARALLEL_FROM else 1)(
+            fold(model, p, fit_idx, held, views, ttas, fit_params) for fit_idx, held in splits)
     for f, ((_, held), (est_classes, per_tta)) in enumerate(zip(splits, done)):
         r = f // k
         fold_of[r, held] = f % k

@@ -28,7 +28,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", help="weights for every backbone: DEFAULT, an enum name, none, or a FILE")
     p.add_argument("--cache-dir", help="where feature stores live (default RUN_DIR/features); share it to reuse")
     p.add_argument("--preprocess", help="as for classify: override every model's preprocessing")
-    p.add_argument("--jobs", type=int, help="parallel jobs for classifier sweeps (default 1)")
+    p.add_argument("--jobs", type=int, help="parallel jobs for classifier sweeps and slow CV folds (default -1: every core)")
     p.add_argument("--seed", type=int)
     p.add_argument("--tensorboard", help="write torch-head training curves and misclassified images here")
     p.add_argument("--train-on-views", choices=("auto", "on", "off", "both"),

@@ -50,7 +50,7 @@ class RunConfig:
     force: bool = False  # extract --force: start even when a store will not fit on its disk
     view_seed: int = 0
     view_scale: tuple[float, float] | None = None
-    jobs: int = 1
+    jobs: int = -1  # every core: the sweeps and the slow models' CV folds run on joblib workers
     seed: int = 0
     tensorboard: str | None = None
     image_root: str | None = None

@@ -236,3 +236,30 @@ def test_soft_vote_of_refit_members_scores_val_out_of_fold(make_store, tmp_path)
     assert np.allclose(proba, z["proba"][0][at]) and len(y) == 30
     vote = soft_vote(rows)
     assert vote["val"]["n"] == 30 and vote["val"]["accuracy"] < 1.0 + 1e-9
+
+
+def test_slow_folds_go_to_the_workers_with_the_same_results(make_store, monkeypatch):
+    """Below PARALLEL_FROM the first fold times the rest: slow ones run on --jobs processes, same numbers."""
+    from classify.torch_heads import TorchHead
+    from classify.train import fit_params
+
+    data = load_features(make_store({"train": 20, "val": 10}, 3, 16))
+    model = TorchHead((8,), max_epochs=5, random_state=0)
+    calls = []
+    real = selection.Parallel
+
+    def spy(n_jobs=1, **kw):
+        calls.append(n_jobs)
+        return real(n_jobs=n_jobs, **kw)
+
+    monkeypatch.setattr(selection, "Parallel", spy)
+    serial, folds1 = selection.cross_validate(model, data, views=False, ttas=[None], seed=0, fit_params=fit_params)
+    monkeypatch.setattr(selection, "PARALLEL_FOLD_S", 0.0)  # every fold counts as slow
+    wide, folds2 = selection.cross_validate(model, data, views=False, ttas=[None], seed=0, fit_params=fit_params,
+                                            n_jobs=2)
+    assert calls == [1, 2]
+    assert wide[None][0]["scores"] == serial[None][0]["scores"] and (folds1 == folds2).all()
+    np.testing.assert_allclose(wide[None][1], serial[None][1], atol=1e-6)
+    monkeypatch.setattr(selection, "PARALLEL_FOLD_S", 1e9)  # fast folds stay here
+    selection.cross_validate(model, data, views=False, ttas=[None], seed=0, fit_params=fit_params, n_jobs=2)
+    assert calls[-1] == 1
