@@ -117,7 +117,10 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         F = torch.nn.functional
         Xt, yt = torch.from_numpy(X[train]), torch.from_numpy(y[train])
         Xv, yv = torch.from_numpy(X[val]), torch.from_numpy(y[val])
-        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        # fused: one kernel for every parameter's update instead of a Python loop of ~10 ops per
+        # tensor, which was 40% of a small MLP's fit (dtd10, 600 rows: mlp + mlp-bn + linear 3.1 s ->
+        # 2.1 s; probabilities within 1e-5 of the loop's, the same best epochs).
+        opt = torch.optim.Adam(net.parameters(), lr=self.lr, weight_decay=self.weight_decay, fused=True)
         gen = torch.Generator().manual_seed(self.random_state)
         history: list[dict] = []
         best_loss, best_epoch, best_state = float("inf"), -1, None
