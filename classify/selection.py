@@ -169,17 +169,13 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
     # Below PARALLEL_FROM the first fold runs here and times the rest: a model whose fold takes
     # PARALLEL_FOLD_S or more (torch heads, forests, the kernel SVM) sends the others to the
     # workers, which joblib keeps alive from model to model, so their start-up is paid once a run.
-    fold = delayed(_fold)
-    if n_jobs != 1 and len(p) < PARALLEL_FROM and len(splits) > 2:
+    wide, done = len(p) >= PARALLEL_FROM, []
+    if n_jobs != 1 and not wide and len(splits) > 2:
         t = time.perf_counter()
-        first = _fold(model, p, *splits[0], views, ttas, fit_params)
+        done.append(_fold(model, p, *splits[0], views, ttas, fit_params))
         wide = time.perf_counter() - t >= PARALLEL_FOLD_S
-        rest = Parallel(n_jobs=n_jobs if wide else 1)(fold(model, p, f, h, views, ttas, fit_params)
-                                                       for f, h in splits[1:])
-        done = [first, *rest]
-    else:
-        done = Parallel(n_jobs=n_jobs if len(p) >= PARALLEL_FROM else 1)(
-            fold(model, p, fit_idx, held, views, ttas, fit_params) for fit_idx, held in splits)
+    done += Parallel(n_jobs=n_jobs if wide else 1)(
+        delayed(_fold)(model, p, fit_idx, held, views, ttas, fit_params) for fit_idx, held in splits[len(done):])
     for f, ((_, held), (est_classes, per_tta)) in enumerate(zip(splits, done)):
         r = f // k
         fold_of[r, held] = f % k

@@ -260,9 +260,11 @@ def _settings(name: str, data: FeatureSet, *, views: bool, plan: Plan, tta: list
 def _reuse_or_fit(name: str, data: FeatureSet, *, out: Path, views: bool, plan: Plan, resume: bool,
                   jobs: int, seed: int, preprocess: str | Sequence[str] | None,
                   tensorboard: str | os.PathLike | None, tta: list[str | None],
-                  select: str, final_fit: str = "auto") -> tuple[list[ModelResult], bool]:
+                  select: str, final_fit: str = "auto", reuse_only: bool = False
+                  ) -> tuple[list[ModelResult] | None, bool]:
     """(results, reused) of one model and view mode: what an earlier run recorded in
-    out/finished/ when it still holds (same settings, same files), else a new fit, recorded."""
+    out/finished/ when it still holds (same settings, same files), else a new fit, recorded
+    (``reuse_only``: else (None, False))."""
     label = variant_name(name, views)
     values, key = _settings(name, data, views=views, plan=plan, tta=tta, seed=seed, preprocess=preprocess,
                             select=select, final_fit=final_fit)
@@ -270,6 +272,8 @@ def _reuse_or_fit(name: str, data: FeatureSet, *, out: Path, views: bool, plan: 
     if done is not None:
         log.info("%s reused from an earlier run (%s)", label, finished.record_path(out, data.feature, label))
         return done, True
+    if reuse_only:
+        return None, False
     done = fit_one(name, data, out_dir=out, jobs=jobs, seed=seed, preprocess=preprocess, tensorboard=tensorboard,
                    views=views, tta=tta, plan=plan, select=select, final_fit=final_fit)
     finished.save(out, label, key, values, done)
@@ -359,19 +363,15 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
             label = stop.what = variant_name(name, on)
             left = None if budget_s is None else budget_s - (time.perf_counter() - start)
             plan = plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=left)
-            if plan.skip and resume:  # a fit an earlier pass finished costs nothing: the budget does not skip it
-                full = plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=None)
-                key = _settings(name, data, views=on, plan=full, tta=tta_modes, seed=seed, preprocess=preprocess,
-                                select=select, final_fit=final_fit)[1]
-                if finished.load(out, data.feature, label, key) is not None:
-                    plan = full
-            if plan.skip:
+            # A fit an earlier pass finished costs nothing: the budget skips only what it would fit.
+            done, reused = _reuse_or_fit(
+                name, data, out=out, views=on, resume=resume, jobs=jobs, seed=seed, preprocess=preprocess,
+                tensorboard=tensorboard, tta=tta_modes, select=select, final_fit=final_fit, reuse_only=bool(plan.skip),
+                plan=plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=None) if plan.skip else plan)
+            if done is None:
                 log.warning("%-16s skipped: %s", label, plan.skip)
                 meta["skipped"].append({"model": label, "reason": plan.skip, "estimate_s": plan.estimate_s})
             else:
-                done, reused = _reuse_or_fit(name, data, out=out, views=on, plan=plan, resume=resume, jobs=jobs,
-                                             seed=seed, preprocess=preprocess, tensorboard=tensorboard,
-                                             tta=tta_modes, select=select, final_fit=final_fit)
                 results += done
                 meta["reused"] += [label] if reused else []
             write_reports(out, results, meta)

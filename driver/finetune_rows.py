@@ -27,7 +27,6 @@ from store.files import safe_name
 
 log = logging.getLogger(__name__)
 
-FINETUNE_CHOICES = ("off", "auto", "on")
 RECIPE = {"unfreeze": "3", "epochs": 4, "optimizer": "adamw", "schedule": "cosine"}
 # An epoch re-runs the whole backbone on every train image (augmented, decoded again), the backward
 # pass of the unfrozen blocks and the val scoring: measured 30-50 s per epoch for dtd10's 600 + 200
