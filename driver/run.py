@@ -106,9 +106,9 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
         for key in rec["features"]:
             share = budget.share(todo) if budget is not None else None
             started = time.perf_counter()
+            name = safe_name(f"{rec['backbone']}__{key}")
             if first_pass and not cfg.resume:  # --no-resume: nothing of an earlier run may be reused below
                 shutil.rmtree(out / name / FINISHED_DIR, ignore_errors=True)
-            name = safe_name(f"{rec['backbone']}__{key}")
             log.info("classifying %s%s %s with %s", f"{dataset}: " if dataset else "", rec["backbone"], key,
                      ",".join(cfg.models))
             tb = str(Path(cfg.tensorboard) / (f"{dataset}__" if dataset else "") / name) if cfg.tensorboard else None

@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import os
+import random
 import threading
 import time
 from pathlib import Path
@@ -19,6 +20,7 @@ from store.errors import StoreCorrupted, StoreUnreadable
 from store.schema import (PARTIAL_SUFFIX, StoreError, StoreInfo, _feature_keys, _open_h5, partial_path, resolve_path)
 
 PARTIAL_RETRIES = 6  # an unfinished store is read while its writer flushes: a torn read is tried again
+PARTIAL_RETRY_S = 60.0  # ... while the writer is seen writing, for at most this long
 F = TypeVar("F", bound=Callable)
 
 
@@ -56,9 +58,24 @@ def retry_partial(fn: F) -> F:
 _retrying = threading.local()
 
 
+def _file_state(path: str | os.PathLike) -> tuple[int, int] | None:
+    p = Path(path)
+    p = p if p.name.endswith(PARTIAL_SUFFIX) else partial_path(p)
+    try:
+        st = p.stat()
+    except OSError:
+        return None
+    return st.st_size, st.st_mtime_ns
+
+
 def _with_retries(fn: Callable, path, *args, **kwargs):  # noqa: ANN001, ANN202
+    """Retry a torn read of an unfinished store while its writer is seen writing (the file changes
+    between tries: a busy writer can be mid-flush on several tries in a row), and give up after
+    PARTIAL_RETRIES tries that saw no change (a writer that died left a file that stays torn)."""
     partial = _reads_partial(path)
-    for attempt in range(PARTIAL_RETRIES):
+    still, state = 0, _file_state(path)
+    deadline = time.monotonic() + PARTIAL_RETRY_S
+    while True:
         try:
             return fn(path, *args, **kwargs)
         except (OSError, RuntimeError, KeyError, StoreError) as e:
@@ -68,10 +85,12 @@ def _with_retries(fn: Callable, path, *args, **kwargs):  # noqa: ANN001, ANN202
                 continue
             if isinstance(e, StoreError) and not isinstance(e, (StoreCorrupted, StoreUnreadable)):
                 raise  # the user's mistake (no such feature, incomplete store), not a race
-            if attempt == PARTIAL_RETRIES - 1 or not _reads_partial(path):
+            now = _file_state(path)
+            still = 0 if now != state else still + 1
+            state = now
+            if still >= PARTIAL_RETRIES or time.monotonic() > deadline or not _reads_partial(path):
                 raise
-            time.sleep(0.05 * 2 ** attempt)
-    return fn(path, *args, **kwargs)
+            time.sleep(0.05 * 2 ** min(still, 4) * (0.5 + random.random()))  # jitter: not in step with its flushes
 
 
 def _text(value: object) -> str | None:
