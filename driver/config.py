@@ -37,7 +37,7 @@ class RunConfig:
     workers: int | None = None
     device: str = "auto"
     runtime: str = "auto"  # extract --runtime: auto | torch | openvino
-    precision: str = "fp32"
+    precision: str = "auto"
     loader: str = "auto"  # extract --loader: auto | inline | thread | process
     draft: bool = False  # extract --draft
     fold_bn: bool = True  # extract --no-fold-bn sets False

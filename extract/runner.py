@@ -59,7 +59,7 @@ class ExtractConfig:
     loader: str = "auto"  # inline / thread / process decoding (auto: inline on a CPU); not in the cache key
     device: str = "auto"
     runtime: str = "auto"  # torch | openvino (auto: OpenVINO for a CPU forward when installed)
-    precision: str = "fp32"  # fp32 | bf16 | fp16 | int8 (OpenVINO) | auto
+    precision: str = "auto"  # fp32 | bf16 | fp16 | int8 (OpenVINO) | auto: bf16 where native (devices.resolve_precision)
     dtype: str = "float32"  # storage dtype of the features
     compression: str | None = None
     channels_last: bool = True

@@ -20,7 +20,8 @@ def small_set(tmp_path, per_class=3):
 
 
 def cfg(data, out, **kw):
-    base = dict(data=str(data), backbone="efficientnet_lite0", out=str(out), batch_size=4, workers=0, progress=False)
+    base = dict(data=str(data), backbone="efficientnet_lite0", out=str(out), batch_size=4, workers=0, progress=False,
+                precision="fp32")  # compared with float32 references (the default is auto: bf16 where native)
     base.update(kw)
     return ExtractConfig(**base)
 
@@ -134,3 +135,17 @@ def test_uint8_crops_normalized_in_batch_equal_totensor_normalize():
     views = [view_transform(spec, 1, 2), view_transform(spec, 1, 2, uint8=True)]
     assert torch.equal(normalize_batch(torch.from_numpy(np.stack([views[1](i, 5) for i in imgs])), spec),
                        torch.stack([views[0](i, 5) for i in imgs]))
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_default_precision_is_bf16_where_the_cpu_computes_it_natively(tmp_path, monkeypatch, native):
+    import extract.devices as devices
+    from driver.config import RunConfig
+    from extract.runner import plan
+
+    monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
+    data = small_set(tmp_path, per_class=1)
+    assert ExtractConfig.precision == RunConfig.precision == "auto"  # one default for extract and run
+    p = plan(ExtractConfig(data=str(data), backbone="efficientnet_lite0", out=str(tmp_path / "f.h5"), workers=0,
+                           progress=False, runtime="torch"))
+    assert p.precision == p.spec["precision"] == ("bf16" if native else "fp32")  # the resolved one keys the store

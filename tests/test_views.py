@@ -30,7 +30,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 def cfg(data, out, **kw) -> ExtractConfig:
-    base = dict(data=str(data), backbone="efficientnet_lite0", out=str(out), batch_size=3, workers=0, progress=False)
+    base = dict(data=str(data), backbone="efficientnet_lite0", out=str(out), batch_size=3, workers=0, progress=False,
+                precision="fp32")  # compared with float32 references (the default is auto: bf16 where native)
     return ExtractConfig(**{**base, **kw})
 
 
