@@ -54,10 +54,12 @@ def machine_gflops() -> float:
 
 
 OVERHEAD_S = 0.05  # building, scoring and saving a model, whatever its size
+FOLD_OVERHEAD_S = 0.01  # cloning, fitting and scoring one CV fold, besides its work
 
 
-def estimate_seconds(work_gflop: float) -> float:
-    return OVERHEAD_S + float(work_gflop) / machine_gflops()
+def estimate_seconds(work_gflop: float, gflops: float | None = None) -> float:
+    """On this machine, or at a given rate (``run --budget auto`` decides at a fixed reference rate)."""
+    return OVERHEAD_S + float(work_gflop) / (gflops or machine_gflops())
 
 
 def fmt_seconds(s: float | None) -> str:

@@ -62,6 +62,9 @@ class Candidate:
     cost: float = 0.0  # estimated work, in seconds of a 1-GFLOP/s core (see classify.budget)
     note: str = ""  # what the protocol changed, shown with the chosen params (e.g. "Nystroem 1024")
     chunked: bool = False  # the estimator takes ``preprocess`` itself (LinearProbe)
+    fit_cost: float | None = None  # work of ONE fit of the chosen configuration (a CV fold, the refit); None: cost
+    search: BaseEstimator | None = None  # scores the grid instead of ``estimator`` (cheaper: no calibration)
+    search_key: str = ""  # the grid's params inside ``estimator``: "estimator__" for a calibrated ``search``
 
 
 @dataclass(frozen=True)
@@ -144,7 +147,11 @@ def build_model(name: str, *, preprocess: str | Sequence[str] | None = None, see
     if not cand.grid:
         return pipe
     grid = {f"clf__{k}": v for k, v in cand.grid.items()}
-    return Sweep(pipe, grid, scoring=cand.scoring, cv=build.protocol.splitter(seed), n_jobs=jobs)
+    if cand.search is None:
+        return Sweep(pipe, grid, scoring=cand.scoring, cv=build.protocol.splitter(seed), n_jobs=jobs)
+    search = Pipeline(make_steps(spec, seed=seed) + [("clf", cand.search)])
+    return Sweep(search, grid, scoring=cand.scoring, cv=build.protocol.splitter(seed), n_jobs=jobs, final=pipe,
+                 final_key=cand.search_key)
 
 
 class GroupedCalibratedClassifierCV(CalibratedClassifierCV):
@@ -172,17 +179,47 @@ class GroupedCalibratedClassifierCV(CalibratedClassifierCV):
 # estimate beside the measured time.
 
 
-def _probe_cost(p: protocols.Protocol, n_cs: int, width: int | None = None, extra: float = 0.0) -> float:
+# Fitted to fit, CV and refit seconds measured on the sample (81 rows), dtd10 (600) and
+# imagenette (4,000), Lite0 1280-d, on the 2-core VM (bench/small_n.py prints both):
+PROBE_EVAL_S = 2e-4  # torch L-BFGS's fixed cost per function evaluation (op dispatch), at any size
+STEP_S = 8e-4  # a torch head's fixed cost per minibatch step (Adam, autograd), besides the matmuls
+TREE_S = 1e-3  # a tree's fixed cost, however few rows
+SVC_FIT_S = 3e-3  # a libsvm fit's fixed cost (setup, the kernel's copy)
+GFLOPS_REF = 170.0  # classify.budget.machine_gflops() on that VM: fixed costs are stated in its GFLOP
+SMALL_MATMUL = 6.0  # small products on one thread ran at ~1/6 of machine_gflops' peak
+
+
+def _probe_cost(p: protocols.Protocol, n_cs: int, width: int | None = None, extra: float = 0.0,
+                single: bool = False, evals: float = 20.0) -> float:
+    """The C path (``evals`` per C per fold, warm-started) and the refit; ``single``: one fit at a
+    fixed C from a cold start (a CV fold, ``evals`` evaluations)."""
     n, c, d = p.n_rows, max(p.n_classes, 16), width or p.n_dims
-    per_eval = 4.0 * n * d * c / 1e9 + extra
+    per_eval = 4.0 * n * d * c / 1e9 * SMALL_MATMUL + extra + PROBE_EVAL_S * GFLOPS_REF
+    if single:
+        return per_eval * evals
     held_frac = p.holdout if p.selection == "holdout" else 1.0 / p.folds
-    return per_eval * ((1 - held_frac) * p.n_fits * n_cs * 25 + 60) * 1.5  # ~25 evals per C warm, 60 for the refit
+    return per_eval * ((1 - held_frac) * p.n_fits * n_cs * evals + 60)
 
 
-def _head_cost(p: protocols.Protocol, hidden: tuple[int, ...], epochs: int, batch: int) -> float:
+def _hinge_evals(p: protocols.Protocol) -> float:
+    """A cold squared-hinge fit's evaluations: ~45 at 81 rows, ~100 at 600, ~220 at 4,000."""
+    return 8.0 * p.n_rows ** 0.4
+
+
+def _head_cost(p: protocols.Protocol, hidden: tuple[int, ...], epochs: float, batch: int) -> float:
     sizes = (p.n_dims, *hidden, p.n_classes)
     params = sum(a * b for a, b in zip(sizes, sizes[1:]))
-    return epochs * (6.0 * p.n_rows * params / 1e9 * 0.5 + p.n_rows / batch * 0.3)  # ~2 ms a step besides the matmuls
+    steps = max(p.n_rows / batch, 1.0)
+    matmuls = 6.0 * p.n_rows * params / 1e9 * (SMALL_MATMUL * 0.7 if hidden else SMALL_MATMUL)
+    return epochs * (matmuls + (steps * STEP_S * (1.5 if hidden else 1.0) + 1e-3) * GFLOPS_REF)
+
+
+def _small_head_epochs(p: protocols.Protocol, hidden: tuple[int, ...]) -> float:
+    """Epochs early stopping ran (patience 10): tiny stores' noisy val loss ran MLPs long (~75 at 81
+    rows), ~15 from 600 rows; the linear head ~15-40, growing with rows."""
+    if hidden:
+        return float(np.clip(6000 / max(p.n_rows, 1), 15, 100))
+    return float(min(10 + p.n_rows / 100, 40))
 
 
 # --------------------------------------------------------------------------- the zoo
@@ -206,7 +243,8 @@ def _probe(b: Build, loss: str, cs: Sequence[float], preprocess: tuple[str, ...]
                 summary="multinomial L2 logistic regression, torch L-BFGS, warm-started C path (log loss)")
 def _logreg(b: Build) -> Candidate:
     cs = np.logspace(-3, 3, 4) if b.approximate else np.logspace(-4, 4, 9)
-    return Candidate(_probe(b, "log", cs), cost=_probe_cost(b.protocol, len(cs)), chunked=True)
+    return Candidate(_probe(b, "log", cs), cost=_probe_cost(b.protocol, len(cs)), chunked=True,
+                     fit_cost=_probe_cost(b.protocol, 1, single=True, evals=40))
 
 
 @register_model("linear", preprocess="standardize", uses_torch=True,
@@ -216,7 +254,8 @@ def _linear(b: Build) -> Candidate:
     # training 15x slower on a 2-core machine (synchronization costs more than the matmuls).
     # lr 3e-3: at 1e-3 the head was still improving at epoch 300 on the bundled sample.
     head = _head(b, ())
-    return Candidate(head, cost=_head_cost(b.protocol, (), min(head.max_epochs, 60), head.batch_size))
+    epochs = min(head.max_epochs, 60) if b.protocol.large else _small_head_epochs(b.protocol, ())
+    return Candidate(head, cost=_head_cost(b.protocol, (), epochs, head.batch_size))
 
 
 def _head(b: Build, hidden: tuple[int, ...], **kw: Any) -> TorchHead:
@@ -224,7 +263,9 @@ def _head(b: Build, hidden: tuple[int, ...], **kw: Any) -> TorchHead:
     learning rate, less patience and at most 1M (linear) or 2M (MLP) row-passes, 10-100 epochs,
     so the cost grows linearly with rows and stays bounded."""
     if not b.protocol.large:
-        return TorchHead(hidden, lr=3e-3 if not hidden else 1e-3, random_state=b.seed, n_jobs=1, **kw)
+        # patience 10: on dtd10 every head's best epoch came within 10 of the one before it
+        # (linear and mlp at epoch 3, mlp-bn 13); 20 ran twice the epochs for the same weights.
+        return TorchHead(hidden, lr=3e-3 if not hidden else 1e-3, patience=10, random_state=b.seed, n_jobs=1, **kw)
     # MLPs peak within ~30 epochs here and overfit after; the linear head creeps on for longer.
     epochs = int(np.clip((1e6 if not hidden else 2e6) / b.protocol.n_rows, 10, 60 if not hidden else 100))
     return TorchHead(hidden, lr=5e-3 if not hidden else 2e-3, batch_size=512,
@@ -236,21 +277,25 @@ def _head(b: Build, hidden: tuple[int, ...], **kw: Any) -> TorchHead:
                 summary="torch MLP head 512-256, ReLU, dropout 0.5, early stopping")
 def _mlp(b: Build) -> Candidate:
     head = _head(b, (512, 256), dropout=0.5)
-    return Candidate(head, cost=_head_cost(b.protocol, (512, 256), min(head.max_epochs, 40), head.batch_size))
+    epochs = min(head.max_epochs, 40) if b.protocol.large else _small_head_epochs(b.protocol, (512, 256))
+    return Candidate(head, cost=_head_cost(b.protocol, (512, 256), epochs, head.batch_size))
 
 
 @register_model("mlp-bn", preprocess="standardize", uses_torch=True,
                 summary="torch MLP head 512-256 with BatchNorm and dropout 0.5")
 def _mlp_bn(b: Build) -> Candidate:
     head = _head(b, (512, 256), dropout=0.5, batchnorm=True)
-    return Candidate(head, cost=_head_cost(b.protocol, (512, 256), min(head.max_epochs, 40), head.batch_size))
+    epochs = min(head.max_epochs, 40) if b.protocol.large else _small_head_epochs(b.protocol, (512, 256))
+    return Candidate(head, cost=_head_cost(b.protocol, (512, 256), epochs, head.batch_size))
 
 
 @register_model("svm-linear", preprocess="standardize",
                 summary="linear SVM (squared hinge, one-vs-rest), torch L-BFGS, warm-started C path")
 def _svm_linear(b: Build) -> Candidate:
     cs = np.logspace(-4, -1, 2) if b.approximate else np.logspace(-5, 0, 6)
-    return Candidate(_probe(b, "squared_hinge", cs), cost=_probe_cost(b.protocol, len(cs)), chunked=True)
+    # The squared hinge's cold fits run long, more so with rows (its piecewise-quadratic tail).
+    return Candidate(_probe(b, "squared_hinge", cs), cost=_probe_cost(b.protocol, len(cs), evals=20), chunked=True,
+                     fit_cost=_probe_cost(b.protocol, 1, single=True, evals=_hinge_evals(b.protocol)))
 
 
 @register_model("svm-rbf", preprocess="standardize,l2",
@@ -264,16 +309,23 @@ def _svm_rbf(b: Build) -> Candidate:
         svc = RBFSVC(random_state=b.seed)  # SVC(kernel="rbf") with its kernel from one BLAS product
         clf = GroupedCalibratedClassifierCV(svc, method="sigmoid", cv=SmallDataKFold(3, random_state=b.seed),
                                             ensemble=False)
-        grid = {"estimator__C": [0.3, 1.0, 3.0, 10.0, 30.0], "estimator__gamma": [0.1, 0.3, 1.0, 3.0]}
-        work = 20 * p.n_fits * 4 * (p.n_rows ** 2) * p.n_dims * 8e-9 / max(1.0, math.sqrt(p.n_classes))
-        return Candidate(clf, grid, cost=work)
+        # The grid is searched on the bare SVC (accuracy of its own decision), and only the chosen
+        # (C, gamma) is calibrated: 4x fewer SVC fits than calibrating every candidate, which was
+        # 6 s of dtd10's 8 s for this model.
+        grid = {"C": [0.3, 1.0, 3.0, 10.0, 30.0], "gamma": [0.1, 0.3, 1.0, 3.0]}
+        one = _rbf_fit_work(p)  # a calibrated fit (3 calibration folds, the kernel predictions) ran ~8 of them
+        return Candidate(clf, grid, cost=(20 * p.n_fits + 4) * one, fit_cost=8 * one, search=RBFSVC(random_state=b.seed),
+                         search_key="estimator__")
     m = min(NYSTROEM_LANDMARKS // (2 if b.approximate else 1), max(64, p.n_rows // 4))
     cs = np.logspace(-4, -1, 3) if b.approximate else np.logspace(-5, 0, 6)
     # The kernel features are standardized too: raw, their tiny scale needed C=10 and 540 L-BFGS
     # iterations on 9k x 1280 x 100; standardized, 240 and the same accuracy (0.867 vs 0.870).
     probe = _probe(b, "squared_hinge", cs, ("standardize", "l2", f"nystroem:{m}:{RBF_GAMMA}", "standardize"))
-    cost = 1.8 * _probe_cost(p, len(cs), width=m) + 2 * p.n_rows * m * p.n_dims / 1e9 * (p.n_fits + 1)  # hinge refits run long
-    return Candidate(probe, cost=cost, chunked=True,
+    kernel_map = 2 * p.n_rows * m * p.n_dims / 1e9 * SMALL_MATMUL
+    cost = _probe_cost(p, len(cs), width=m, evals=40) + kernel_map * (p.n_fits + 1)
+    # a cold fit on the kernel features ran ~4x a plain hinge probe's evaluations
+    single = _probe_cost(p, 1, width=m, single=True, evals=4 * _hinge_evals(p)) + kernel_map
+    return Candidate(probe, cost=cost, chunked=True, fit_cost=single,
                      note=f"Nystroem approximation: {m} landmarks (gamma {RBF_GAMMA}) + linear SVM")
 
 
@@ -282,7 +334,8 @@ def _knn(b: Build) -> Candidate:
     p = b.protocol
     held = p.holdout if p.selection == "holdout" else 1.0 / p.folds
     work = 2.0 * p.n_rows ** 2 * held * (1 - held) * p.n_dims * p.n_fits / 1e9 * 3.0
-    return Candidate(SweptKNN(cv=p.splitter(b.seed), n_jobs=b.threads, random_state=b.seed), cost=work)
+    return Candidate(SweptKNN(cv=p.splitter(b.seed), n_jobs=b.threads, random_state=b.seed), cost=work,
+                     fit_cost=2.0 * p.n_rows ** 2 * 0.2 * p.n_dims / 1e9 * 3.0)
 
 
 @register_model("knn-dino", preprocess="none",
@@ -293,20 +346,24 @@ def _knn_dino(b: Build) -> Candidate:
 
 
 def _forest(cls: type, b: Build, **kw: Any) -> Candidate:
-    """Small stores: 200 trees, max_features swept. Large: no sweep, 100 trees (50 approximate),
-    each grown on at most ``max_rows`` bootstrap rows, the trees built on every core."""
+    """Small stores: 200 trees, max_features sqrt (sklearn's default, and what the log2|sqrt sweep
+    chose on dtd10 and the bundled sample, for 11x the fits). Large: 100 trees (50 approximate), each
+    grown on at most ``max_rows`` bootstrap rows, the trees built on every core."""
     p = b.protocol
     if not p.large and not b.approximate:
-        clf = cls(n_estimators=200, random_state=b.seed, n_jobs=1, **kw)
-        n = p.n_rows * (1 - 1 / p.folds)
-        cost = (p.n_fits * 2 + 1) * 200 * _tree_work(cls, n, p)
-        return Candidate(clf, {"max_features": ["log2", "sqrt"]}, cost=cost)
+        clf = cls(n_estimators=200, max_features="sqrt", random_state=b.seed, n_jobs=1, **kw)
+        return Candidate(clf, cost=200 * (_tree_work(cls, p.n_rows, p) + TREE_S * GFLOPS_REF))
     max_rows = 1_000 if cls is RandomForestClassifier else 5_000
     trees = (20 if b.approximate else 40) if cls is RandomForestClassifier else (50 if b.approximate else 100)
     rows = min(p.n_rows, max_rows)
     clf = cls(n_estimators=trees, max_features="sqrt", bootstrap=True, max_samples=rows if rows < p.n_rows else None,
               random_state=b.seed, n_jobs=b.threads, **kw)
     return Candidate(clf, cost=trees * _tree_work(cls, rows, p), note=f"bounded: {trees} trees on <= {rows:,} rows each")
+
+
+def _rbf_fit_work(p: protocols.Protocol) -> float:
+    """One libsvm fit on the precomputed kernel, the kernel's product included."""
+    return (p.n_rows ** 2) * p.n_dims * 1.8e-8 / max(1.0, math.sqrt(p.n_classes)) + SVC_FIT_S * GFLOPS_REF
 
 
 def _tree_work(cls: type, n: float, p: protocols.Protocol) -> float:
@@ -316,13 +373,13 @@ def _tree_work(cls: type, n: float, p: protocols.Protocol) -> float:
     return per * (p.n_classes * 0.5 + 2) * 8.5e-7 if cls is RandomForestClassifier else per * 2.4e-6
 
 
-@register_model("rf", preprocess="none", summary="random forest, 200 trees, max_features log2|sqrt (bounded at scale)")
+@register_model("rf", preprocess="none", summary="random forest, 200 trees, max_features sqrt (bounded at scale)")
 def _rf(b: Build) -> Candidate:
     return _forest(RandomForestClassifier, b)
 
 
 @register_model("extratrees", preprocess="none",
-                summary="extremely randomized trees, 200, max_features log2|sqrt (bounded at scale)")
+                summary="extremely randomized trees, 200, max_features sqrt (bounded at scale)")
 def _extratrees(b: Build) -> Candidate:
     return _forest(ExtraTreesClassifier, b)
 
@@ -336,7 +393,7 @@ def _hgb(b: Build) -> Candidate:
     work = p.n_rows * 64 * p.n_classes * 1e-7
     if not p.large and not b.approximate:
         clf = HistGradientBoostingClassifier(max_iter=200, early_stopping=False, random_state=b.seed)
-        return Candidate(clf, {"learning_rate": [0.05, 0.2]}, cost=work * 200 * (2 * p.n_fits + 1))
+        return Candidate(clf, {"learning_rate": [0.05, 0.2]}, cost=work * 200 * (2 * p.n_fits + 1), fit_cost=work * 200)
     iters = 50 if b.approximate else 100
     clf = HistGradientBoostingClassifier(max_iter=iters, learning_rate=0.1, early_stopping=True, validation_fraction=0.1,
                                          n_iter_no_change=5, random_state=b.seed)

@@ -1,9 +1,11 @@
 """A grid sweep over the protocol's folds that reports each fit as it lands, then refits once.
 
 GridSearchCV's contract (``best_params_``, ``best_score_``, ``best_estimator_``, ``n_splits_``,
-``cv_results_``, refit on every row, ties to the first candidate) with two differences: each
+``cv_results_``, refit on every row, ties to the first candidate) with three differences: each
 finished fit advances the model's progress bar (sklearn's sweep is silent until it returns),
-and fit parameters that hold one value per row (``clf__groups``) are cut to each fold.
+fit parameters that hold one value per row (``clf__groups``) are cut to each fold, and the
+candidates may be scored with a cheaper estimator than the one refitted (``final``): the RBF
+SVM's grid is searched on the bare SVC and only the chosen one is calibrated, 4x fewer SVC fits.
 """
 
 from __future__ import annotations
@@ -36,12 +38,26 @@ def _best_has(attr: str):
 
 
 class Sweep(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
-    def __init__(self, estimator, param_grid: dict, *, scoring: str = "accuracy", cv=None, n_jobs: int | None = 1):
+    def __init__(self, estimator, param_grid: dict, *, scoring: str = "accuracy", cv=None, n_jobs: int | None = 1,
+                 final=None, final_key: str = ""):
         self.estimator = estimator
         self.param_grid = param_grid
         self.scoring = scoring
         self.cv = cv
         self.n_jobs = n_jobs
+        self.final = final  # refitted with the chosen params instead of ``estimator`` (None: estimator)
+        self.final_key = final_key  # inserted after the step name: "clf__C" -> "clf__estimator__C"
+
+    def final_params(self, params: dict) -> dict:
+        """A candidate's params as the refitted estimator names them."""
+        if self.final is None or not self.final_key:
+            return dict(params)
+        return {(f"{k.split('__', 1)[0]}__{self.final_key}{k.split('__', 1)[1]}" if "__" in k else k): v
+                for k, v in params.items()}
+
+    def unfitted_final(self, params: dict):  # noqa: ANN201
+        """The estimator the sweep refits, unfitted, with ``params`` (search names) set."""
+        return clone(self.estimator if self.final is None else self.final).set_params(**self.final_params(params))
 
     def fit(self, X, y, groups=None, **fit_params) -> "Sweep":
         y = np.asarray(y)
@@ -62,7 +78,7 @@ class Sweep(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
                             "split_scores": scores}
         self.best_index_, self.best_params_, self.best_score_ = best, candidates[best], float(mean[best])
         self.n_splits_ = len(folds)
-        self.best_estimator_ = clone(self.estimator).set_params(**candidates[best]).fit(X, y, **fit_params)
+        self.best_estimator_ = self.unfitted_final(candidates[best]).fit(X, y, **fit_params)
         progress.advance()
         self.classes_ = self.best_estimator_.classes_
         return self

@@ -15,7 +15,7 @@ import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
@@ -133,27 +133,76 @@ class Plan:
 
     name: str
     build: Build
-    estimate_s: float
+    estimate_s: float  # the fit on train (its sweep included): the report's "est. s" beside "fit s"
     note: str = ""  # what the protocol or the budget changed
     skip: str = ""  # why it is not fitted at all
+    total_s: float = 0.0  # the fit, the CV of the chosen configuration and the refit: what a budget spends
 
 
-def plan_model(name: str, protocol: protocols.Protocol, *, seed: int, jobs: int, budget_s: float | None) -> Plan:
-    """Estimate a model; when the estimate exceeds ``budget_s`` (what is left), approximate it
-    (the builder's cheap variant) or, if that does not fit either, skip it."""
+def _total_s(cand: object, fit_s: float, rows: int, select: str, final_fit: str, jobs: int,
+             gflops: float | None = None) -> float:
+    """Seconds of the fit, the repeated CV of the chosen configuration and the train+val refit."""
+    work = cand.fit_cost if cand.fit_cost is not None else cand.cost
+    one = budgets.FOLD_OVERHEAD_S + work / (gflops or budgets.machine_gflops())
+    folds = selection.FOLDS * selection.REPEATS if select == "cv" else 0
+    cores = max(1, os.cpu_count() or 1) if jobs == -1 else jobs
+    if folds and cores > 1:  # folds on the workers ran ~0.8 of linear
+        if rows * 1.25 >= selection.PARALLEL_FROM:  # the pool (train and val) sends every fold there
+            folds = folds / (0.8 * cores)
+        elif one >= selection.PARALLEL_FOLD_S:  # the first two run here and time the rest
+            folds = 2 + (folds - 2) / (0.8 * cores)
+    refit = 1 if selection.choose_final_fit(final_fit, select) == "train+val" else 0
+    return fit_s + (folds + refit) * one
+
+
+def reference_total_s(name: str, protocol: protocols.Protocol, *, seed: int, jobs: int, select: str,
+                      final_fit: str) -> float:
+    """A model's whole estimated cost at the reference machine's rate (the same on every machine)."""
+    from classify.models import GFLOPS_REF
+
+    cand = candidate(name, Build(seed=seed, jobs=jobs, protocol=protocol))
+    return _total_s(cand, budgets.estimate_seconds(cand.cost, GFLOPS_REF), protocol.n_rows, select, final_fit, jobs,
+                    GFLOPS_REF)
+
+
+def auto_zoo(names: list[str], allowance_s: float, always: Sequence[str], cost: Callable[[str], float]
+             ) -> tuple[list[str], list[dict]]:
+    """``run --budget auto``: the ``always`` models, then the others cheapest first while the
+    estimated total stays within ``allowance_s`` -> (kept names in zoo order, skipped records)."""
+    kept = [n for n in names if n in always] or names[:1]
+    spent = sum(cost(n) for n in kept)
+    for n in sorted((n for n in names if n not in kept), key=cost):
+        if spent + cost(n) <= allowance_s:
+            kept.append(n)
+            spent += cost(n)
+    skipped = [{"model": n, "estimate_s": cost(n),
+                "reason": f"--budget auto: estimated {budgets.fmt_seconds(cost(n))} beyond this feature set's "
+                          f"{budgets.fmt_seconds(allowance_s)} (a third of its extraction's estimate; --budget none runs it)"}
+               for n in names if n not in kept]
+    return [n for n in names if n in kept], skipped
+
+
+def plan_model(name: str, protocol: protocols.Protocol, *, seed: int, jobs: int, budget_s: float | None,
+               select: str = "val", final_fit: str = "auto") -> Plan:
+    """Estimate a model; when the estimate of all it costs (fit, CV, refit) exceeds ``budget_s``
+    (what is left), approximate it (the builder's cheap variant) or, if that does not fit either, skip it."""
     build = Build(seed=seed, jobs=jobs, protocol=protocol)
     cand = candidate(name, build)
     est = budgets.estimate_seconds(cand.cost)
-    if budget_s is None or est <= budget_s:
-        return Plan(name, build, est, cand.note)
+    total = _total_s(cand, est, protocol.n_rows, select, final_fit, jobs)
+    if budget_s is None or total <= budget_s:
+        return Plan(name, build, est, cand.note, total_s=total)
     cheap = replace(build, approximate=True)
     cheap_cand = candidate(name, cheap)
     cheap_est = budgets.estimate_seconds(cheap_cand.cost)
-    why = (f"estimated {budgets.fmt_seconds(est)} > {budgets.fmt_seconds(budget_s)} left of the budget" if budget_s > 0
-           else f"estimated {budgets.fmt_seconds(est)}, and the budget is spent")
-    if cheap_est <= budget_s:
-        return Plan(name, cheap, cheap_est, "; ".join(filter(None, [cheap_cand.note, f"approximated: {why}"])))
-    return Plan(name, build, est, cand.note, skip=f"{why} (approximated: {budgets.fmt_seconds(cheap_est)})")
+    cheap_total = _total_s(cheap_cand, cheap_est, protocol.n_rows, select, final_fit, jobs)
+    why = (f"estimated {budgets.fmt_seconds(total)} > {budgets.fmt_seconds(budget_s)} left of the budget" if budget_s > 0
+           else f"estimated {budgets.fmt_seconds(total)}, and the budget is spent")
+    if cheap_total <= budget_s:
+        return Plan(name, cheap, cheap_est, "; ".join(filter(None, [cheap_cand.note, f"approximated: {why}"])),
+                    total_s=cheap_total)
+    return Plan(name, build, est, cand.note, skip=f"{why} (approximated: {budgets.fmt_seconds(cheap_total)})",
+                total_s=total)
 
 
 def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: int = 0,
@@ -176,7 +225,7 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
     X, y, groups = training_arrays(data.train, views)
     if plan is None:
         plan = plan_model(name, protocols.choose(len(y), data.dim, len(np.unique(y))), seed=seed, jobs=jobs,
-                          budget_s=None)
+                          budget_s=None, select=select, final_fit=final_fit)
     model = build_model(name, preprocess=preprocess, seed=seed, jobs=jobs, log_dir=log_dir, build=plan.build)
     X = model_input(model, X)
     _preload_torch(model)
@@ -192,7 +241,7 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
         fit_s = time.perf_counter() - start
     steps = list(parse_preprocess(entry.preprocess if preprocess is None else preprocess))
     extra = {**_search_extra(model), **_solver_extra(model), **({"views": data.n_views, "train_samples": int(len(y))} if views else {}),
-             "estimate_s": plan.estimate_s, "selection": plan.build.protocol.describe(),
+             "estimate_s": plan.estimate_s, "estimate_total_s": plan.total_s, "selection": plan.build.protocol.describe(),
              **({"note": plan.note} if plan.note else {})}
     params = {**chosen_params(model), **({"note": plan.note} if plan.note else {})}
     cv, folds = {}, None
@@ -286,7 +335,8 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
                  preprocess: str | Sequence[str] | None = None, views: str = "auto", tta: str = "none",
                  protocol: str | None = "auto", budget: str | float | None = None,
                  select: str = "auto", few_shot: bool = False, resume: bool = True,
-                 final_fit: str = "auto", metric: str = "accuracy") -> list[ModelResult]:
+                 final_fit: str = "auto", metric: str = "accuracy",
+                 allowance: tuple[float, Sequence[str]] | None = None) -> list[ModelResult]:
     """Fit every model in ``models`` (names, ``"all"``, ``"default"``; None: default) on one store.
 
     ``views``: train on the store's augmented views too (``auto``: when it has them; ``both``:
@@ -353,24 +403,38 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
         log.info("selection%s: %s", " (on views)" if on else "", p.describe())
     meta.update(protocol=chosen[view_modes[0]].to_dict(), budget_s=budget_s, skipped=[], reused=[],
                 **({"protocol_views": chosen[True].to_dict()} if len(chosen) > 1 else {}))
+    if allowance is not None:  # run --budget auto: (reference seconds, the models always run)
+        p0 = chosen[view_modes[0]]
+        names, auto_skipped = auto_zoo(names, allowance[0], allowance[1], lambda n: reference_total_s(
+            n, p0, seed=seed, jobs=jobs, select=select, final_fit=final_fit))
+        meta["skipped"] += auto_skipped
+        meta["auto_allowance_s"] = allowance[0]
+        for rec in auto_skipped:
+            log.info("%-16s skipped: %s", rec["model"], rec["reason"])
     if budget_s is not None:  # the cheapest first, so that a budget spent early costs the dearest models
-        est = {n: plan_model(n, chosen[view_modes[0]], seed=seed, jobs=jobs, budget_s=None).estimate_s for n in names}
+        est = {n: plan_model(n, chosen[view_modes[0]], seed=seed, jobs=jobs, budget_s=None, select=select,
+                             final_fit=final_fit).total_s for n in names}
         names = sorted(names, key=est.__getitem__)
     results: list[ModelResult] = []
+    p0 = chosen[view_modes[0]]
+    if any(budgets.estimate_seconds(c.fit_cost if c.fit_cost is not None else c.cost) >= selection.PARALLEL_FOLD_S
+           for c in (candidate(n, Build(seed=seed, jobs=jobs, protocol=p0)) for n in names)):
+        selection.warm_workers(jobs)  # some model's folds will go to the workers: start them meanwhile
     start = time.perf_counter()
     with StopAfterCurrent(logger=log) as stop:
         for name, on in itertools.product(names, view_modes):
             label = stop.what = variant_name(name, on)
             left = None if budget_s is None else budget_s - (time.perf_counter() - start)
-            plan = plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=left)
+            plan = plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=left, select=select, final_fit=final_fit)
             # A fit an earlier pass finished costs nothing: the budget skips only what it would fit.
             done, reused = _reuse_or_fit(
                 name, data, out=out, views=on, resume=resume, jobs=jobs, seed=seed, preprocess=preprocess,
                 tensorboard=tensorboard, tta=tta_modes, select=select, final_fit=final_fit, reuse_only=bool(plan.skip),
-                plan=plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=None) if plan.skip else plan)
+                plan=plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=None, select=select,
+                                final_fit=final_fit) if plan.skip else plan)
             if done is None:
                 log.warning("%-16s skipped: %s", label, plan.skip)
-                meta["skipped"].append({"model": label, "reason": plan.skip, "estimate_s": plan.estimate_s})
+                meta["skipped"].append({"model": label, "reason": plan.skip, "estimate_s": plan.total_s})
             else:
                 results += done
                 meta["reused"] += [label] if reused else []
@@ -381,6 +445,8 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     if few_shot:
         from classify.fewshot import few_shot_curve
 
+        t = time.perf_counter()
         meta["few_shot"] = few_shot_curve(data, seed=seed)
+        meta["few_shot_s"] = time.perf_counter() - t
         write_reports(out, results, meta)
     return results

@@ -12,6 +12,14 @@ pass runs the whole zoo on every feature set, reusing the first pass's fits, eac
 an equal share of what is left (``classify --budget``: slow models are approximated or skipped
 inside the share). The budget is a target, not a hard stop: the ensembles and the
 report (seconds) come after it.
+
+``--budget auto`` (run's default) keeps every backbone and sizes each feature set's zoo to
+its extraction, the rule that at 10^2-10^4 images the classify stage costs less than the
+extraction before it: the fast models (:data:`FIRST_PASS`) always, then the others, cheapest
+first, while their estimated cost (fit, CV and refit, at the reference machine's rate) stays
+within :data:`AUTO_SHARE` of the backbone's estimated extraction. Estimates, not clocks,
+decide, so the same data gives the same leaderboard on a busy machine or an idle one.
+``--budget none`` runs everything.
 """
 
 from __future__ import annotations
@@ -24,13 +32,17 @@ from classify.budget import fmt_seconds, parse_budget
 # Under a budget, every backbone first gets these (each cost <= 3 s per 800-row feature set on dtd10,
 # and logreg was each backbone's best there), so the cross-backbone vote exists before any slow
 # model runs; the second pass spends what is left on the rest of the zoo, reusing the first.
-FIRST_PASS = ("logreg", "svm-linear", "knn", "knn-dino", "linear")
+FIRST_PASS = ("logreg", "knn", "knn-dino")
 
-# Extraction seconds relative to Lite0 at each one's native resolution: 150 / 116 / 82 img/s on
-# dtd10's 1,200 photos on a 2-core CPU (a default run, OpenVINO fp32). Other backbones count as 1.
-RELATIVE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.3, "efficientnet_lite2": 1.8}
+# --budget auto: each feature set's zoo may cost this share of its backbone's extraction. At 1/3,
+# dtd10's default run (3 backbones) took <= 0.5x the tutorial script (bench/small_n.py).
+AUTO_SHARE = 1 / 3
+
+# Extraction seconds relative to Lite0 at each one's native resolution: 169 / 92 / 90 img/s on
+# dtd10's 1,200 photos on a 2-core CPU (a default run, OpenVINO bf16). Other backbones count as 1.
+RELATIVE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.8, "efficientnet_lite2": 1.9}
 # Seconds per image of a Lite0 extraction on that machine, until this run measures its own.
-DEFAULT_S_PER_IMAGE = 0.007
+DEFAULT_S_PER_IMAGE = 0.006
 
 
 @dataclass
@@ -38,13 +50,22 @@ class RunBudget:
     """What a run may spend and what it has measured so far."""
 
     total_s: float | None
+    auto: bool = False  # --budget auto: each feature set's zoo sized to its backbone's extraction
     start: float = field(default_factory=time.perf_counter)
     s_per_image: float | None = None  # of the last fresh extraction, per unit of RELATIVE_COST
     classify_s: list[float] = field(default_factory=list)  # one per feature set classified
 
     @classmethod
     def parse(cls, text: str | None) -> "RunBudget":
+        if isinstance(text, str) and text.strip().lower() == "auto":
+            return cls(None, auto=True)
         return cls(parse_budget(text))
+
+    @staticmethod
+    def allowance(backbone: str, images: int, feature_sets: int) -> float:
+        """--budget auto: reference seconds one feature set's zoo may cost (AUTO_SHARE of the
+        backbone's estimated extraction, split between its feature sets)."""
+        return AUTO_SHARE * images * DEFAULT_S_PER_IMAGE * RELATIVE_COST.get(backbone, 1.0) / max(feature_sets, 1)
 
     def left(self) -> float | None:
         return None if self.total_s is None else self.total_s - (time.perf_counter() - self.start)

@@ -55,10 +55,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
                         "(default auto: only with a GPU, where it costs seconds; on a CPU it cost minutes and "
                         "kept the probe)")
     p.add_argument("--budget", metavar="TIME",
-                   help="time for the whole run (10m, 90s; default none: everything): backbones are run in "
-                        "--backbones order and the last ones skipped when their estimate does not fit; each "
-                        "feature set's zoo gets an equal share of what is left, approximating or skipping what "
-                        "would not fit; the report says what was skipped and why")
+                   help="auto (default): every backbone; each feature set gets logreg and the kNNs, then the "
+                        "other models cheapest first while their estimated cost stays within a third of the "
+                        "backbone's estimated extraction (decided from estimates, so the same on any machine); "
+                        "none: every model; or a time for the whole run (10m, 90s): backbones in --backbones "
+                        "order, the last ones skipped when their estimate does not fit, each feature set's zoo "
+                        "an equal share of what is left, approximating or skipping what would not fit. The "
+                        "report says what was skipped and why")
     p.add_argument("--no-resume", dest="resume", action="store_false", default=None,
                    help="fit every classifier again, even those an earlier run into RUN_DIR finished with the "
                         "same settings (default: reuse them)")

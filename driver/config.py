@@ -58,7 +58,7 @@ class RunConfig:
     train_on_views: str = "auto"  # classify --views: auto | on | off | both
     tta: str = "none"  # classify --tta: none | flip | both
     protocol: str = "auto"  # classify --protocol: how models are selected
-    budget: str | None = None  # the whole run's time (e.g. "10m"; driver.budget); None: no limit
+    budget: str | None = "auto"  # the whole run's time ("10m"), "auto" (each zoo sized to its extraction) or None / "none"
     select: str = "auto"  # classify --select: auto | val | cv
     final_fit: str = "auto"  # classify --final-fit: auto | train | train+val
     metric: str = "accuracy"  # what ranks the rows: accuracy | balanced_accuracy
@@ -171,7 +171,7 @@ def resolve(file_values: dict, flag_values: dict, source: str = "--config") -> R
             parse_preprocess(merged["preprocess"])
         except ValueError as e:
             raise ConfigError(f"preprocess: {e}") from None
-    if merged.get("budget") is not None:
+    if merged.get("budget") is not None and str(merged["budget"]).strip().lower() != "auto":
         from classify.budget import parse_budget
 
         try:

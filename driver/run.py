@@ -112,12 +112,17 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
             log.info("classifying %s%s %s with %s", f"{dataset}: " if dataset else "", rec["backbone"], key,
                      ",".join(cfg.models))
             tb = str(Path(cfg.tensorboard) / (f"{dataset}__" if dataset else "") / name) if cfg.tensorboard else None
+            auto = None
+            if budget is not None and budget.auto:
+                from driver.budget import FIRST_PASS
+
+                auto = (budget.allowance(rec["backbone"], rec["rows"] or 0, len(rec["features"])), FIRST_PASS)
             res = run_classify(rec["store"], feature=key, models=models or list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
                                out_dir=out / name, tensorboard=tb, views=cfg.train_on_views,
                                tta=cfg.tta, protocol=cfg.protocol, budget=share, select=cfg.select,
                                few_shot=cfg.few_shot and not first_pass, preprocess=cfg.preprocess,
                                resume=cfg.resume or (budget is not None and not first_pass),
-                               final_fit=cfg.final_fit, metric=cfg.metric)
+                               final_fit=cfg.final_fit, metric=cfg.metric, allowance=auto)
             for r in res:
                 row = r if isinstance(r, dict) else r.to_dict()
                 results.append({**tag, "backbone": rec["backbone"], "feature": key, "store": rec["store"], **row})
@@ -155,7 +160,7 @@ def run_backbones(cfg: RunConfig, data: str, name: str, cls_dir: Path, budget: R
         sets_per_backbone = max(len(rec["features"]), 1)
         recs.append(rec)
         if fast is None:
-            r, s, c = classify_all(cfg, [rec], cls_dir, name)
+            r, s, c = classify_all(cfg, [rec], cls_dir, name, budget if budget.auto else None)
             rows, skipped, curves = rows + r, skipped + s, curves + c
         else:
             log.info("first pass on %s under the budget: %s", backbone, ",".join(fast))
@@ -181,16 +186,23 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     multi = len(cfg.data) > 1
     names = dataset_names(cfg.data) if multi else [""]
     stores, results, skipped, few_shot = [], [], [], []
+    phases = {"extract_and_classify_s": 0.0, "ensembles_s": 0.0, "finetune_s": 0.0}  # for bench/small_n.py
     budget = RunBudget.parse(cfg.budget)
     for data, name in zip(cfg.data, names):
         cls_dir = out / "classify" / safe_name(name) if multi else out / "classify"
+        t = time.perf_counter()
         recs, rows, skip, curves = run_backbones(cfg, data, name, cls_dir, budget, progress,
                                                  {"dataset": name, "data": data} if multi else {})
+        phases["extract_and_classify_s"] += time.perf_counter() - t
         stores += recs
         write_json(out / "extraction.json", stores)
+        t = time.perf_counter()
         if cfg.ensembles:
             rows += ensemble_rows(cfg, rows, cls_dir / "ensembles", name)
+        phases["ensembles_s"] += time.perf_counter() - t
+        t = time.perf_counter()
         tuned, why = finetune_row(cfg, data, name, rows, recs, cls_dir / "finetune", budget)
+        phases["finetune_s"] += time.perf_counter() - t
         rows += tuned  # after the ensembles: a vote reads its members' saved feature models
         skip += why
         results += rows
@@ -199,7 +211,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     results = [{**r, "producer": "run"} for r in results]
     summary = {"config": cfg.to_dict(), "budget_s": budget.total_s, "extraction": stores, "results": results, "skipped": skipped,
                "few_shot": few_shot, **({"datasets": dict(zip(names, cfg.data))} if multi else {}),
-               "seconds": time.perf_counter() - t0}
+               "seconds": time.perf_counter() - t0, "phases": phases}
     from store.results import write_run
 
     write_run(out, summary)  # rows other producers added (finetune --run-dir) are kept

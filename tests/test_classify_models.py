@@ -59,10 +59,26 @@ def test_swept_models_are_grid_searches_over_a_seeded_stratified_kfold(name):
 
 def test_sweep_runs_in_parallel_with_identical_results(blobs):
     tr, va = blobs.train, blobs.val
-    one = build_model("extratrees", jobs=1).fit(tr.X, tr.y)
-    two = build_model("extratrees", jobs=2).fit(tr.X, tr.y)
+    one = build_model("svm-rbf", jobs=1).fit(tr.X, tr.y)
+    two = build_model("svm-rbf", jobs=2).fit(tr.X, tr.y)
     assert one.best_params_ == two.best_params_
     assert np.array_equal(one.predict_proba(va.X), two.predict_proba(va.X))
+
+
+def test_rbf_grid_is_searched_on_the_bare_svc_and_only_the_chosen_one_is_calibrated(blobs):
+    from classify.kernel_svm import RBFSVC
+    from classify.models import GroupedCalibratedClassifierCV
+    from classify.selection import frozen
+
+    tr, va = blobs.train, blobs.val
+    sweep = build_model("svm-rbf").fit(tr.X, tr.y)
+    assert isinstance(sweep.estimator[-1], RBFSVC) and set(sweep.best_params_) == {"clf__C", "clf__gamma"}
+    final = sweep.best_estimator_[-1]
+    assert isinstance(final, GroupedCalibratedClassifierCV)
+    assert final.estimator.C == sweep.best_params_["clf__C"] and final.estimator.gamma == sweep.best_params_["clf__gamma"]
+    np.testing.assert_allclose(sweep.predict_proba(va.X).sum(1), 1.0)
+    again = frozen(sweep)  # what CV folds and the train+val refit fit: calibrated, with the chosen params
+    assert isinstance(again[-1], GroupedCalibratedClassifierCV) and again[-1].estimator.C == final.estimator.C
 
 
 def test_logreg_sweep_picks_small_c_on_noise_and_large_c_on_separable_data(make_store, tmp_path):

@@ -200,8 +200,9 @@ def test_sweep_equals_grid_search_and_reports_each_fit(synth):
 
 def test_builders_bound_their_cost_at_scale():
     small, large = Build(protocol=protocol.choose(245, 1280, 2)), Build(protocol=protocol.choose(200_000, 1280, 100))
-    assert candidate("rf", small).grid and not candidate("rf", large).grid
-    assert candidate("rf", large).estimator.max_samples == 1000
+    assert candidate("rf", small).estimator.n_estimators == 200 and candidate("rf", small).estimator.max_samples is None
+    assert candidate("rf", large).estimator.max_samples == 1000 and candidate("rf", large).estimator.n_estimators <= 40
+    assert candidate("rf", large).cost < 200 * candidate("rf", small).cost * 200_000 / 245  # bounded, not linear in rows
     assert candidate("svm-rbf", large).note.startswith("Nystroem approximation") and not candidate("svm-rbf", small).note
     head = candidate("mlp", large).estimator
     assert head.batch_size == 512 and head.max_epochs * 200_000 <= 2.5e6

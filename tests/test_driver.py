@@ -237,6 +237,7 @@ def test_run_budget_estimates_from_what_the_run_measured(monkeypatch):
     b.record_extraction("efficientnet_lite1", 1000, 0.1, fresh=False)  # a cache hit measures nothing
     assert b.s_per_image == pytest.approx(0.01)
     b.classify_s += [20.0, 30.0]
+    monkeypatch.setitem(rb.RELATIVE_COST, "efficientnet_lite2", 1.8)
     assert b.estimate("efficientnet_lite2", 1000, cached=False, feature_sets=1) == (pytest.approx(18.0), 25.0)  # 1.8x
     assert b.estimate("efficientnet_lite2", 1000, cached=True, feature_sets=2) == (0.0, 50.0)
     why = b.skip_reason("efficientnet_lite2", 1000, False, 2)  # 10 s spent: 18 + 50 > 50 left
@@ -281,3 +282,20 @@ def test_run_finetune_adds_a_scored_row_and_auto_says_why_not(tmp_path):
     assert "Fine-tuning efficientnet_lite0: not run (--finetune auto" in build_report(tmp_path / "auto")["md"].read_text()
     with pytest.raises(ConfigError, match="finetune: expected one of off, auto, on"):
         resolve({"data": "d", "out": "o", "finetune": "yes"}, {})
+
+
+def test_budget_auto_keeps_every_backbone_and_sizes_each_zoo_to_its_extraction(monkeypatch):
+    from classify.train import auto_zoo
+    from driver import budget as rb
+
+    auto = rb.RunBudget.parse("auto")
+    assert auto.auto and auto.total_s is None and auto.skip_reason("efficientnet_lite2", 10_000, False, 3) is None
+    assert resolve({}, {"data": "d", "out": "o"}).budget == "auto"  # run's default
+    monkeypatch.setitem(rb.RELATIVE_COST, "efficientnet_lite2", 2.0)
+    a0, a2 = rb.RunBudget.allowance("efficientnet_lite0", 1000, 1), rb.RunBudget.allowance("efficientnet_lite2", 1000, 2)
+    assert a0 == pytest.approx(rb.AUTO_SHARE * 1000 * rb.DEFAULT_S_PER_IMAGE) and a2 == pytest.approx(a0)  # 2x, 2 sets
+    cost = {"logreg": 3.0, "svm-linear": 1.0, "mlp": 5.0, "rf": 2.0, "knn": 0.1}.__getitem__
+    kept, skipped = auto_zoo(["logreg", "svm-linear", "mlp", "rf", "knn"], 6.5, ("logreg", "knn"), cost)
+    assert kept == ["logreg", "svm-linear", "rf", "knn"]  # always logreg and knn; then cheapest first while it fits
+    assert [s["model"] for s in skipped] == ["mlp"] and "--budget none runs it" in skipped[0]["reason"]
+    assert auto_zoo(["mlp", "rf"], 0.0, ("logreg",), cost)[0] == ["mlp"]  # nothing always-run chosen: the first
