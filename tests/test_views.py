@@ -215,7 +215,8 @@ def test_torch_head_early_stopping_fold_is_grouped(tmp_path, monkeypatch):
 
 def test_fit_params_route_groups():
     g = np.arange(4)
-    assert set(fit_params(build_model("rf"), g)) == {"groups"}  # a Sweep: groups go to its splitter
+    assert set(fit_params(build_model("svm-rbf"), g)) == {"groups", "clf__groups"}  # a Sweep: its splitter, its SVC
+    assert fit_params(build_model("rf"), g) == {}  # a small store's forest: no sweep, and its fit takes no groups
     assert set(fit_params(build_model("logreg"), g)) == {"clf__groups"}  # selects inside: groups go to the probe
     assert set(fit_params(build_model("linear"), g)) == {"clf__groups"}
     assert fit_params(build_model("logreg"), None) == {}
@@ -317,7 +318,7 @@ def test_svm_rbf_on_views_gets_groups_for_its_calibration(tmp_path):
     assert set(fit_params(model, np.arange(3))) == {"groups", "clf__groups"}
     data = load_features(store, views=True)
     X, y, groups = training_arrays(data.train, views=True)
-    calib = GroupedCalibratedClassifierCV(build_model("svm-rbf").estimator.named_steps["clf"].estimator,
+    calib = GroupedCalibratedClassifierCV(build_model("svm-rbf").final.named_steps["clf"].estimator,
                                           method="sigmoid", cv=SmallDataKFold(3), ensemble=False)
     cv_before = calib.cv
     calib.fit(X, y, groups=groups)
