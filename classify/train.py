@@ -139,13 +139,17 @@ class Plan:
     total_s: float = 0.0  # the fit, the CV of the chosen configuration and the refit: what a budget spends
 
 
+REFERENCE_CORES = 2  # the reference machine's cores (classify.models.GFLOPS_REF is its rate)
+
+
 def _total_s(cand: object, fit_s: float, rows: int, select: str, final_fit: str, jobs: int,
-             gflops: float | None = None) -> float:
-    """Seconds of the fit, the repeated CV of the chosen configuration and the train+val refit."""
+             gflops: float | None = None, cores: int | None = None) -> float:
+    """Seconds of the fit, the repeated CV of the chosen configuration and the train+val refit
+    (on this machine, or at a given rate and core count)."""
     work = cand.fit_cost if cand.fit_cost is not None else cand.cost
     one = budgets.FOLD_OVERHEAD_S + work / (gflops or budgets.machine_gflops())
     folds = selection.FOLDS * selection.REPEATS if select == "cv" else 0
-    cores = max(1, os.cpu_count() or 1) if jobs == -1 else jobs
+    cores = cores or (max(1, os.cpu_count() or 1) if jobs == -1 else jobs)
     if folds and cores > 1:  # folds on the workers ran ~0.8 of linear
         if rows * 1.25 >= selection.PARALLEL_FROM:  # the pool (train and val) sends every fold there
             folds = folds / (0.8 * cores)
@@ -157,12 +161,14 @@ def _total_s(cand: object, fit_s: float, rows: int, select: str, final_fit: str,
 
 def reference_total_s(name: str, protocol: protocols.Protocol, *, seed: int, jobs: int, select: str,
                       final_fit: str) -> float:
-    """A model's whole estimated cost at the reference machine's rate (the same on every machine)."""
+    """A model's whole estimated cost on the reference machine (its rate and cores, whatever this
+    machine's), so that ``--budget auto`` chooses the same models everywhere."""
     from classify.models import GFLOPS_REF
 
     cand = candidate(name, Build(seed=seed, jobs=jobs, protocol=protocol))
+    cores = 1 if jobs == 1 else REFERENCE_CORES
     return _total_s(cand, budgets.estimate_seconds(cand.cost, GFLOPS_REF), protocol.n_rows, select, final_fit, jobs,
-                    GFLOPS_REF)
+                    GFLOPS_REF, cores)
 
 
 def auto_zoo(names: list[str], allowance_s: float, always: Sequence[str], cost: Callable[[str], float]

@@ -18,8 +18,9 @@ its extraction, the rule that at 10^2-10^4 images the classify stage costs less 
 extraction before it: the fast models (:data:`FIRST_PASS`) always, then the others, cheapest
 first, while their estimated cost (fit, CV and refit, at the reference machine's rate) stays
 within :data:`AUTO_SHARE` of the backbone's estimated extraction. Estimates, not clocks,
-decide, so the same data gives the same leaderboard on a busy machine or an idle one.
-``--budget none`` runs everything.
+decide (at the reference machine's rate and cores), so the same data gives the same
+leaderboard on a busy machine or an idle one. It sizes the default zoo only: models named
+with ``--models`` all run. ``--budget none`` runs everything.
 """
 
 from __future__ import annotations

@@ -57,7 +57,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--budget", metavar="TIME",
                    help="auto (default): every backbone; each feature set gets logreg and the kNNs, then the "
                         "other models cheapest first while their estimated cost stays within a third of the "
-                        "backbone's estimated extraction (decided from estimates, so the same on any machine); "
+                        "backbone's estimated extraction (decided from estimates, so the same on any machine; "
+                        "models named in --models all run); "
                         "none: every model; or a time for the whole run (10m, 90s): backbones in --backbones "
                         "order, the last ones skipped when their estimate does not fit, each feature set's zoo "
                         "an equal share of what is left, approximating or skipping what would not fit. The "

@@ -113,7 +113,8 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
                      ",".join(cfg.models))
             tb = str(Path(cfg.tensorboard) / (f"{dataset}__" if dataset else "") / name) if cfg.tensorboard else None
             auto = None
-            if budget is not None and budget.auto:
+            if budget is not None and budget.auto and "all" not in cfg.models and "default" in cfg.models:
+                # sizes the default zoo only: models named on the command line all run
                 from driver.budget import FIRST_PASS
 
                 auto = (budget.allowance(rec["backbone"], rec["rows"] or 0, len(rec["features"])), FIRST_PASS)

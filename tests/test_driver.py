@@ -299,3 +299,18 @@ def test_budget_auto_keeps_every_backbone_and_sizes_each_zoo_to_its_extraction(m
     assert kept == ["logreg", "svm-linear", "rf", "knn"]  # always logreg and knn; then cheapest first while it fits
     assert [s["model"] for s in skipped] == ["mlp"] and "--budget none runs it" in skipped[0]["reason"]
     assert auto_zoo(["mlp", "rf"], 0.0, ("logreg",), cost)[0] == ["mlp"]  # nothing always-run chosen: the first
+
+
+def test_budget_auto_sizes_the_default_zoo_and_names_what_it_left_out(tmp_path):
+    data = small(tmp_path, n=3)
+    cfg = resolve({"few_shot": False, "ensembles": False, "backbones": ["efficientnet_lite0"]},
+                  {"data": str(data), "out": str(tmp_path / "run")})
+    assert cfg.budget == "auto" and cfg.models == ("default",)
+    out = run(cfg, progress=False)  # 6 images: a fraction of a second of extraction, so only the fast models
+    assert {r["model"] for r in out["results"]} == {"logreg", "knn", "knn-dino"}
+    left = {s["model"] for s in out["skipped"] if s["reason"].startswith("--budget auto: estimated")}
+    assert {"rf", "mlp", "svm-rbf"} <= left and all("--budget none runs it" in s["reason"] for s in out["skipped"]
+                                                    if s["model"] in left)
+    named = resolve({"few_shot": False, "ensembles": False, "backbones": ["efficientnet_lite0"], "models": ["rf", "mlp"]},
+                    {"data": str(data), "out": str(tmp_path / "named")})
+    assert {r["model"] for r in run(named, progress=False)["results"]} == {"rf", "mlp"}  # named models all run
