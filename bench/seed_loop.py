@@ -18,6 +18,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
+def tutorial_backbone(name: str):  # noqa: ANN201
+    """(the product's backbone, the tutorials' torchvision transform for it, its hooked layer)."""
+    from torchvision import transforms as T
+
+    from extract.backbones import create_backbone
+
+    bb = create_backbone(name, "DEFAULT" if name.startswith("efficientnet_lite") else "none")
+    t = bb.transform
+    interp = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[t.interpolation]
+    tf = T.Compose([T.Resize(t.resize, interpolation=interp), T.CenterCrop(t.crop), T.ToTensor(),
+                    T.Normalize(t.mean, t.std)])
+    return bb, tf, dict(bb.model.named_modules())[bb.default_layer.split(":")[0]]
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("data", type=Path)
@@ -28,17 +42,9 @@ def main() -> None:
     import numpy as np
     import torch
     from torchvision import datasets
-    from torchvision import transforms as T
 
-    from extract.backbones import create_backbone
-
-    bb = create_backbone(args.backbone, "DEFAULT" if args.backbone.startswith("efficientnet_lite") else "none")
-    t = bb.transform
-    interp = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[t.interpolation]
-    tf = T.Compose([T.Resize(t.resize, interpolation=interp), T.CenterCrop(t.crop), T.ToTensor(),
-                    T.Normalize(t.mean, t.std)])
+    bb, tf, layer = tutorial_backbone(args.backbone)
     feats: list[np.ndarray] = []
-    layer = dict(bb.model.named_modules())[bb.default_layer.split(":")[0]]
     layer.register_forward_hook(lambda m, i, o: feats.extend(x.numpy() for x in i[0]))
     splits = [d for d in sorted(args.data.iterdir()) if d.is_dir()]
     with torch.no_grad():

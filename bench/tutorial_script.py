@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 def classifiers(seed: int = 0) -> dict:
@@ -64,17 +65,11 @@ def main() -> None:
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from torchvision import datasets
-    from torchvision import transforms as T
 
-    from extract.backbones import create_backbone
+    from seed_loop import tutorial_backbone
 
-    bb = create_backbone(args.backbone, "DEFAULT" if args.backbone.startswith("efficientnet_lite") else "none")
-    t = bb.transform
-    interp = {"bicubic": T.InterpolationMode.BICUBIC, "bilinear": T.InterpolationMode.BILINEAR}[t.interpolation]
-    tf = T.Compose([T.Resize(t.resize, interpolation=interp), T.CenterCrop(t.crop), T.ToTensor(),
-                    T.Normalize(t.mean, t.std)])
+    bb, tf, layer = tutorial_backbone(args.backbone)
     batch: list = []
-    layer = dict(bb.model.named_modules())[bb.default_layer.split(":")[0]]
     layer.register_forward_hook(lambda m, i, o: batch.append(i[0].numpy().copy()))
     split_x, split_y = {}, {}
     t_ext = time.perf_counter()
