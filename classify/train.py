@@ -139,6 +139,12 @@ class Plan:
     total_s: float = 0.0  # the fit, the CV of the chosen configuration and the refit: what a budget spends
 
 
+def _fold_s(cand: object, gflops: float | None = None) -> float:
+    """Seconds of one fit of the chosen configuration (a CV fold, the refit)."""
+    work = cand.fit_cost if cand.fit_cost is not None else cand.cost
+    return budgets.FOLD_OVERHEAD_S + work / (gflops or budgets.machine_gflops())
+
+
 REFERENCE_CORES = 2  # the reference machine's cores (classify.models.GFLOPS_REF is its rate)
 
 
@@ -146,8 +152,7 @@ def _total_s(cand: object, fit_s: float, rows: int, select: str, final_fit: str,
              gflops: float | None = None, cores: int | None = None) -> float:
     """Seconds of the fit, the repeated CV of the chosen configuration and the train+val refit
     (on this machine, or at a given rate and core count)."""
-    work = cand.fit_cost if cand.fit_cost is not None else cand.cost
-    one = budgets.FOLD_OVERHEAD_S + work / (gflops or budgets.machine_gflops())
+    one = _fold_s(cand, gflops)
     folds = selection.FOLDS * selection.REPEATS if select == "cv" else 0
     cores = cores or (max(1, os.cpu_count() or 1) if jobs == -1 else jobs)
     if folds and cores > 1:  # folds on the workers ran ~0.8 of linear
@@ -410,9 +415,8 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     meta.update(protocol=chosen[view_modes[0]].to_dict(), budget_s=budget_s, skipped=[], reused=[],
                 **({"protocol_views": chosen[True].to_dict()} if len(chosen) > 1 else {}))
     if allowance is not None:  # run --budget auto: (reference seconds, the models always run)
-        p0 = chosen[view_modes[0]]
         names, auto_skipped = auto_zoo(names, allowance[0], allowance[1], lambda n: reference_total_s(
-            n, p0, seed=seed, jobs=jobs, select=select, final_fit=final_fit))
+            n, chosen[view_modes[0]], seed=seed, jobs=jobs, select=select, final_fit=final_fit))
         meta["skipped"] += auto_skipped
         meta["auto_allowance_s"] = allowance[0]
         for rec in auto_skipped:
@@ -423,8 +427,7 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
         names = sorted(names, key=est.__getitem__)
     results: list[ModelResult] = []
     p0 = chosen[view_modes[0]]
-    if any(budgets.estimate_seconds(c.fit_cost if c.fit_cost is not None else c.cost) >= selection.PARALLEL_FOLD_S
-           for c in (candidate(n, Build(seed=seed, jobs=jobs, protocol=p0)) for n in names)):
+    if any(_fold_s(candidate(n, Build(seed=seed, jobs=jobs, protocol=p0))) >= selection.PARALLEL_FOLD_S for n in names):
         selection.warm_workers(jobs)  # some model's folds will go to the workers: start them meanwhile
     start = time.perf_counter()
     with StopAfterCurrent(logger=log) as stop:

@@ -82,7 +82,9 @@ def ensemble_rows(cfg: RunConfig, rows: list[dict], out_dir: Path, dataset: str)
         log.warning("concatenated feature sets skipped: %s", e)
         return extra_rows
     members = [f"{bb} {ff}" for bb, ff in sets]
-    auto = str(cfg.budget).strip().lower() == "auto"
+    from driver.budget import RunBudget
+
+    auto = RunBudget.parse(cfg.budget).auto
     for name in dict.fromkeys([best.model.split("+")[0], "logreg"]):
         log.info("concat %s: %s on %s (%d-d)%s", " + ".join(members), name, backbone, cat.dim,
                  "; approximated under --budget auto" if auto else "")
