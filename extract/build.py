@@ -22,7 +22,8 @@ from store import FeatureSpec
 
 
 def resolve_taps(backbone: Backbone, layers: Sequence[str]) -> list[Tap]:
-    names = [backbone.default_layer if name in ("default", "") else name for name in layers]
+    """``default`` and the family's preset names (``cls``, ``dinov2_lin4``, ``post_proj``...) become layers."""
+    names = [backbone.default_layer if name in ("default", "") else backbone.presets.get(name, name) for name in layers]
     return [Tap.parse(n) for n in dict.fromkeys(names)]
 
 

@@ -214,14 +214,41 @@ def _pct(v: float | None) -> str:
 
 
 def main_backbones(args: argparse.Namespace) -> int:
-    from extract.backbones import list_backbones
+    """Names, and where each one's default weights are: cached here, or fetched on first use (and how big)."""
+    from extract.backbones import create_backbone, list_backbones, weights_status
+    from extract.families import SUGGESTED
 
-    names = list_backbones()
+    if args.fetch:
+        for name in args.fetch:
+            bb = create_backbone(name, "DEFAULT")
+            st = weights_status(name)
+            print(f"{name}: {bb.weights} weights {st.state}, {_mb(st.size_mb)}, {st.where}")
+        return 0
+    if args.names:
+        names = list_backbones()
+        print("\n".join(n for n in names if not args.filter or args.filter in n))
+        print("(any timm model as timm:NAME when timm is installed)", file=sys.stderr)
+        return 0
+    names = [n for n in (*SUGGESTED, "efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
+             if not args.filter or args.filter in n]
     if args.filter:
-        names = [n for n in names if args.filter in n]
-    print("\n".join(names))
-    print("(any timm model as timm:NAME when timm is installed)", file=sys.stderr)
+        names += [n for n in list_backbones() if args.filter in n and n not in names]
+    print(f"{'backbone':45s} {'weights':13s} {'size':>9s}  where / what")
+    for name in names:
+        try:
+            st = weights_status(name)
+        except Exception as e:  # noqa: BLE001 - timm missing, a model without weights: listed, not fatal
+            print(f"{name:45s} {'-':13s} {'-':>9s}  {type(e).__name__}: {str(e).splitlines()[0][:60]}")
+            continue
+        what = SUGGESTED.get(name, "")
+        print(f"{name:45s} {st.state:13s} {_mb(st.size_mb):>9s}  {what + '; ' if what else ''}{st.where}")
+    print("every torchvision model by name (--names lists them), any timm model as timm:NAME; weights marked "
+          "'to fetch' are downloaded on first use (--offline: never), `--fetch NAME` fetches them now", file=sys.stderr)
     return 0
+
+
+def _mb(size: float | None) -> str:
+    return "?" if size is None else f"{size:.0f} MB" if size >= 10 else f"{size:.1f} MB"
 
 
 def main_layers(args: argparse.Namespace) -> int:
@@ -242,6 +269,8 @@ def main_layers(args: argparse.Namespace) -> int:
             pass
         shapes = hooks.raw_shapes
     print(f"default layer: {bb.default_layer}")
+    if bb.presets:
+        print("presets (--layers NAME): " + ", ".join(f"{k} = {v}" for k, v in bb.presets.items()))
     for t in taps:
         print(f"{t.layer:40s} {tuple(shapes.get(t, ())) or '-'}")
     return 0
@@ -271,8 +300,12 @@ def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.Argu
                         f"(exit {EXIT_CORRUPT} when anything is wrong)")
     p.set_defaults(func=main_info)
 
-    p = sub.add_parser("backbones", parents=parents, help="list backbone names")
+    p = sub.add_parser("backbones", parents=parents, help="list backbones and whether their weights are cached here",
+                       description="The suggested backbones (and any matching FILTER) with their default weights: "
+                                   "cached here, installed, or fetched on first use, with their sizes.")
     p.add_argument("filter", nargs="?", help="substring to filter by")
+    p.add_argument("--names", action="store_true", help="print every accepted name, one per line")
+    p.add_argument("--fetch", nargs="+", metavar="NAME", help="fetch these backbones' default weights into the caches now")
     p.set_defaults(func=main_backbones)
 
     p = sub.add_parser("layers", parents=parents, help="list a backbone's hookable layers and their shapes")

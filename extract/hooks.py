@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -90,6 +90,27 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
                      "(`pipeline.py layers --backbone NAME` lists all)")
 
 
+class FeatureHead(nn.Module):
+    """A family's standard evaluation feature computed from other modules' activations.
+
+    ``parts`` are modules whose outputs it reads, ``uses`` modules it applies to them (e.g. a
+    ViT's final ``norm``, found by name at call time, so a copied model uses its own). It has
+    no parameters and is never run by the model itself: :class:`FeatureHooks` calls it as
+    soon as its parts have run, so it is hooked, pooled and converted to OpenVINO like any
+    layer, and a store records it under its module name (``preset.cls``).
+    """
+
+    def __init__(self, parts: Sequence[str], uses: Sequence[str], fn: Callable[..., Tensor], doc: str = ""):
+        super().__init__()
+        self.parts, self.uses, self.fn, self.doc = tuple(parts), tuple(uses), fn, doc
+
+    def forward(self, acts: list[Tensor], modules: list[Callable[[Tensor], Tensor]]) -> Tensor:
+        return self.fn(acts, modules)
+
+    def extra_repr(self) -> str:
+        return f"parts={list(self.parts)}, uses={list(self.uses)}"
+
+
 class _StopForward(Exception):
     """Raised from the last hook to skip the rest of the network."""
 
@@ -125,6 +146,19 @@ class FeatureHooks:
         self._shared: dict[str, Tensor] = {}  # key -> the activation (view) its kept copy was taken from
         self.raw_shapes: dict[Tap, tuple[int, ...]] = {}
         self.changed_in_place: set[str] = set()  # keys a later in-place op would have changed (see _capture)
+        self._heads = {t: m for t, m in self.modules.items() if isinstance(m, FeatureHead)}
+        self._head_acts: dict[Tap, dict[int, Tensor]] = {}
+
+    def _part(self, tap: Tap, i: int, value: object) -> None:
+        """A head's ``i``-th part ran: once all have, the head runs (and its own hook fires)."""
+        acts = self._head_acts.setdefault(tap, {})
+        if i in acts or tap in self._fired:
+            return
+        acts[i] = _first_tensor(value)
+        head = self._heads[tap]
+        if len(acts) == len(head.parts):
+            # ``uses`` run through ``forward``, not ``__call__``: no hook (another head's part) sees them
+            head([acts[j] for j in range(len(head.parts))], [find_module(self.model, u).forward for u in head.uses])
 
     def _capture(self, tap: Tap, value: object) -> None:
         if tap in self._fired:
@@ -153,6 +187,11 @@ class FeatureHooks:
                 else:
                     h = module.register_forward_hook(lambda m, args, out, tap=tap: self._capture(tap, out))
                 self._handles.append(h)
+            for tap, head in self._heads.items():
+                for i, part in enumerate(head.parts):
+                    h = find_module(self.model, part).register_forward_hook(
+                        lambda m, args, out, tap=tap, i=i: self._part(tap, i, out))
+                    self._handles.append(h)
         except BaseException:
             self.remove()
             raise
@@ -167,7 +206,7 @@ class FeatureHooks:
         self.remove()
 
     def __call__(self, x: Tensor) -> dict[str, Tensor]:
-        self._out, self._fired, self._shared = {}, set(), {}
+        self._out, self._fired, self._shared, self._head_acts = {}, set(), {}, {}
         try:
             self.model(x)
         except _StopForward:
@@ -175,7 +214,7 @@ class FeatureHooks:
         for key, original in self._shared.items():  # what keeping the tensor itself would have stored
             if not torch.equal(original, self._out[key]):
                 self.changed_in_place.add(key)
-        self._shared = {}
+        self._shared, self._head_acts = {}, {}
         missing = [t.name for t in self.taps if t not in self._fired]
         if missing:
             raise LayerError(f"layers {missing} never ran in the forward pass (unused modules?)")

@@ -68,10 +68,25 @@ def _file_state(path: str | os.PathLike) -> tuple[int, int] | None:
     return st.st_size, st.st_mtime_ns
 
 
+def _writer_holds_lock(path: str | os.PathLike) -> bool:
+    """Whether a live process holds the store's write lock (``write.write_lock``), read from
+    /proc/locks so the check takes no lock itself (a starting writer's would then fail)."""
+    p = Path(path)
+    final = p.with_name(p.name[: -len(PARTIAL_SUFFIX)]) if p.name.endswith(PARTIAL_SUFFIX) else p
+    try:
+        ino = os.stat(str(final) + ".lock").st_ino
+        with open("/proc/locks") as f:
+            return any(line.split()[1] == "FLOCK" and line.split()[5].endswith(f":{ino}") for line in f
+                       if len(line.split()) > 5)
+    except OSError:
+        return False
+
+
 def _with_retries(fn: Callable, path, *args, **kwargs):  # noqa: ANN001, ANN202
-    """Retry a torn read of an unfinished store while its writer is seen writing (the file changes
-    between tries: a busy writer can be mid-flush on several tries in a row), and give up after
-    PARTIAL_RETRIES tries that saw no change (a writer that died left a file that stays torn)."""
+    """Retry a torn read of an unfinished store while its writer is alive (it holds the store's
+    lock, or the file changes between tries: a busy or starved writer can be mid-flush on many
+    tries in a row), for at most PARTIAL_RETRY_S; give up after PARTIAL_RETRIES tries that saw
+    no change and no writer (one that died left a file that stays torn)."""
     partial = _reads_partial(path)
     still, state = 0, _file_state(path)
     deadline = time.monotonic() + PARTIAL_RETRY_S
@@ -86,7 +101,7 @@ def _with_retries(fn: Callable, path, *args, **kwargs):  # noqa: ANN001, ANN202
             if isinstance(e, StoreError) and not isinstance(e, (StoreCorrupted, StoreUnreadable)):
                 raise  # the user's mistake (no such feature, incomplete store), not a race
             now = _file_state(path)
-            still = 0 if now != state else still + 1
+            still = 0 if now != state or _writer_holds_lock(path) else still + 1
             state = now
             if still >= PARTIAL_RETRIES or time.monotonic() > deadline or not _reads_partial(path):
                 raise

@@ -35,13 +35,16 @@ def test_bad_weights_name_lists_valid():
         create_backbone("resnet18", "IMAGENET_V9")
 
 
-def test_missing_hub_weights_say_where_and_how(tmp_path, monkeypatch):
+def test_missing_hub_weights_offline_say_where_and_how(tmp_path, monkeypatch):
+    from extract.fetch import WeightsError
+
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    with pytest.raises(BackboneError) as e:
-        create_backbone("resnet18")  # DEFAULT, not cached, and never downloaded
+    monkeypatch.setenv("FEATCACHE_OFFLINE", "1")
+    with pytest.raises(WeightsError) as e:
+        create_backbone("resnet18")  # DEFAULT, not cached, offline: never fetched
     msg = str(e.value)
     assert str(tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth") in msg
-    assert "--weights FILE" in msg
+    assert "pipeline.py backbones --fetch resnet18" in msg
 
 
 def test_hub_cache_is_honoured_offline(tmp_path, monkeypatch):

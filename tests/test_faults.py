@@ -386,3 +386,18 @@ def test_a_full_disk_in_the_converted_network_cache_costs_only_time(tmp_path, mo
     assert modelcache.save_network("lite0", "k" * 40, write, {}) is None
     assert "model cache: cannot write" in caplog.text and "No space left on device" in caplog.text
     assert not any((tmp_path / "home" / "openvino").iterdir())  # the half-written entry is gone
+
+
+def test_a_live_writer_is_seen_through_its_lock_without_taking_it(tmp_path):
+    """A torn read is retried for as long as the writer holds the store's lock (a starved writer may
+    not touch the file for seconds); the check reads /proc/locks, so a starting writer never fails."""
+    from store.read import _writer_holds_lock
+    from store.write import write_lock
+
+    out = tmp_path / "s.h5"
+    assert not _writer_holds_lock(partial_path(out))
+    with write_lock(out):
+        assert _writer_holds_lock(partial_path(out)) and _writer_holds_lock(out)
+        with write_lock(tmp_path / "other.h5"):  # another store's lock is not this one's
+            pass
+    assert not _writer_holds_lock(out)
