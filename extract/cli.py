@@ -157,6 +157,15 @@ def main_merge(args: argparse.Namespace) -> int:
     return 0
 
 
+def main_export(args: argparse.Namespace) -> int:
+    from store.export import export
+
+    meta = export(args.store, args.out, args.format, list(args.features) if args.features else None)
+    files = ", ".join(f["file"] for f in meta["features"].values())
+    print(f"exported {meta['rows']} rows of {len(meta['features'])} feature sets to {args.out} ({files}; index.json)")
+    return 0
+
+
 def main_info(args: argparse.Namespace) -> int:
     from store import read_info
 
@@ -291,6 +300,16 @@ def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.Argu
     p.add_argument("--copy", action="store_true", help="copy the features instead of linking the shard files")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     p.set_defaults(func=main_merge)
+
+    p = sub.add_parser("export", parents=parents, help="write a store's feature sets as .npy or Parquet files",
+                       description="One file per feature set plus labels, paths and splits, streamed by chunks "
+                                   "(flat memory), with an index.json; readable by NumPy/FAISS (npy) or "
+                                   "pandas/polars/pyarrow (parquet).")
+    p.add_argument("store", help="FILE.h5")
+    p.add_argument("--format", default="npy", choices=("npy", "parquet"), help="npy (default) or parquet")
+    p.add_argument("--out", required=True, help="folder to write (created)")
+    p.add_argument("--features", type=_csv_list, default=None, help="feature sets to write (default: all)")
+    p.set_defaults(func=main_export)
 
     p = sub.add_parser("info", parents=parents, help="show what a feature store holds")
     p.add_argument("store", help="FILE.h5 (or its unfinished FILE.h5.partial)")
