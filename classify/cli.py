@@ -127,6 +127,36 @@ def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.Argu
     add_arguments(p)
     p.set_defaults(func=main)
 
+    p = sub.add_parser("audit", parents=parents, help="duplicates and leaks, label issues and outliers of a store",
+                       description="One cosine kNN search over the cached features: near-duplicate pairs (flagged "
+                                   "when they cross splits: leaks), label-issue candidates (confident learning's "
+                                   "self-confidence on out-of-fold probabilities) and outliers, ranked worst first, "
+                                   "in OUT/audit.json.")
+    p.add_argument("store", help="FILE.h5")
+    p.add_argument("--feature", default=None, help="feature set (default: the store's default)")
+    p.add_argument("--out", required=True, help="folder for audit.json")
+    p.add_argument("--k", type=int, default=10, help="neighbours per row (default 10)")
+    p.set_defaults(func=main_audit)
+
+
+def main_audit(args: argparse.Namespace) -> int:
+    from classify.audit import audit, write_audit
+
+    if args.k < 1:
+        raise ValueError(f"--k {args.k}: expected an integer >= 1")
+    result = audit(args.store, args.feature, args.k)
+    path = write_audit(result, args.out)
+    c = result["counts"]
+    print(f"audit of {result['rows']} rows ({result['feature']}) in {result['seconds']:.1f} s: "
+          f"{c['duplicate_pairs']} duplicate pairs (cosine >= {result['duplicate_threshold']:.3f}; "
+          f"{c['cross_split']} across splits, {c['exact']} exact), {len(result['label_issues'])} label-issue "
+          f"candidates, {len(result['outliers'])} outliers ranked -> {path}")
+    for d in [d for d in result["duplicates"] if d["cross_split"]][:5]:
+        print(f"  leak? {d['paths'][0]} ({d['splits'][0]}) ~ {d['paths'][1]} ({d['splits'][1]}) {d['similarity']:.4f}")
+    for li in result["label_issues"][:5]:
+        print(f"  label? {li['path']}: given {li['given']}, looks like {li['suggested']} (p={li['score']:.3f})")
+    return 0
+
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m classify.cli", description=DESCRIPTION, epilog=EPILOG,
