@@ -12,25 +12,11 @@ the audit needs an approximate index, which this measures the need for. Label is
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "bench"))
-
-from synthetic import make_store  # noqa: E402
-
-CHILD = """
-import sys, time
-sys.path.insert(0, {root!r})
-import pipeline
-code = pipeline.main(["audit", {store!r}, "--out", {out!r}, "-q"])
-hwm = next(int(l.split()[1]) for l in open("/proc/self/status") if l.startswith("VmHWM"))
-print(hwm / 1024, code)
-"""
+from common import pipeline_in_child
+from synthetic import make_store
 
 
 def main() -> None:
@@ -43,13 +29,8 @@ def main() -> None:
         for rows in (int(r) for r in args.rows.split(",")):
             store = Path(tmp) / f"s{rows}.h5"
             make_store(store, rows, args.dim, classes=100)
-            t = time.perf_counter()
-            r = subprocess.run([sys.executable, "-c", CHILD.format(root=str(ROOT), store=str(store),
-                                                                   out=str(Path(tmp) / f"a{rows}"))],
-                               capture_output=True, text=True)
-            if r.returncode != 0:
-                raise SystemExit(r.stderr[-2000:])
-            print(f"{rows:8d} {time.perf_counter() - t:7.1f} {float(r.stdout.split()[-2]):11.0f}")
+            wall, _, rss = pipeline_in_child(["audit", str(store), "--out", str(Path(tmp) / f"a{rows}"), "-q"])
+            print(f"{rows:8d} {wall:7.1f} {rss:11.0f}")
 
 
 if __name__ == "__main__":

@@ -141,3 +141,30 @@ def synthetic_set(root: Path, n: int, seed: int = 0) -> Path:
         img.save(d / f"{i:05d}.jpg", quality=88)
     (out / ".done").touch()
     return out
+
+
+_PIPELINE_CHILD = """
+import sys, time
+sys.path.insert(0, {root!r})
+import pipeline
+t = time.perf_counter()
+code = pipeline.main({argv!r})
+hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM"))
+print(time.perf_counter() - t, hwm / 1024, code)
+"""
+
+
+def pipeline_in_child(argv: list[str]) -> tuple[float, float, float]:
+    """One ``pipeline.py`` command in a fresh process -> (wall s, in-process s, peak RSS MB).
+
+    The peak is the child's VmHWM, which an exec resets; ``ru_maxrss`` would carry the parent's."""
+    import subprocess
+
+    t = time.perf_counter()
+    r = subprocess.run([sys.executable, "-c", _PIPELINE_CHILD.format(root=str(ROOT), argv=list(argv))],
+                       capture_output=True, text=True)
+    wall = time.perf_counter() - t
+    in_process, peak, code = r.stdout.split()[-3:]
+    if r.returncode != 0 or code != "0":
+        raise SystemExit(f"pipeline.py {' '.join(argv)} failed: {r.stderr[-2000:]}")
+    return wall, float(in_process), float(peak)

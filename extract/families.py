@@ -46,15 +46,15 @@ SUGGESTED = {
 }
 
 
-def _tokens_heads(final: str, norm: str, blocks: Sequence[str], prefix: int, has_cls: bool) -> nn.ModuleDict:
-    """Heads for a token model whose ``final`` module outputs the normed (B, T, D) sequence,
+def _tokens_heads(norm: str, blocks: Sequence[str], prefix: int, has_cls: bool) -> nn.ModuleDict:
+    """Heads for a token model whose final ``norm`` module outputs the normed (B, T, D) sequence,
     ``prefix`` tokens (class, registers) before the patches; no class-token heads without one (SigLIP)."""
-    heads = {"patch": FeatureHead((final,), (), lambda a, m: a[0][:, prefix:].mean(1),
+    heads = {"patch": FeatureHead((norm,), (), lambda a, m: a[0][:, prefix:].mean(1),
                                   f"mean of the patch tokens after the final norm ({prefix} prefix tokens excluded)")}
     if not has_cls:
         return nn.ModuleDict(heads)
-    heads["cls"] = FeatureHead((final,), (), lambda a, m: a[0][:, 0], "class token after the final norm")
-    heads["cls_patch"] = FeatureHead((final,), (), lambda a, m: torch.cat([a[0][:, 0], a[0][:, prefix:].mean(1)], 1),
+    heads["cls"] = FeatureHead((norm,), (), lambda a, m: a[0][:, 0], "class token after the final norm")
+    heads["cls_patch"] = FeatureHead((norm,), (), lambda a, m: torch.cat([a[0][:, 0], a[0][:, prefix:].mean(1)], 1),
                                      "class token and patch-token mean, concatenated")
     if len(blocks) >= LAST_BLOCKS:
         last = tuple(blocks[-LAST_BLOCKS:])
@@ -86,7 +86,7 @@ def timm_presets(model: nn.Module, name: str) -> tuple[str, dict[str, str]]:
     if isinstance(blocks, (nn.Sequential, nn.ModuleList)) and "norm" in modules and hasattr(model, "num_prefix_tokens"):
         names = [f"blocks.{i}" for i in range(len(blocks))]
         has_cls = getattr(model, "cls_token", None) is not None
-        presets |= _attach(model, _tokens_heads("norm", "norm", names, int(model.num_prefix_tokens), has_cls))
+        presets |= _attach(model, _tokens_heads("norm", names, int(model.num_prefix_tokens), has_cls))
     arch = name.split(".")[0]
     head = modules.get(classifier) if isinstance(classifier, str) else None
     if "clip" in arch and isinstance(head, nn.Linear) and "ft" not in cfg.get("tag", ""):
@@ -133,5 +133,5 @@ def torchvision_presets(model: nn.Module, default: str) -> dict[str, str]:
     layers = getattr(encoder, "layers", None)
     if isinstance(layers, nn.Sequential) and hasattr(encoder, "ln") and hasattr(model, "class_token"):
         names = [f"encoder.layers.{n}" for n, _ in layers.named_children()]
-        presets |= _attach(model, _tokens_heads("encoder.ln", "encoder.ln", names, 1, True))
+        presets |= _attach(model, _tokens_heads("encoder.ln", names, 1, True))
     return presets

@@ -175,7 +175,3 @@ def hf_cached_file(repo_id: str) -> Path | None:
             return Path(hit)
     return None
 
-
-def cache_size(path: Path | None) -> str:
-    return "-" if path is None else f"{path.stat().st_size / 1e6:.1f} MB"
-

@@ -94,7 +94,7 @@ class FeatureHead(nn.Module):
     """A family's standard evaluation feature computed from other modules' activations.
 
     ``parts`` are modules whose outputs it reads, ``uses`` modules it applies to them (e.g. a
-    ViT's final ``norm``, found by name at call time, so a copied model uses its own). It has
+    ViT's final ``norm``, found by name in the hooked model, so a copied model uses its own). It has
     no parameters and is never run by the model itself: :class:`FeatureHooks` calls it as
     soon as its parts have run, so it is hooked, pooled and converted to OpenVINO like any
     layer, and a store records it under its module name (``preset.cls``).
@@ -147,6 +147,8 @@ class FeatureHooks:
         self.raw_shapes: dict[Tap, tuple[int, ...]] = {}
         self.changed_in_place: set[str] = set()  # keys a later in-place op would have changed (see _capture)
         self._heads = {t: m for t, m in self.modules.items() if isinstance(m, FeatureHead)}
+        # ``uses`` run through ``forward``, not ``__call__``: no hook (another head's part) sees them
+        self._head_uses = {t: [find_module(model, u).forward for u in h.uses] for t, h in self._heads.items()}
         self._head_acts: dict[Tap, dict[int, Tensor]] = {}
 
     def _part(self, tap: Tap, i: int, value: object) -> None:
@@ -157,8 +159,7 @@ class FeatureHooks:
         acts[i] = _first_tensor(value)
         head = self._heads[tap]
         if len(acts) == len(head.parts):
-            # ``uses`` run through ``forward``, not ``__call__``: no hook (another head's part) sees them
-            head([acts[j] for j in range(len(head.parts))], [find_module(self.model, u).forward for u in head.uses])
+            head([acts[j] for j in range(len(head.parts))], self._head_uses[tap])
 
     def _capture(self, tap: Tap, value: object) -> None:
         if tap in self._fired:

@@ -75,9 +75,9 @@ def _writer_holds_lock(path: str | os.PathLike) -> bool:
     final = p.with_name(p.name[: -len(PARTIAL_SUFFIX)]) if p.name.endswith(PARTIAL_SUFFIX) else p
     try:
         ino = os.stat(str(final) + ".lock").st_ino
-        with open("/proc/locks") as f:
-            return any(line.split()[1] == "FLOCK" and line.split()[5].endswith(f":{ino}") for line in f
-                       if len(line.split()) > 5)
+        with open("/proc/locks") as f:  # "1: FLOCK  ADVISORY  WRITE <pid> <maj>:<min>:<inode> 0 EOF"
+            fields = [line.split() for line in f]
+        return any(len(x) > 5 and x[1] == "FLOCK" and x[5].endswith(f":{ino}") for x in fields)
     except OSError:
         return False
 
