@@ -3,7 +3,7 @@
 
     python pipeline.py extract  --data DIR|CSV --backbone NAME --out F.h5
     python pipeline.py classify --features F.h5 --models all --out RUN_DIR
-    python pipeline.py predict  --model M.joblib IMAGES...|DIR --out preds.csv
+    python pipeline.py predict  --model M.skops IMAGES...|DIR --out preds.csv
     python pipeline.py run      --data DIR --backbones efficientnet_lite0,resnet50 --out RUN_DIR
     python pipeline.py report   RUN_DIR
     python pipeline.py finetune --data DIR --backbone NAME --out DIR [--run-dir RUN_DIR]
@@ -38,6 +38,10 @@ def _add_common(p: argparse.ArgumentParser, default: object = False) -> argparse
     w.add_argument("--weights-mirror", metavar="URL", default=None if default is False else default,
                    help="fetch torchvision's weights from URL instead of https://download.pytorch.org "
                         "(also FEATCACHE_WEIGHTS_MIRROR)")
+    m = p.add_argument_group("model files")
+    m.add_argument("--trust-pickle", action="store_true", default=default,
+                   help="load .joblib models of older versions, which are pickles: unpickling runs any code the "
+                        "file names, so only for files whose author you trust (also FEATCACHE_TRUST_PICKLE=1)")
     return p
 
 
@@ -84,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         from extract.fetch import set_options
 
         set_options(args.offline, args.weights_mirror)
+        if args.trust_pickle:  # read by classify.persist.load_model; restored below (tests call main in-process)
+            os.environ["FEATCACHE_TRUST_PICKLE"] = "1"
         code = int(args.func(args) or 0)
         if args.verbose:
             _print_costs()
@@ -116,6 +122,9 @@ def main(argv: list[str] | None = None) -> int:
             return EXIT_BAD_INPUT
         log.exception("failed")  # the last line of defence prints the trace once
         return EXIT_FAILURE
+    finally:
+        if args.trust_pickle:
+            os.environ.pop("FEATCACHE_TRUST_PICKLE", None)
 
 
 if __name__ == "__main__":

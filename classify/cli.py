@@ -136,6 +136,8 @@ def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.Argu
     p.add_argument("--feature", default=None, help="feature set (default: the store's default)")
     p.add_argument("--out", required=True, help="folder for audit.json")
     p.add_argument("--k", type=int, default=10, help="neighbours per row (default 10)")
+    p.add_argument("--map-points", type=int, default=2000,
+                   help="rows drawn on the 2-D map in audit.json (PCA, then UMAP or t-SNE; 0: no map; default 2000)")
     p.set_defaults(func=main_audit)
 
 
@@ -144,7 +146,9 @@ def main_audit(args: argparse.Namespace) -> int:
 
     if args.k < 1:
         raise ValueError(f"--k {args.k}: expected an integer >= 1")
-    result = audit(args.store, args.feature, args.k)
+    if args.map_points < 0:
+        raise ValueError(f"--map-points {args.map_points}: expected an integer >= 0")
+    result = audit(args.store, args.feature, args.k, map_points=args.map_points)
     path = write_audit(result, args.out)
     c = result["counts"]
     print(f"audit of {result['rows']} rows ({result['feature']}) in {result['seconds']:.1f} s: "

@@ -28,7 +28,7 @@ from store.files import atomic_write, safe_name, sha256_file
 
 log = logging.getLogger(__name__)
 
-RESUME_FORMAT = 2  # 2: final_fit (models refit on train+val under cv); bump when a result's meaning changes, so that older records are refitted
+RESUME_FORMAT = 3  # 2: final_fit (models refit on train+val under cv); 3: models saved as skops, not pickles; bump when a result's meaning changes, so that older records are refitted
 FINISHED_DIR = "finished"
 
 

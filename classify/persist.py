@@ -1,13 +1,17 @@
-"""Save and load trained models: a joblib pickle, its sha256 sidecar, and the feature spec.
+"""Save and load trained models: a skops file (arrays + JSON, no code), its sha256 sidecar, the feature spec.
 
 A model is only usable on features made exactly like its training features, so the file
 carries the store's spec (backbone, weights, transform, ...), feature key, cache key and
 class names. Files are written to a temporary name and renamed, so a crash never leaves a
 half model at the final path.
 
-Security: a joblib file is a pickle, and unpickling runs code. ``load_model`` checks the
-sidecar checksum before unpickling, which catches corruption and accidental edits, not an
-attacker who can rewrite both files. Never load models from untrusted sources.
+Security: a model file is something users share, and unpickling runs whatever code the file
+names; the sidecar checks integrity, not intent (whoever writes the model can write its
+sidecar). So models are written with skops.io: numpy arrays and a JSON schema of the objects,
+rebuilt only from the types listed in ``TRUSTED`` (scikit-learn's own, audited by skops, plus
+this project's estimators, whose state is plain arrays). ``load_model`` lists every type a file
+names *before* constructing anything and refuses one outside that list. Older ``.joblib``
+pickles load only with ``trust_pickle=True`` (``--trust-pickle``).
 """
 
 from __future__ import annotations
@@ -22,13 +26,40 @@ from typing import Any
 
 import joblib
 import sklearn
+import skops
+import skops.io as sio
 
 from store.files import atomic_write, replace_atomically, sha256_file  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
 SIDECAR_SUFFIX = ".sha256"
-FORMAT_VERSION = 1
+MODEL_SUFFIX = ".skops"
+FORMAT_VERSION = 2  # 1: a joblib pickle; 2: skops
+ZIP_MAGIC = b"PK\x03\x04"  # a skops file is a zip archive
+# Types a model file may name beyond skops's own safe defaults (scikit-learn's estimators, numpy,
+# builtins). Each is a plain-data object whose state skops stores as arrays and JSON; the test
+# test_every_zoo_model_round_trips_through_skops fails when a new model needs another.
+TRUSTED = (
+    "classify.persist.SavedModel",
+    "classify.chunkmap.ChunkMap",
+    "classify.kernel_svm.RBFSVC",
+    "classify.knn.CosineKNN",
+    "classify.knn.SweptKNN",
+    "classify.linear_probe.LinearProbe",
+    "classify.models.GroupedCalibratedClassifierCV",
+    "classify.preprocess.CappedPCA",
+    "classify.splits.RepeatedSmallDataKFold",
+    "classify.splits.SmallDataKFold",
+    "classify.splits.StratifiedHoldout",
+    "classify.sweep.Sweep",
+    "classify.torch_heads.TorchHead",  # its torch module is stored as a state dict of arrays
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
+    "sklearn.ensemble._hist_gradient_boosting.binning._BinMapper",
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.tree._tree.Tree",
+)
 
 
 @dataclass
@@ -55,13 +86,15 @@ def sidecar_path(path: str | os.PathLike) -> Path:
 
 
 def save_model(saved: SavedModel, path: str | os.PathLike) -> Path:
-    """Write ``path`` and ``path.sha256`` (``sha256sum -c`` format), each atomically."""
+    """Write ``path`` (skops) and ``path.sha256`` (``sha256sum -c`` format), each atomically."""
     path = Path(path)
     if not path.parent.is_dir():
         raise ValueError(f"{path}: directory {path.parent} does not exist")
     if not saved.versions:
         saved.versions = _versions()
-    digest = replace_atomically(path, lambda f: joblib.dump(saved, f))
+    saved.format_version = FORMAT_VERSION
+    data = sio.dumps(saved)
+    digest = replace_atomically(path, lambda f: f.write(data), size=len(data))
     # Model first, sidecar second: a crash in between leaves a mismatch, which load refuses.
     atomic_write(sidecar_path(path), f"{digest}  {path.name}\n")
     log.debug("saved %s (sha256 %s)", path, digest[:12])
@@ -81,8 +114,11 @@ def sidecar_digest(path: str | os.PathLike) -> str:
     return text[0].lower()
 
 
-def load_model(path: str | os.PathLike) -> SavedModel:
-    """Verify ``path`` against its sidecar, then unpickle it. Never load untrusted files."""
+def load_model(path: str | os.PathLike, trust_pickle: bool = False) -> SavedModel:
+    """Verify ``path`` against its sidecar, check every type it names, then build it.
+
+    A pickle (an older ``.joblib`` model, or any file that is not a skops archive) is refused
+    unless ``trust_pickle``: unpickling runs whatever code the file names."""
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"{path}: no such model file")
@@ -91,7 +127,17 @@ def load_model(path: str | os.PathLike) -> SavedModel:
     if not hmac.compare_digest(actual, expected):
         raise ValueError(f"{path}: sha256 {actual[:12]}... does not match its sidecar ({expected[:12]}...); "
                          "the file was changed or corrupted, refusing to load it")
-    saved = joblib.load(path)
+    with open(path, "rb") as f:
+        head = f.read(len(ZIP_MAGIC))
+    if head == ZIP_MAGIC:
+        saved = _load_skops(path)
+    elif not (trust_pickle or os.environ.get("FEATCACHE_TRUST_PICKLE") == "1"):
+        raise ValueError(f"{path}: not a skops model but a pickle (the .joblib format of older versions); "
+                         "loading it would run any code it names, and its sidecar proves integrity, not intent: "
+                         "pass --trust-pickle only if you trust whoever wrote it, or retrain to get a .skops model")
+    else:
+        log.warning("%s: unpickling a model file (--trust-pickle)", path)
+        saved = joblib.load(path)
     if not isinstance(saved, SavedModel):
         raise ValueError(f"{path}: holds a {type(saved).__name__}, not a model saved by classify")
     if saved.versions.get("sklearn") not in (None, sklearn.__version__):
@@ -100,10 +146,30 @@ def load_model(path: str | os.PathLike) -> SavedModel:
     return saved
 
 
+def untrusted_types(path: str | os.PathLike) -> list[str]:
+    """The types a skops file names that neither skops's defaults nor ``TRUSTED`` cover (nothing is built)."""
+    try:
+        named = sio.get_untrusted_types(file=path)
+    except Exception as e:  # noqa: BLE001 - a damaged or hand-made archive: zip, JSON or schema errors
+        raise ValueError(f"{path}: not a readable skops model ({type(e).__name__}: {e})") from None
+    return sorted(set(named) - set(TRUSTED))
+
+
+def _load_skops(path: Path) -> Any:
+    refused = untrusted_types(path)
+    if refused:
+        raise ValueError(f"{path}: names types this tool does not trust ({', '.join(refused[:4])}"
+                         f"{', ...' if len(refused) > 4 else ''}); refusing to load it, nothing was built")
+    try:
+        return sio.load(path, trusted=list(TRUSTED))
+    except (ImportError, AttributeError, TypeError, KeyError, ValueError) as e:
+        raise ValueError(f"{path}: cannot rebuild the model ({type(e).__name__}: {e})") from None
+
+
 def _versions() -> dict:
     import numpy
 
-    versions = {"sklearn": sklearn.__version__, "numpy": numpy.__version__, "joblib": joblib.__version__}
-    if "torch" in sys.modules:  # a torch head pickles an nn.Module
+    versions = {"sklearn": sklearn.__version__, "numpy": numpy.__version__, "skops": skops.__version__}
+    if "torch" in sys.modules:  # a torch head's weights
         versions["torch"] = sys.modules["torch"].__version__
     return versions

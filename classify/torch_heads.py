@@ -159,6 +159,27 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         log.debug("%s: best epoch %d of %d (val loss %.4f)", type(self).__name__, best_epoch, len(history), best_loss)
         return history
 
+    def __getstate__(self) -> dict:
+        """The fitted module as a state dict of numpy arrays: a model file then holds arrays only
+        (classify.persist writes it with skops, which builds no torch object from a file)."""
+        state = dict(super().__getstate__())  # a copy: object.__getstate__ returns the live __dict__
+        module = state.pop("module_", None)
+        if module is not None:
+            state["weights_"] = {k: v.detach().cpu().numpy() for k, v in module.state_dict().items()}
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        weights = state.pop("weights_", None)
+        super().__setstate__(state)
+        if weights is not None:
+            import torch
+
+            net = _build_net(torch, int(self.n_features_in_), len(self.classes_), tuple(self.hidden), self.dropout,
+                             self.batchnorm)
+            net.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in weights.items()})
+            self.module_ = net.eval()
+
     def predict_proba(self, X) -> np.ndarray:
         check_is_fitted(self, "module_")
         X = validate_data(self, X, reset=False, dtype=np.float32)

@@ -30,7 +30,7 @@ from classify.features import FeatureSet, Split, load_features
 from classify.knn import SweptKNN
 from classify.linear_probe import LinearProbe
 from classify.models import Build, build_model, candidate, get_entry, resolve_models
-from classify.persist import SavedModel, save_model
+from classify.persist import MODEL_SUFFIX, SavedModel, save_model
 from store.files import safe_name
 from store.interrupt import StopAfterCurrent
 from classify.preprocess import parse_preprocess
@@ -281,7 +281,7 @@ def fit_one(name: str, data: FeatureSet, *, out_dir: Path, jobs: int = 1, seed: 
                                      spec=data.spec, cache_key=data.cache_key, store=str(Path(data.store).resolve()),
                                      preprocess=steps, views=data.n_views if views else 0, tta=t or "none",
                                      fitted_on=final_fit),
-                          out_dir / "models" / f"{safe_name(data.feature)}__{safe_name(full)}.joblib")
+                          out_dir / "models" / f"{safe_name(data.feature)}__{safe_name(full)}{MODEL_SUFFIX}")
         cv_extra = {}
         if t in cv:
             record, proba = cv[t]
@@ -353,7 +353,7 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
     ``views``: train on the store's augmented views too (``auto``: when it has them; ``both``:
     each model with and without, as separate rows). ``tta``: ``flip`` scores the average of the
     center and mirrored crops (``both``: with and without). Writes
-    ``out_dir/models/<feature>__<model>.joblib`` (+ ``.sha256``), ``metrics.json``,
+    ``out_dir/models/<feature>__<model>.skops`` (+ ``.sha256``), ``metrics.json``,
     ``metrics.csv`` and ``summary.md``; returns one :class:`ModelResult` per model and variant.
 
     ``protocol``: how models are selected (``auto`` sizes it from rows, dimensions and classes;

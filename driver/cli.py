@@ -21,7 +21,8 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
     p.add_argument("--config", help="YAML or JSON file with the same option names; flags override it")
     p.add_argument("--data", action="append",
-                   help="image folder or CSV (as for extract); repeat it for one report across several datasets")
+                   help="image folder, CSV, or uncompressed webdataset tar shards, quoted: 'shards/train-{000..009}.tar' "
+                        "(as for extract); repeat it for one report across several datasets")
     p.add_argument("--out", help="run directory for results, models and the report")
     p.add_argument("--backbones", type=_csv, help="comma list (default efficientnet_lite0,efficientnet_lite1,efficientnet_lite2)")
     p.add_argument("--models", type=_csv, help="comma list of classifiers, 'default' or 'all'")
@@ -50,6 +51,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ensembles", action=argparse.BooleanOptionalAction, default=None,
                    help="add ensemble rows: the two best feature sets concatenated, and a soft vote of the tied "
                         "group (default on)")
+    p.add_argument("--audit", action=argparse.BooleanOptionalAction, default=None,
+                   help="audit the best model's feature set: near-duplicates and train/test leaks (with the "
+                        "accuracy once leaked test images are dropped), label issues, outliers, the nearest "
+                        "train images of mistakes and a 2-D map, in the report and RUN_DIR/report/audit.json "
+                        "(default on)")
     p.add_argument("--finetune", choices=("off", "auto", "on"),
                    help="add a fine-tuned row: the first backbone's last 3 blocks, LP-FT from the run's logreg "
                         "(default auto: only with a GPU, where it costs seconds; on a CPU it cost minutes and "
@@ -71,7 +77,7 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
 
 FLAG_KEYS = ("data", "out", "backbones", "layers", "pools", "models", "weights", "cache_dir", "batch_size",
              "workers", "device", "runtime", "precision", "jobs", "seed", "tensorboard", "image_root", "views",
-             "train_on_views", "tta", "protocol", "budget", "select", "final_fit", "metric", "finetune", "few_shot", "ensembles",
+             "train_on_views", "tta", "protocol", "budget", "select", "final_fit", "metric", "finetune", "few_shot", "ensembles", "audit",
              "loader", "draft", "fold_bn", "preprocess", "dtype", "compression", "channels_last",
              "max_pixels", "allow_outside_root", "view_seed", "view_scale", "force", "resume")
 
@@ -114,8 +120,10 @@ def add_predict_subcommand(sub: argparse._SubParsersAction, parents: list[argpar
     p = sub.add_parser("predict", parents=parents, help="classify new images with a saved model",
                        description="Re-extract features for new images exactly as the model's training features "
                                    "were made (backbone, weights, layer, pooling, transform), then predict. "
-                                   "Only load models you trust: a model file is a pickle.")
-    p.add_argument("--model", required=True, help="a .joblib model saved by classify (checked against its .sha256)")
+                                   "A .skops model file runs no code when loaded: every type it names is checked "
+                                   "against a list before anything is built.")
+    p.add_argument("--model", required=True, help="a .skops model saved by classify (checked against its .sha256; older .joblib pickles "
+                        "need --trust-pickle), or a fine-tuned .pt")
     p.add_argument("images", nargs="*", help="image files and/or folders")
     p.add_argument("--features", help="predict on a feature store instead of images (must match the model's spec)")
     p.add_argument("--weights", help="the backbone weights FILE, when the model was trained on one")

@@ -65,6 +65,7 @@ class RunConfig:
     finetune: str = "auto"  # a fine-tuned row (driver.finetune_rows): off | auto (with a GPU) | on
     few_shot: bool = True  # the few-shot curve of every feature set
     ensembles: bool = True  # concat of the two best feature sets, soft vote of the tied group
+    audit: bool = True  # duplicates, leaks, label issues of the best model's feature set (classify.audit)
     resume: bool = True  # classify --no-resume sets False: refit what an earlier run finished
     extra: dict = field(default_factory=dict, compare=False)
 
@@ -98,10 +99,13 @@ def _data_tuple(value: object) -> tuple[str, ...]:
 
 
 def dataset_names(paths: tuple[str, ...]) -> list[str]:
-    """Report names of the datasets: each folder's (or CSV's) name, made unique with a suffix."""
+    """Report names of the datasets: each folder's (CSV's, shards' folder's) name, made unique with a suffix."""
     names: list[str] = []
     for p in paths:
-        base = Path(p.rstrip("/")).stem or "data"
+        path = Path(p.rstrip("/"))
+        if any(c in path.name for c in "{*?[") and path.name.lower().endswith(".tar"):
+            path = path.parent  # tar shards 'DIR/train-{000..009}.tar': the folder names the dataset
+        base = path.stem or "data"
         name, i = base, 2
         while name in names:
             name, i = f"{base}-{i}", i + 1
@@ -142,7 +146,7 @@ def resolve(file_values: dict, flag_values: dict, source: str = "--config") -> R
     for key in LIST_KEYS & set(merged):
         merged[key] = _as_tuple(key, merged[key])
     merged["data"] = _data_tuple(merged["data"])
-    for key in ("few_shot", "ensembles", "draft", "fold_bn", "channels_last", "allow_outside_root",
+    for key in ("few_shot", "ensembles", "audit", "draft", "fold_bn", "channels_last", "allow_outside_root",
                 "force", "resume"):
         if key in merged and not isinstance(merged[key], bool):
             raise ConfigError(f"{key}: expected true or false, got {merged[key]!r}")

@@ -175,6 +175,17 @@ def run_backbones(cfg: RunConfig, data: str, name: str, cls_dir: Path, budget: R
     return recs, rows, skipped, curves
 
 
+def run_audit(rows: list[dict], cfg: RunConfig, out: Path) -> dict | None:
+    """The best model's audit; one that cannot be made is a warning, never the run's failure."""
+    from driver.audit import audit_best
+
+    try:
+        return audit_best(rows, cfg.to_dict(), out)
+    except (ValueError, OSError, MemoryError) as e:
+        log.warning("audit left out: %s", e)
+        return None
+
+
 def run(cfg: RunConfig, progress: bool = True) -> dict:
     from driver.config import dataset_names
     from driver.ensembles import ensemble_rows
@@ -187,7 +198,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     multi = len(cfg.data) > 1
     names = dataset_names(cfg.data) if multi else [""]
     stores, results, skipped, few_shot = [], [], [], []
-    phases = {"extract_and_classify_s": 0.0, "ensembles_s": 0.0, "finetune_s": 0.0}  # for bench/small_n.py
+    phases = {"extract_and_classify_s": 0.0, "ensembles_s": 0.0, "finetune_s": 0.0, "audit_s": 0.0}  # bench/small_n.py
+    audits: dict[str, dict] = {}
     budget = RunBudget.parse(cfg.budget)
     for data, name in zip(cfg.data, names):
         cls_dir = out / "classify" / safe_name(name) if multi else out / "classify"
@@ -206,6 +218,12 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         phases["finetune_s"] += time.perf_counter() - t
         rows += tuned  # after the ensembles: a vote reads its members' saved feature models
         skip += why
+        t = time.perf_counter()
+        if cfg.audit:
+            found = run_audit(rows, cfg, out)
+            if found:
+                audits[name] = found
+        phases["audit_s"] += time.perf_counter() - t
         results += rows
         skipped += skip
         few_shot += curves
@@ -213,7 +231,10 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     summary = {"config": cfg.to_dict(), "budget_s": budget.total_s, "extraction": stores, "results": results, "skipped": skipped,
                "few_shot": few_shot, **({"datasets": dict(zip(names, cfg.data))} if multi else {}),
                "seconds": time.perf_counter() - t0, "phases": phases}
+    from driver.audit import AUDIT_FILE, write_run_audit
     from store.results import write_run
 
+    if not write_run_audit(audits, out):
+        (out / "report" / AUDIT_FILE).unlink(missing_ok=True)  # an earlier run's audit would describe other rows
     write_run(out, summary)  # rows other producers added (finetune --run-dir) are kept
     return summary

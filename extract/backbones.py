@@ -81,8 +81,16 @@ def list_backbones() -> list[str]:
 def load_tensors(path: Path, label: str, what: str, error: type[Exception] = ValueError) -> object:
     """``torch.load`` of tensors and plain values only (``weights_only``: no pickled code runs);
     a file torch cannot read is one line: ``<label>: not a loadable <what> (...)``."""
+    import pickle
+    import warnings
+
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # "Detected pickle protocol 4...": the one-line error below says it
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:  # torch's text advises weights_only=False: exactly what must not happen
+        raise error(f"{label}: refused: the file names code or types beyond tensors and plain values, so it "
+                    f"is not a {what} (nothing in it was run)") from None
     except Exception as e:  # noqa: BLE001 - torch raises many types for a bad file
         first = (str(e).splitlines() or [""])[0]
         raise error(f"{label}: not a loadable {what} ({type(e).__name__}: {first})") from None

@@ -37,7 +37,9 @@ def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -
     """Every extraction option, declared once: ``extract`` (``with_io``: data, out, backbone,
     overwrite, engine, shard) and ``run`` (the rest, the same names and meanings)."""
     if with_io:
-        p.add_argument("--data", required=True, help="image folder (train/ val/ test/ or class folders) or a CSV")
+        p.add_argument("--data", required=True,
+                       help="image folder (train/ val/ test/ or class folders), a CSV, or uncompressed webdataset "
+                            "tar shards, quoted: 'shards/train-{000..009}.tar' (braces and globs)")
         p.add_argument("--out", required=True, help="the HDF5 store to write (FILE.h5)")
         add_model_arguments(p)
     g = p.add_argument_group("features")

@@ -5,12 +5,16 @@ not an image, unreadable, a dangling link, a decompression bomb). ``load_image``
 each of those into an ``ImageError`` with a short reason, so the run records the row
 as failed and goes on; it never lets a PIL exception, warning or half-decoded image out.
 
+A path may also name a member of an uncompressed tar shard (``SHARD.tar/train/ants/1.jpg``),
+read by offset through ``store.tar_members``, imported only when such a path comes.
+
 Only PIL, numpy and the standard library: this module must stay cheap to import in
 DataLoader workers and usable without torch.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 import warnings
@@ -116,6 +120,8 @@ def _open_file(path: str | os.PathLike) -> BinaryIO:
         if st.st_size == 0:
             raise ImageError("empty file (0 bytes)")
         return open(path, "rb")
+    except NotADirectoryError:  # a path through a regular file: a member of a tar shard, or a mistake
+        return _open_member(path)
     except FileNotFoundError:
         if os.path.islink(path):
             raise ImageError(f"broken symlink (-> {os.readlink(path)})") from None
@@ -124,6 +130,27 @@ def _open_file(path: str | os.PathLike) -> BinaryIO:
         raise ImageError("permission denied") from None
     except OSError as e:  # a link loop, a name too long, an I/O error on the disk
         raise ImageError(f"cannot open file: {e.strerror or e}") from None
+
+
+def _open_member(path: str | os.PathLike) -> BinaryIO:
+    """A tar shard member's bytes (``SHARD.tar/name.jpg``), with the same reasons as a plain file's."""
+    from store import tar_members  # here, not above: the store package brings h5py, which plain files never need
+
+    split = tar_members.split_member_path(path)
+    if split is None:
+        raise ImageError("cannot open file: Not a directory")
+    shard, name = split
+    try:
+        data = tar_members.read_member(shard, name)
+    except tar_members.MemberMissing:
+        raise ImageError(f"file not found in shard {shard.name}") from None
+    except PermissionError:
+        raise ImageError(f"permission denied (shard {shard.name})") from None
+    except OSError as e:  # not a tar (any more), truncated, rewritten under us, an I/O error
+        raise ImageError(f"cannot read from shard: {e.strerror or e}") from None
+    if not data:
+        raise ImageError("empty file (0 bytes)")
+    return io.BytesIO(data)
 
 
 def _decode_reason(e: BaseException, fmt: str | None) -> str:

@@ -322,7 +322,7 @@ def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
 
     out = Path(out or p.cfg.out)
     t0 = time.perf_counter()
-    with write_lock(out):
+    with write_lock(out, wait=True):  # a second job on the same store waits, then reuses it
         status = store_status(out, p.cache_key, p.spec, p.cfg.overwrite)
         if status == "hit":
             return make_summary(out, "hit", len(p.manifest), 0, 0.0, p)

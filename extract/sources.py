@@ -1,7 +1,8 @@
 """Image sources -> a Manifest: which files, in which order, with which labels and splits.
 
-Three kinds: an ImageFolder tree (``train/ val/ test/`` split folders, or one tree of
-class folders), a CSV of ``path,label[,split]``, or a folder of unlabeled images.
+Four kinds: an ImageFolder tree (``train/ val/ test/`` split folders, or one tree of
+class folders), a CSV of ``path,label[,split]``, a folder of unlabeled images, or tar
+shards in the webdataset layout (``shards/train-{000..009}.tar``: ``extract.tarsource``).
 The order is deterministic (sorted relative paths), so row numbers are stable across
 runs and a resume lands on the same rows.
 """
@@ -17,6 +18,7 @@ import numpy as np
 
 from extract.images import IMAGE_EXTENSIONS, list_images
 from store import Manifest
+from store.tar_members import source_stat
 
 SPLITS = ("train", "val", "test")
 PATH_COLUMNS = ("path", "file", "filename", "image", "id")
@@ -35,6 +37,11 @@ def fingerprint(root: Path, paths: list[str], labels: np.ndarray, splits: list[s
         try:
             st = os.stat(root / p)
             size, mtime = st.st_size, st.st_mtime_ns
+        except NotADirectoryError:  # SHARD.tar/member: the member's size and the shard's mtime
+            try:
+                size, mtime = source_stat(root / p)
+            except OSError:
+                size, mtime = -1, -1
         except OSError:  # a broken link or unreadable file is still a row; it errors at load
             size, mtime = -1, -1
         h.update(f"{p}\t{size}\t{mtime}\t{y}\t{s}\n".encode())
@@ -194,6 +201,11 @@ def from_files(files: list[str | os.PathLike]) -> Manifest:
 
 def build_manifest(data: str | os.PathLike, image_root: str | os.PathLike | None = None,
                    allow_outside: bool = False) -> Manifest:
+    """The Manifest of ``--data``: a CSV, tar shards (a spec ending in .tar, braces and globs allowed), or a folder."""
+    from extract.tarsource import from_shards, is_shard_spec  # it imports this module
+
+    if is_shard_spec(data) and not Path(data).is_dir():
+        return from_shards(data)
     data = Path(data)
     if data.suffix.lower() == ".csv":
         if not data.is_file():

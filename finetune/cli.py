@@ -20,7 +20,9 @@ BLOCKS_RULE = ("blocks: the model's top-level children in order, an nn.Sequentia
 def add_arguments(p: argparse.ArgumentParser) -> None:
     from extract.cli import add_model_arguments
 
-    p.add_argument("--data", required=True, help="image folder (train/ val/ [test/] or class folders) or a CSV")
+    p.add_argument("--data", required=True,
+                   help="image folder (train/ val/ [test/] or class folders), a CSV, or uncompressed webdataset "
+                        "tar shards, quoted: 'shards/train-{000..009}.tar' (as for extract)")
     add_model_arguments(p)
     p.add_argument("--out", required=True, metavar="DIR", help="folder for last.pt, best.pt and result.json")
     g = p.add_argument_group("stages")
@@ -30,7 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     g.add_argument("--unfreeze", default=None, metavar="all|N",
                    help=f"stage 2 trains all layers (default) or the last N {BLOCKS_RULE}; "
                         "`pipeline.py blocks --backbone NAME` lists them")
-    g.add_argument("--warm-start", default=None, metavar="M.joblib",
+    g.add_argument("--warm-start", default=None, metavar="M.skops",
                    help="initialise the head from a logreg saved by classify on this backbone's default features")
     g = p.add_argument_group("optimization")
     g.add_argument("--lr", type=float, default=None, help="stage-1 head LR (default 0.01 sgd, 1e-3 adamw)")

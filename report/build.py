@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 from report import plots as P
+from report.audit import audit_view, load_audits
 from report.images import Tile, load_tile
 from report.plots import Plot
 from report.provenance import Extraction, extractions
@@ -22,7 +23,7 @@ from report.render import (Section, leaderboard_table, markdown_table, misclassi
                            render_markdown)
 from report.results import Entry, Run, across_datasets, as_run, leaderboard_rows, load_run
 from store.files import atomic_write, safe_name
-from report.stores import StoreFacts, image_file, load_stores, sample_paths
+from report.stores import StoreFacts, image_file, load_store, load_stores, sample_paths
 
 log = logging.getLogger(__name__)
 
@@ -121,14 +122,20 @@ def build_report(run_dir: str | os.PathLike) -> dict[str, Path]:
     for facts in stores.values():
         if facts.problem:
             log.warning("report: store %s: %s (provenance and images are left out)", facts.named, facts.problem)
+    audits = load_audits(run.dir)
     sections = []
     for name in run.datasets if run.multi else [""]:
         part = run.for_dataset(name) if run.multi else run
-        plots, extra = make_plots(part, stores, prefix=f"{safe_name(name)}__" if name else "")
+        prefix = f"{safe_name(name)}__" if name else ""
+        plots, extra = make_plots(part, stores, prefix=prefix)
+        view = None
+        if name in audits:
+            facts = stores.get(audits[name].get("store")) or load_store(str(audits[name].get("store", "")), run.dir)
+            view = audit_view(audits[name], part, facts.source_root, prefix)
         sections.append(Section(name, part, plots, extra,
-                                [ex for ex in exs if not run.multi or (ex.record.get("dataset") or "") == name]))
+                                [ex for ex in exs if not run.multi or (ex.record.get("dataset") or "") == name], view))
     paths: dict[str, Path] = {}
-    for p in (p for sec in sections for p in sec.plots):
+    for p in (p for sec in sections for p in sec.plots + (sec.audit.plots if sec.audit else [])):
         paths[p.name.removesuffix(".png")] = atomic_write(out_dir / p.name, p.png)
     paths["leaderboard_json"] = atomic_write(out_dir / "leaderboard.json", leaderboard_json(run))
     paths["leaderboard_csv"] = atomic_write(out_dir / "leaderboard.csv", leaderboard_csv(run))

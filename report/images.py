@@ -1,4 +1,6 @@
-"""Square thumbnails for the montages; a file that is gone or unreadable becomes a labelled grey tile."""
+"""Square thumbnails for the montages; a file that is gone or unreadable becomes a labelled grey tile.
+
+A path may name a member of a tar shard (``SHARD.tar/train/ants/1.jpg``); it is read by offset."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from store.tar_members import MemberMissing, open_source, split_member_path
 
 TILE = 160
 GREY = 200
@@ -24,13 +28,15 @@ def grey_tile(problem: str, size: int = TILE) -> Tile:
 
 def load_tile(path: Path | None, size: int = TILE) -> Tile:
     """Center-cropped square thumbnail, EXIF-rotated; never raises for a bad file."""
-    if path is None or not path.is_file():
+    if path is None or not (path.is_file() or split_member_path(path)):
         return grey_tile("missing", size)
     try:
-        with Image.open(path) as im:
+        with open_source(path) as f, Image.open(f) as im:
             im.draft("RGB", (size * 2, size * 2))  # JPEG: decode at reduced scale, much faster
             im = ImageOps.exif_transpose(im).convert("RGB")
             thumb = ImageOps.fit(im, (size, size), Image.Resampling.BICUBIC)
+    except MemberMissing:
+        return grey_tile("missing", size)
     except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError):
         return grey_tile("unreadable", size)
     return Tile(np.asarray(thumb, dtype=np.uint8))

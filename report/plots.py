@@ -249,3 +249,35 @@ def few_shot_figure(curves: Sequence[dict]) -> Figure | None:
     ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def feature_map_figure(fm: dict, leaked: set[str] = frozenset()) -> Figure | None:
+    """The audit's 2-D map: one colour per class (unlabeled grey), val/test as triangles, leaks ringed."""
+    pts = fm.get("points") or []
+    if not pts:
+        return None
+    xy = np.array([[p[0], p[1]] for p in pts], dtype=float)
+    lab = np.array([int(p[2]) for p in pts])
+    split = np.array([str(p[3]) for p in pts])
+    classes = list(fm.get("classes") or [])
+    fig = Figure(figsize=(7.5, 6.0), layout="constrained")
+    ax = fig.add_subplot()
+    cmap = colormaps["tab20" if len(classes) > 10 else "tab10"]
+    held = np.isin(split, ("val", "test"))
+    for c in np.unique(lab):
+        colour = "#9aa0a6" if c < 0 else cmap(c % cmap.N)
+        name = "unlabeled" if c < 0 else short(classes[c] if c < len(classes) else str(c), 18)
+        m = lab == c
+        ax.scatter(xy[m & ~held, 0], xy[m & ~held, 1], s=9, color=colour, alpha=0.7, linewidths=0,
+                   label=name if len(classes) <= 20 else None)
+        ax.scatter(xy[m & held, 0], xy[m & held, 1], s=16, color=colour, alpha=0.9, marker="^", linewidths=0)
+    ring = np.array([str(p[4]) in leaked for p in pts])
+    if ring.any():
+        ax.scatter(xy[ring, 0], xy[ring, 1], s=60, facecolors="none", edgecolors=BEST_COLOUR, linewidths=1.2,
+                   label="leaked")
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(fm.get("method", ""), fontsize=10)
+    if len(classes) <= 20:
+        ax.legend(fontsize=7, markerscale=1.5, loc="best", ncols=2 if len(classes) > 10 else 1)
+    return fig

@@ -13,6 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from report.audit import AuditView
 from report.plots import Plot
 from report.provenance import Extraction, environment_line, feature_rows, forward_pass_line, plural, skipped_files
 from report.results import Entry, Run
@@ -328,6 +329,7 @@ class Section:
     plots: list[Plot]
     extra: dict[str, str]
     exs: list[Extraction]
+    audit: AuditView | None = None
 
 
 def _md_section(sec: Section, h: str) -> list[str]:
@@ -347,6 +349,12 @@ def _md_section(sec: Section, h: str) -> list[str]:
         out += [f"{h}# {p.title}", "", p.caption, "", f"![{p.title}]({p.name})", ""]
     if sec.extra.get("misclassified") and not any(p.name.endswith("misclassified.png") for p in sec.plots):
         out += [sec.extra["misclassified"], ""]
+    if sec.audit:
+        out += [f"{h} Data audit", ""] + [f"- {n}" for n in sec.audit.notes] + [""]
+        for title, head, rows in sec.audit.tables:
+            out += [f"{h}# {title}", "", markdown_table(head, rows), ""]
+        for p in sec.audit.plots:
+            out += [f"{h}# {p.title}", "", p.caption, "", f"![{p.title}]({p.name})", ""]
     return out
 
 
@@ -399,10 +407,11 @@ code{font-size:12px;background:#eef1f4;padding:1px 4px;border-radius:3px}.small{
 SCRIPT = """window.addEventListener('load',function(){var n=0;document.querySelectorAll('img').forEach(function(i){
 if(!i.complete||i.naturalWidth===0)n++;});document.body.dataset.brokenImages=String(n);});"""
 
-WIDE = {"accuracy_vs_fit_time.png"}  # many labelled points: give it the page's width
+WIDE = {"accuracy_vs_fit_time.png", "audit_duplicates.png", "audit_label_issues.png", "audit_mistake_neighbours.png"}  # many labelled points: give it the page's width
 NUMERIC = {"#", "val acc", "bal acc", "macro-F1", "log loss", "test acc", "fit s", "predict s", "dim", "skipped",
            "extraction s", "img/s", "val acc [95% CI]", "test acc [95% CI]", "cv acc (mean ± sd) [95% CI]", "est. s",
-           "mean acc", "mean rank", "1", "2", "4", "8", "16", "all"}
+           "mean acc", "mean rank", "1", "2", "4", "8", "16", "all", "cosine", "p(given)", "dropped",
+           "test acc, leaks dropped", "val acc, leaks dropped", "val acc", "distance to k-th neighbour"}
 
 
 def _inline_md(text: str) -> str:
@@ -446,14 +455,25 @@ def _html_section(sec: Section, h: int) -> list[str]:
     if frows:
         parts += [f"<h{h}>Few-shot curve</h{h}>", f"<p>{_inline_md(few_shot_note(run))}</p>", html_table(fhead, frows)]
     parts += [f"<h{h}>Plots</h{h}>", '<div class="plots">']
-    for p in sec.plots:
-        wide = ' class="wide"' if p.name.split("__")[-1] in WIDE else ""
-        parts.append(f'<figure{wide}><h3>{html.escape(p.title)}</h3><figcaption>{_inline_md(p.caption)}</figcaption>'
-                     f'<img src="{data_uri(p.png)}" alt="{html.escape(p.title)}"></figure>')
+    parts += [_figure(p) for p in sec.plots]
     parts.append("</div>")
     if sec.extra.get("misclassified") and not any(p.name.endswith("misclassified.png") for p in sec.plots):
         parts.append(f"<p>{_inline_md(sec.extra['misclassified'])}</p>")
+    if sec.audit:
+        parts += [f"<h{h}>Data audit</h{h}>",
+                  '<ul class="notes">' + "".join(f"<li>{_inline_md(n)}</li>" for n in sec.audit.notes) + "</ul>"]
+        for title, head, rows in sec.audit.tables:
+            parts += [f"<h3>{html.escape(title)}</h3>", html_table(head, rows)]
+        parts.append('<div class="plots">')
+        parts += [_figure(p) for p in sec.audit.plots]
+        parts.append("</div>")
     return parts
+
+
+def _figure(p: Plot) -> str:
+    wide = ' class="wide"' if p.name.split("__")[-1] in WIDE else ""
+    return (f'<figure{wide}><h3>{html.escape(p.title)}</h3><figcaption>{_inline_md(p.caption)}</figcaption>'
+            f'<img src="{data_uri(p.png)}" alt="{html.escape(p.title)}"></figure>')
 
 
 def render_html(run: Run, exs: list[Extraction], sections: list[Section]) -> str:

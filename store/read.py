@@ -108,6 +108,17 @@ def _with_retries(fn: Callable, path, *args, **kwargs):  # noqa: ANN001, ANN202
             time.sleep(0.05 * 2 ** min(still, 4) * (0.5 + random.random()))  # jitter: not in step with its flushes
 
 
+def _json_attr(f: h5py.File, name: str, path: object, kind: type) -> object:
+    """An attribute written as JSON; anything else (a hand-made or damaged file) is one line."""
+    try:
+        value = json.loads(f.attrs[name])
+    except (ValueError, TypeError) as e:
+        raise StoreError(f"{path}: attribute {name!r} is not valid JSON ({e}); not a store this tool wrote") from None
+    if not isinstance(value, kind):
+        raise StoreError(f"{path}: attribute {name!r} is a {type(value).__name__}, expected a {kind.__name__}")
+    return value
+
+
 def _text(value: object) -> str | None:
     return None if value is None else value.decode() if isinstance(value, bytes) else str(value)
 
@@ -130,9 +141,9 @@ def read_info(path: str | os.PathLike, allow_partial: bool = True) -> StoreInfo:
             path=path,
             complete=bool(f.attrs.get("complete", False)),
             cache_key=str(f.attrs["cache_key"]),
-            spec=json.loads(f.attrs["spec"]),
-            provenance=json.loads(f.attrs["provenance"]),
-            class_names=json.loads(f.attrs["class_names"]),
+            spec=_json_attr(f, "spec", path, dict),
+            provenance=_json_attr(f, "provenance", path, dict),
+            class_names=_json_attr(f, "class_names", path, list),
             default_feature=str(f.attrs["default_feature"]),
             source_root=_text(f.attrs.get("source_root")),
             features=feats,

@@ -27,8 +27,9 @@ log = logging.getLogger(__name__)
 
 
 @contextmanager
-def write_lock(path: Path) -> Iterator[None]:
-    """An advisory lock next to the store, so a second writer fails fast and clearly."""
+def write_lock(path: Path, wait: bool = False) -> Iterator[None]:
+    """An advisory lock next to the store: a second writer fails fast and clearly, or with ``wait``
+    (two jobs sharing a cache dir) blocks until the first is done, then finds its store a hit."""
     lock_path = Path(str(path) + ".lock")
     while True:
         try:
@@ -38,8 +39,11 @@ def write_lock(path: Path) -> Iterator[None]:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            os.close(fd)  # and leave the file: it is the holder's lock
-            raise StoreError(f"{path}: another process is writing this store (lock {lock_path} is held)") from None
+            if not wait:
+                os.close(fd)  # and leave the file: it is the holder's lock
+                raise StoreError(f"{path}: another process is writing this store (lock {lock_path} is held)") from None
+            log.info("%s: another process is writing this store; waiting for it", path)
+            fcntl.flock(fd, fcntl.LOCK_EX)  # Ctrl-C interrupts the wait
         try:  # the holder may have unlinked the file between our open and our flock: then lock the new one
             if os.stat(lock_path).st_ino == os.fstat(fd).st_ino:
                 break

@@ -28,7 +28,7 @@ def test_run_writes_models_and_reports(store, tmp_path):
     assert [r.model for r in results] == FAST
     for r in results:
         assert r.val["n"] == 18 and r.test["n"] == 15 and r.val_source == "val split" and r.fit_s > 0
-        assert Path(r.model_path) == out / "models" / f"fc-in_none__{r.model}.joblib"
+        assert Path(r.model_path) == out / "models" / f"fc-in_none__{r.model}.skops"
         saved = load_model(r.model_path)
         assert saved.name == r.model and saved.store == str(Path(store).resolve()) and saved.feature == "fc:in/none"
     assert results[0].params.keys() == {"C"} and results[0].extra["cv_scoring"] == "neg_log_loss"

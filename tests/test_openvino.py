@@ -301,7 +301,7 @@ def test_predict_shards_and_merge_use_the_stores_int8_network(images, tmp_path, 
     assert read_info(merged).cache_key == read_info(whole.store).cache_key
 
     run_classify(whole.store, models=["logreg"], out_dir=tmp_path / "cls")
-    model_path = next((tmp_path / "cls" / "models").glob("*logreg.joblib"))
+    model_path = next((tmp_path / "cls" / "models").glob("*logreg.skops"))
     monkeypatch.setenv("FEATCACHE_HOME", str(tmp_path / "empty-cache"))  # the network must come from the store
     res = predict(str(model_path), [str(images / "val")], str(tmp_path / "p.csv"))
     saved, data = load_model(model_path), read_rows(whole.store, splits=["val"])

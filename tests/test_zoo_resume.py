@@ -59,9 +59,9 @@ def test_a_rerun_with_the_same_settings_fits_nothing(store, tmp_path, fits, capl
     first = zoo(store, out)
     assert fits == MODELS and metrics(out)["reused"] == []
     rec = json.loads(record(out, "logreg").read_text())
-    assert rec["label"] == "logreg" and rec["results"][0]["model"] == "models/fc-in_none__logreg.joblib"
+    assert rec["label"] == "logreg" and rec["results"][0]["model"] == "models/fc-in_none__logreg.skops"
     assert rec["key"] == finished.settings_key(rec["settings"])
-    assert rec["results"][0]["sha256"] == sidecar_digest(out / "models" / "fc-in_none__logreg.joblib")
+    assert rec["results"][0]["sha256"] == sidecar_digest(out / "models" / "fc-in_none__logreg.skops")
     assert rec["settings"]["seed"] == 0 and "jobs" not in rec["settings"]
     before = metrics(out)["results"]
 
@@ -102,16 +102,16 @@ def test_changed_settings_refit_exactly_what_they_change(store, tmp_path, fits):
 def test_a_deleted_or_changed_model_file_is_refitted_alone(store, tmp_path, fits, caplog):
     out = tmp_path / "run"
     zoo(store, out)
-    (out / "models" / "fc-in_none__knn-dino.joblib").unlink()
-    with (out / "models" / "fc-in_none__logreg.joblib").open("ab") as f:
+    (out / "models" / "fc-in_none__knn-dino.skops").unlink()
+    with (out / "models" / "fc-in_none__logreg.skops").open("ab") as f:
         f.write(b"\0")  # edited after it was recorded (its sidecar still says otherwise)
     fits.clear()
     with caplog.at_level(logging.WARNING, logger="classify.finished"):
         results = zoo(store, out)
     assert fits == ["knn-dino", "logreg"] and metrics(out)["reused"] == ["linear"]
     warned = " ".join(r.getMessage() for r in caplog.records)
-    assert "fc-in_none__knn-dino.joblib is missing" in warned and "fc-in_none__logreg.joblib: its" not in warned
-    assert "fc-in_none__logreg.joblib changed since it was recorded" in warned
+    assert "fc-in_none__knn-dino.skops is missing" in warned and "fc-in_none__logreg.skops: its" not in warned
+    assert "fc-in_none__logreg.skops changed since it was recorded" in warned
     for r in results:  # the refits replaced their records and sidecars: the next run reuses all
         assert sha256_file(r.model_path) == sidecar_digest(r.model_path)
     fits.clear()
