@@ -26,8 +26,6 @@ from typing import Any
 
 import joblib
 import sklearn
-import skops
-import skops.io as sio
 
 from store.files import atomic_write, replace_atomically, sha256_file  # noqa: F401 - re-exported
 
@@ -93,7 +91,7 @@ def save_model(saved: SavedModel, path: str | os.PathLike) -> Path:
     if not saved.versions:
         saved.versions = _versions()
     saved.format_version = FORMAT_VERSION
-    data = sio.dumps(saved)
+    data = _sio().dumps(saved)
     digest = replace_atomically(path, lambda f: f.write(data), size=len(data))
     # Model first, sidecar second: a crash in between leaves a mismatch, which load refuses.
     atomic_write(sidecar_path(path), f"{digest}  {path.name}\n")
@@ -149,10 +147,41 @@ def load_model(path: str | os.PathLike, trust_pickle: bool = False) -> SavedMode
 def untrusted_types(path: str | os.PathLike) -> list[str]:
     """The types a skops file names that neither skops's defaults nor ``TRUSTED`` cover (nothing is built)."""
     try:
-        named = sio.get_untrusted_types(file=path)
+        named = _sio().get_untrusted_types(file=path)
     except Exception as e:  # noqa: BLE001 - a damaged or hand-made archive: zip, JSON or schema errors
         raise ValueError(f"{path}: not a readable skops model ({type(e).__name__}: {e})") from None
     return sorted(set(named) - set(TRUSTED))
+
+
+class _NoTorchThroughSklearn:
+    """Import hook that refuses scikit-learn's torch array-API shim while skops.io is imported.
+
+    skops.io lists scikit-learn's estimators on import (``all_estimators``), which walks every sklearn
+    package, and one of them imports torch: 2 s of a classify command that never uses torch. The walk
+    skips packages that fail to import, and nothing is left in ``sys.modules`` for a later, real use.
+    """
+
+    PACKAGE = "sklearn.externals.array_api_compat.torch"
+
+    def find_spec(self, name: str, path: Any = None, target: Any = None) -> None:
+        if name == self.PACKAGE or name.startswith(self.PACKAGE + "."):
+            raise ImportError(f"{name} (not needed to list estimators)")
+        return None
+
+
+def _sio() -> Any:
+    """skops.io, imported on first use (its import costs ~0.5 s beyond scikit-learn's)."""
+    if "skops.io" in sys.modules:
+        return sys.modules["skops.io"]
+    guard = None if "torch" in sys.modules else _NoTorchThroughSklearn()
+    if guard is not None:
+        sys.meta_path.insert(0, guard)
+    try:
+        import skops.io as sio
+    finally:
+        if guard is not None:
+            sys.meta_path.remove(guard)
+    return sio
 
 
 def _load_skops(path: Path) -> Any:
@@ -161,7 +190,7 @@ def _load_skops(path: Path) -> Any:
         raise ValueError(f"{path}: names types this tool does not trust ({', '.join(refused[:4])}"
                          f"{', ...' if len(refused) > 4 else ''}); refusing to load it, nothing was built")
     try:
-        return sio.load(path, trusted=list(TRUSTED))
+        return _sio().load(path, trusted=list(TRUSTED))
     except (ImportError, AttributeError, TypeError, KeyError, ValueError) as e:
         raise ValueError(f"{path}: cannot rebuild the model ({type(e).__name__}: {e})") from None
 
@@ -169,7 +198,8 @@ def _load_skops(path: Path) -> Any:
 def _versions() -> dict:
     import numpy
 
-    versions = {"sklearn": sklearn.__version__, "numpy": numpy.__version__, "skops": skops.__version__}
+    _sio()  # imports skops
+    versions = {"sklearn": sklearn.__version__, "numpy": numpy.__version__, "skops": sys.modules["skops"].__version__}
     if "torch" in sys.modules:  # a torch head's weights
         versions["torch"] = sys.modules["torch"].__version__
     return versions

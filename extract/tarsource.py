@@ -178,6 +178,9 @@ def _scan_shard(shard: Path, spec: str) -> dict[str, _Sample]:
                 if name in seen:
                     raise SourceError(f"{shard}: member {name} appears twice")
                 seen.add(name)
+                if name.startswith("/") or ".." in name.split("/"):
+                    raise SourceError(f"{shard}: member {name!r} names a path outside the shard "
+                                      "(absolute or '..'); webdataset keys are relative")
                 if name.startswith(".") or "/." in name:
                     continue  # hidden, as folders skip them (macOS ._* files, .cache/)
                 parts = _split_key(name)
