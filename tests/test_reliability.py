@@ -334,20 +334,35 @@ def test_ctrl_c_stops_at_a_batch_boundary(images, tmp_path, monkeypatch):
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
 
 
-def test_second_writer_is_refused_and_first_completes(images, reference, tmp_path):
+def test_second_writer_waits_for_a_frozen_first_then_reuses_its_store(images, reference, tmp_path):
+    """A second extract to a store mid-write waits (it neither fails nor touches the partial file);
+    once the first finishes, the second finds the store a hit and both exit 0."""
     out = tmp_path / "f.h5"
     args = extract_args(images, out)
     first = start_and_freeze(args, out)  # holds the lock, frozen mid-run
+    log = tmp_path / "second.err"
     try:
-        second = run(*args)
-        line = one_line_error(second)
-        assert "another process is writing" in line and str(out) in line
-        assert Path(f"{out}.lock").exists(), "the refused writer removed the lock the first one holds"
+        with open(log, "w") as err:
+            second = subprocess.Popen([*PIPELINE, *args], stdout=subprocess.PIPE, stderr=err, text=True, env=ENV)
+        partial_before = partial_path(out).stat().st_mtime_ns
+        deadline = time.monotonic() + TIMEOUT
+        while "another process is writing this store; waiting for it" not in log.read_text():
+            assert second.poll() is None, f"the second writer ended (exit {second.returncode}): {log.read_text()}"
+            assert time.monotonic() < deadline, "the second writer never said it was waiting"
+            time.sleep(0.1)
+        time.sleep(0.5)  # it is blocked now: nothing of the first job's may change
+        assert second.poll() is None and not out.exists()
+        assert partial_path(out).stat().st_mtime_ns == partial_before
+        assert Path(f"{out}.lock").exists(), "the waiting writer removed the lock the first one holds"
     finally:
         os.killpg(first.pid, signal.SIGCONT)
-    stdout, stderr = first.communicate(timeout=TIMEOUT)
+    _, stderr = first.communicate(timeout=TIMEOUT)
     assert first.returncode == 0, stderr
+    stdout, _ = second.communicate(timeout=TIMEOUT)
+    assert second.returncode == 0, log.read_text()
+    assert "cache hit" in stdout, stdout
     assert_same_store(reference, out)
+    assert not Path(f"{out}.lock").exists()
 
 
 def test_refused_lock_attempt_leaves_the_lock_in_place(tmp_path):
