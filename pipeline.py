@@ -46,7 +46,9 @@ def _add_common(p: argparse.ArgumentParser, default: object = False) -> argparse
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pipeline.py", description=__doc__,
+    # `featcache` as the installed console command (pyproject.toml); `pipeline.py` otherwise (a checkout, tests)
+    command = os.path.splitext(os.path.basename(sys.argv[0] if sys.argv else ""))[0]
+    parser = argparse.ArgumentParser(prog="featcache" if command == "featcache" else "pipeline.py", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -75,9 +77,20 @@ def _print_costs() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from common.errors import (
+        EXIT_BAD_INPUT,
+        EXIT_CORRUPT,
+        EXIT_DISK_FULL,
+        EXIT_FAILURE,
+        EXIT_INTERRUPTED,
+        EXIT_NO_MEMORY,
+        KEPT,
+        BadInput,
+        DiskFull,
+        is_disk_full,
+    )
     from extract import costs
-    from store.errors import (EXIT_BAD_INPUT, EXIT_CORRUPT, EXIT_DISK_FULL, EXIT_FAILURE, EXIT_INTERRUPTED,
-                              EXIT_NO_MEMORY, KEPT, DiskFull, StoreCorrupted, is_disk_full)
+    from store.errors import StoreCorrupted
 
     args = build_parser().parse_args(argv)
     startup = costs.since_process_start()
@@ -117,10 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             where = getattr(e, "filename", None) or "a file"
             print(f"error: {where}: no space left on device ({' '.join(str(e).split())}); {KEPT}", file=sys.stderr)
             return EXIT_DISK_FULL
-        if isinstance(e, (ValueError, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)):
-            print(f"error: {e}", file=sys.stderr)
+        if isinstance(e, (BadInput, FileNotFoundError, PermissionError, NotADirectoryError, IsADirectoryError)):
+            print(f"error: {e}", file=sys.stderr)  # the user's input (or a file they named): one line
             return EXIT_BAD_INPUT
-        log.exception("failed")  # the last line of defence prints the trace once
+        log.exception("failed")  # anything else is a bug: its traceback, once
         return EXIT_FAILURE
     finally:
         if args.trust_pickle:

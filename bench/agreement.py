@@ -10,8 +10,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from harness import RESULTS, say, section
 
-from common import RESULTS, say, section
 from store import read_rows
 
 

@@ -16,7 +16,7 @@ import argparse
 import tempfile
 from pathlib import Path
 
-from common import pipeline_in_child
+from harness import pipeline_in_child
 from synthetic import make_store
 
 

@@ -28,8 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import torch  # noqa: E402
-
-from common import CORES, HYMENOPTERA, RESULTS, START, repeated, say, section, spread_subset  # noqa: E402
+from harness import CORES, HYMENOPTERA, RESULTS, START, repeated, say, section, spread_subset  # noqa: E402
 
 
 def ray_overhead(data: Path, work: Path) -> None:
@@ -40,8 +39,8 @@ def ray_overhead(data: Path, work: Path) -> None:
         section("Ray: not installed (pip install -r requirements-ray.txt), skipped")
         return
     from extraction import config, e2e
+    from harness import fresh
 
-    from common import fresh
     from extract.ray_engine import extract_ray
 
     section("Ray engine overhead on one machine (efficientnet_lite0, default runtime, bf16)")
@@ -96,9 +95,9 @@ def main() -> None:
         p.error(f"--only: unknown sections {sorted(args.only - set(SECTIONS))}; valid: {','.join(SECTIONS)}")
     args.work.mkdir(parents=True, exist_ok=True)
     os.environ.setdefault("FEATCACHE_HOME", str(args.work / "featcache-home"))  # the bench's own model cache
-    import common
+    import harness
 
-    common.WEIGHTS_DIR = args.work / "weights"
+    harness.WEIGHTS_DIR = args.work / "weights"
     torch.set_num_threads(CORES)
     say(f"# featcache bench: {CORES} cores, torch {torch.__version__}, data {args.data}, "
         f"model cache {os.environ['FEATCACHE_HOME']}")

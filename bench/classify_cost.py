@@ -8,17 +8,18 @@ import time
 from pathlib import Path
 
 import torch
+from harness import RESULTS, say, section
 
-from common import RESULTS, say, section
 from extract.backbones import create_backbone
 from extract.hooks import FeatureHooks, Tap
 from extract.preprocess import build_transform
 
 
 def zoo_vs_backbone_epoch(store: Path, data: Path, jobs: int, epoch_images: int | None = None) -> None:
-    from classify.train import run_classify
     from torchvision import datasets
     from torchvision import transforms as T
+
+    from classify.train import run_classify
 
     section("5. Classifying cached features vs re-running the backbone")
     with tempfile.TemporaryDirectory() as d:

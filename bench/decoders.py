@@ -12,9 +12,9 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+from harness import RESULTS, say, section, timed
 from PIL import Image
 
-from common import RESULTS, say, section, timed
 from extract.images import list_images, load_image
 from extract.transforms import CenterCrop
 

@@ -4,7 +4,7 @@
     python bench/export.py [--rows 1000,200000] [--dim 1280]
 
 Each size is a synthetic store (bench/synthetic.py); each export runs in its own process
-(``common.pipeline_in_child``: its peak RSS is its own), timed as a whole command, start-up
+(``harness.pipeline_in_child``: its peak RSS is its own), timed as a whole command, start-up
 included, beside the store's size, so the MB/s and the memory per row are measured in one run.
 """
 
@@ -15,7 +15,7 @@ import json
 import tempfile
 from pathlib import Path
 
-from common import pipeline_in_child
+from harness import pipeline_in_child
 from synthetic import make_store
 
 

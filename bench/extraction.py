@@ -15,8 +15,8 @@ import statistics
 from pathlib import Path
 
 import numpy as np
+from harness import CORES, RESULTS, best_time, fresh, say, section, spread, weights_for
 
-from common import CORES, RESULTS, best_time, fresh, say, section, spread, weights_for
 from extract.images import list_images, load_image
 from extract.runner import ExtractConfig, extract, plan
 from extract.runtime import open_runtime

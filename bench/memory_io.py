@@ -7,8 +7,8 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from harness import RESULTS, ROOT, fresh, median_time, say, section, subset, synthetic_set
 
-from common import RESULTS, ROOT, fresh, median_time, say, section, subset, synthetic_set
 from extract.runner import ExtractConfig, extract
 
 

@@ -16,7 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-from common import RESULTS, ROOT, fresh, say, section, spread
+from harness import RESULTS, ROOT, fresh, say, section, spread
+
 from extract.images import list_images
 
 

@@ -61,12 +61,11 @@ def main() -> None:
 
     import numpy as np
     import torch
+    from seed_loop import tutorial_backbone
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
     from torchvision import datasets
-
-    from seed_loop import tutorial_backbone
 
     bb, tf, layer = tutorial_backbone(args.backbone)
     batch: list = []

@@ -31,6 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import BadInput
+
 K = 10
 DUP_FLOOR = 0.6  # never list a pair below this centred cosine
 DUP_MADS = 1.5  # ... nor below median + 1.5 MADs of the nearest-neighbour similarities (a candidate list, ranked)
@@ -94,7 +96,7 @@ def out_of_fold_proba(X: np.ndarray, y: np.ndarray, groups: np.ndarray, seed: in
 
     folds = int(min(FOLDS, np.bincount(y).min())) if len(np.unique(y)) > 1 else 0
     if folds < 2:
-        raise ValueError("label issues need at least 2 labeled rows in each of 2 classes")
+        raise BadInput("label issues need at least 2 labeled rows in each of 2 classes")
     model = make_pipeline(StandardScaler(), LogisticRegression(C=0.1, max_iter=300))
     cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     return cross_val_predict(model, X, y, groups=groups, cv=cv, method="predict_proba")
@@ -267,7 +269,7 @@ def audit(store: str | os.PathLike, feature: str | None = None, k: int = K, top:
     splits = effective_splits(y, np.asarray(index["split"]).astype(str), str(store))
     n = len(X)
     if n < 3:
-        raise ValueError(f"{store}: an audit needs at least 3 readable rows, it has {n}")
+        raise BadInput(f"{store}: an audit needs at least 3 readable rows, it has {n}")
     k = int(min(k, n - 1))
     sims, idx, search = knn_graph(X, k)
     thr = dup_threshold(sims[:, 0])
@@ -349,7 +351,7 @@ def _drop_self(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def write_audit(result: dict, out_dir: str | os.PathLike) -> Path:
-    from store.files import atomic_write
+    from common.files import atomic_write
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)

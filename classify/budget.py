@@ -14,6 +14,8 @@ import time
 
 import numpy as np
 
+from common.errors import BadInput
+
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smh])")
 
@@ -31,11 +33,42 @@ def parse_budget(text: str | float | int | None) -> float | None:
         except ValueError:
             parts = _PART.findall(t)
             if not parts or "".join(a + u for a, u in parts) != t:
-                raise ValueError(f"--budget {text!r}: expected a duration like 90s, 10m, 1h30m or seconds") from None
+                raise BadInput(f"--budget {text!r}: expected a duration like 90s, 10m, 1h30m or seconds") from None
             seconds = sum(float(a) * _UNITS[u] for a, u in parts)
     if not seconds > 0:
-        raise ValueError(f"--budget {text!r}: must be > 0")
+        raise BadInput(f"--budget {text!r}: must be > 0")
     return seconds
+
+
+# Under a budget, every backbone first gets these (each cost <= 3 s per 800-row feature set on dtd10,
+# and logreg was each backbone's best there), so the cross-backbone vote exists before any slow
+# model runs; the second pass spends what is left on the rest of the zoo, reusing the first.
+FIRST_PASS = ("logreg", "knn", "knn-dino")
+
+# --budget auto: each feature set's zoo may cost this share of its backbone's extraction. At 1/3,
+# dtd10's default run (3 backbones) kept logreg, the kNNs and Lite1/2's linear head: 53 s, 0.82x
+# the tutorial script (bench/small_n.py), rank 1 test 0.915 (0.920 with every model).
+AUTO_SHARE = 1 / 3
+
+# Extraction seconds relative to Lite0 at each one's native resolution: 169 / 92 / 90 img/s on
+# dtd10's 1,200 photos on a 2-core CPU (a default run, OpenVINO bf16). Other backbones count as 1.
+RELATIVE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.8, "efficientnet_lite2": 1.9}
+# Seconds per image of a Lite0 extraction on that machine, until this run measures its own.
+DEFAULT_S_PER_IMAGE = 0.006
+
+
+def auto_allowance(backbone: str, images: int, feature_sets: int) -> float:
+    """--budget auto: reference seconds one feature set's zoo may cost (AUTO_SHARE of the
+    backbone's estimated extraction, split between its feature sets)."""
+    return AUTO_SHARE * images * DEFAULT_S_PER_IMAGE * RELATIVE_COST.get(backbone, 1.0) / max(feature_sets, 1)
+
+
+def store_allowance(store: str, allow_partial: bool = False) -> float:
+    """:func:`auto_allowance` of a store's own extraction (its backbone, rows and feature sets)."""
+    from store import read_info
+
+    info = read_info(store, allow_partial=allow_partial)
+    return auto_allowance(str(info.spec.get("backbone", "")), info.n_rows, len(info.features))
 
 
 @functools.lru_cache(maxsize=1)

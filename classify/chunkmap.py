@@ -10,11 +10,12 @@ chunk is transformed only when a solver reads it. Steps: ``standardize`` (as Sta
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from classify.lbfgs import CHUNK_ROWS
+from common.errors import BadInput
 
 _NYSTROEM = re.compile(r"nystroem:(\d+):([0-9.eE+-]+)")
 _PCA = re.compile(r"pca:(\d+)")
@@ -23,7 +24,7 @@ _PCA = re.compile(r"pca:(\d+)")
 def check_steps(steps: Sequence[str]) -> tuple[str, ...]:
     for s in steps:
         if s not in ("standardize", "l2") and not _PCA.fullmatch(s) and not _NYSTROEM.fullmatch(s):
-            raise ValueError(f"unknown chunked preprocessing step {s!r}; valid: standardize, l2, pca:N, "
+            raise BadInput(f"unknown chunked preprocessing step {s!r}; valid: standardize, l2, pca:N, "
                              "nystroem:M:GAMMA")
     return tuple(steps)
 
@@ -41,7 +42,7 @@ class ChunkMap:
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_cache": None}
 
-    def fit(self, X: np.ndarray, index: np.ndarray | None = None, chunk: int = CHUNK_ROWS) -> "ChunkMap":
+    def fit(self, X: np.ndarray, index: np.ndarray | None = None, chunk: int = CHUNK_ROWS) -> ChunkMap:
         """Fit each step on the rows ``X[index]`` as the previous steps leave them (one pass a step)."""
         import torch
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
+
+from common.errors import BadInput
 
 ENGINES = ("local", "ray")
 
@@ -15,13 +17,13 @@ def parallel_engine(engine: str = "local", address: str | None = None) -> Iterat
         yield
         return
     if engine != "ray":
-        raise ValueError(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
+        raise BadInput(f"--engine {engine!r}: expected one of {', '.join(ENGINES)}")
     try:
         import joblib
         import ray
         from ray.util.joblib import register_ray
     except ImportError:
-        raise ValueError("--engine ray needs Ray: pip install -r requirements-ray.txt") from None
+        raise BadInput("--engine ray needs Ray: pip install 'ray[data]' (or 'featcache[ray]')") from None
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False)
     register_ray()

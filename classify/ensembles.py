@@ -16,9 +16,9 @@ best single model outside that model's interval.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 from sklearn.metrics import balanced_accuracy_score
@@ -27,6 +27,8 @@ from classify import stats
 from classify.evaluate import evaluate, predict_tta, to_jsonable
 from classify.features import FeatureSet, Split, load_features
 from classify.persist import load_model
+from common.errors import BadInput
+from store.rows import ResultRow
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,7 @@ def _align(paths: np.ndarray, ref: np.ndarray, where: str) -> np.ndarray:
     pos = {p: i for i, p in enumerate(paths.tolist())}
     missing = [p for p in ref.tolist() if p not in pos]
     if missing:
-        raise ValueError(f"{where}: {len(missing)} images of one feature set are missing from the other "
+        raise BadInput(f"{where}: {len(missing)} images of one feature set are missing from the other "
                          f"(e.g. {missing[0]!r}); only stores of the same images can be combined")
     return np.fromiter((pos[p] for p in ref.tolist()), dtype=np.int64, count=len(ref))
 
@@ -46,7 +48,7 @@ def _align(paths: np.ndarray, ref: np.ndarray, where: str) -> np.ndarray:
 def _concat_split(a: Split, b: Split, where: str) -> Split:
     at = _align(b.paths, a.paths, where)
     if not np.array_equal(a.y, b.y[at]):
-        raise ValueError(f"{where}: the two feature sets label the same images differently")
+        raise BadInput(f"{where}: the two feature sets label the same images differently")
     flip = np.concatenate([a.flip, b.flip[at]], axis=1) if a.flip is not None and b.flip is not None else None
     X = np.concatenate([np.asarray(a.X, np.float32), np.asarray(b.X, np.float32)[at]], axis=1)
     return Split(X, a.y, a.paths, a.rows, None, flip)
@@ -55,7 +57,7 @@ def _concat_split(a: Split, b: Split, where: str) -> Split:
 def concat_features(a: FeatureSet, b: FeatureSet, label: str) -> FeatureSet:
     """``a`` and ``b`` side by side, image by image (views are not combined)."""
     if a.class_names != b.class_names:
-        raise ValueError(f"{a.store} and {b.store}: different classes; only stores of one dataset can be combined")
+        raise BadInput(f"{a.store} and {b.store}: different classes; only stores of one dataset can be combined")
     where = f"{a.store} + {b.store}"
     test = _concat_split(a.test, b.test, where) if a.test is not None and b.test is not None else None
     return replace(a, feature=label, spec={"concat": [a.spec, b.spec]}, cache_key=f"{a.cache_key}+{b.cache_key}",
@@ -109,7 +111,7 @@ def _vote_split(members: list[dict], split: str, member_proba: Callable) -> dict
     total = np.zeros_like(got[0][0], dtype=np.float64)
     for proba, _, p, _, cl in got:
         if not np.array_equal(cl, classes):
-            raise ValueError(f"{split}: soft-vote members were trained on different classes")
+            raise BadInput(f"{split}: soft-vote members were trained on different classes")
         total += proba[_align(p, paths, split)]
     avg = total / len(got)
     return evaluate(PrecomputedProba(avg, classes), np.arange(len(y))[:, None], y, class_names=class_names,
@@ -151,7 +153,8 @@ def has_proba(row: dict) -> bool:
 
 
 def soft_vote(members: list[dict], member_proba: Callable | None = None, feature: str = "tied group") -> dict | None:
-    """A results row for the average of ``members``' probabilities (at most :data:`MAX_MEMBERS`).
+    """A results row (a :class:`store.rows.ResultRow`'s dict) for the average of ``members``'
+    probabilities (at most :data:`MAX_MEMBERS`).
 
     ``member_proba(row, split)`` -> (proba, y, paths, class_names, classes) scores one member
     (default: its saved model on its own store)."""
@@ -168,9 +171,9 @@ def soft_vote(members: list[dict], member_proba: Callable | None = None, feature
         return None
     backbones = "+".join(dict.fromkeys(r["backbone"] for r in members))
     labels = [f"{r['model']} on {r['backbone']} {r['feature']}" for r in members]
-    return to_jsonable({
-        "backbone": backbones, "feature": feature, "model": f"soft-vote of {len(members)}", "kind": "soft-vote",
-        "members": labels, "store": members[0]["store"], "val": val, "test": test, "fit_s": 0.0,
-        "params": {"members": len(members)}, "val_source": members[0].get("val_source"), "model_path": None,
-        "preprocess": [], "extra": {**({"cv": cv} if cv else {})},
-    })
+    return to_jsonable(ResultRow(
+        backbone=backbones, feature=feature, model=f"soft-vote of {len(members)}", kind="soft-vote",
+        members=labels, store=members[0]["store"], val=val, test=test, fit_s=0.0,
+        params={"members": len(members)}, val_source=members[0].get("val_source") or "", model_path=None,
+        preprocess=[], extra={**({"cv": cv} if cv else {})},
+    ).to_dict())

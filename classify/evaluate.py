@@ -14,11 +14,19 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
-                             f1_score, log_loss)
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+)
 from sklearn.pipeline import Pipeline
 
 from classify import stats
+from common.errors import BadInput
+from store.rows import ResultRow
 
 MAX_TOP_K = 5
 
@@ -41,6 +49,12 @@ class ModelResult:
 
     def to_dict(self) -> dict:
         return to_jsonable({f.name: getattr(self, f.name) for f in fields(self) if f.name != "estimator"})
+
+    def row(self, backbone: str, store: str = "", dataset: str = "", **more: Any) -> ResultRow:
+        """This result as the row results.json holds (:class:`store.rows.ResultRow`): the scores
+        plus where they come from; ``more`` sets other row fields (``kind``, ``members``, ``feature``...)."""
+        return ResultRow.from_dict({**self.to_dict(), "backbone": backbone, "store": str(store), "dataset": dataset,
+                                    **more}, where=f"{self.model} on {backbone}")
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -102,7 +116,7 @@ def predict_tta(model: Any, X: np.ndarray, X_flip: np.ndarray | None = None
     proba_f, scores_f = class_scores(model, X_flip)
     classes = np.asarray(model.classes_)
     if scores is None:
-        raise ValueError(f"{type(model).__name__} has neither predict_proba nor decision_function; "
+        raise BadInput(f"{type(model).__name__} has neither predict_proba nor decision_function; "
                          "flip TTA cannot average it")
     proba = None if proba is None else (proba + proba_f) / 2
     scores = proba if proba is not None else (scores + scores_f) / 2
@@ -148,6 +162,6 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, class_names: list[str]
     return to_jsonable(out)
 
 
-def dumps(results: list[ModelResult], **meta: Any) -> str:
-    """metrics.json: the run's metadata, then one entry per model."""
+def dumps(results: list[ResultRow | ModelResult], **meta: Any) -> str:
+    """metrics.json: the run's metadata, then one entry per model (the rows of its results.json)."""
     return json.dumps(to_jsonable({**meta, "results": [r.to_dict() for r in results]}), indent=2)

@@ -18,9 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from classify import memory
-from store import splits
+from common.errors import BadInput
+from store import StoreError, read_features, read_flip, read_index, read_info, read_views, resolve_feature, splits
 from store.splits import HOLDOUT_FRACTION, HOLDOUT_SEED, VAL_HOLDOUT, VAL_SPLIT  # noqa: F401 - re-exported
-from store import StoreError, read_features, read_flip, read_index, read_info, read_views, resolve_feature
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.y)
 
-    def take(self, index: np.ndarray) -> "Split":
+    def take(self, index: np.ndarray) -> Split:
         def pick(a: np.ndarray | None) -> np.ndarray | None:
             return None if a is None else a[index]
 
@@ -96,7 +96,7 @@ def _with_extras(path: Path, key: str, split: Split, views: bool, flip: bool, al
     if views:
         extra["views"] = np.asarray(read_views(path, key, split.rows, allow_partial), dtype=np.float32)
         if not np.isfinite(extra["views"]).all():
-            raise ValueError(f"{path}: some train views are NaN or infinite; re-extract the store")
+            raise BadInput(f"{path}: some train views are NaN or infinite; re-extract the store")
     if flip:
         extra["flip"] = np.asarray(read_flip(path, key, split.rows, allow_partial), dtype=np.float32)
     return Split(split.X, split.y, split.paths, split.rows, **extra)
@@ -109,9 +109,9 @@ def _names(labels: np.ndarray, class_names: list[str]) -> list[str]:
 def _check_train(path: Path, y: np.ndarray, class_names: list[str]) -> None:
     """Before any feature is read: a classifier needs labeled train rows of two classes."""
     if len(y) == 0:
-        raise ValueError(f"{path}: no labeled train rows; a classifier needs a train split with labels")
+        raise BadInput(f"{path}: no labeled train rows; a classifier needs a train split with labels")
     if len(set(y.tolist())) < 2:
-        raise ValueError(f"{path}: the train split has only one class ({_names(y, class_names)[0]!r}); "
+        raise BadInput(f"{path}: the train split has only one class ({_names(y, class_names)[0]!r}); "
                          "a classifier needs at least two")
 
 
@@ -121,12 +121,12 @@ def _check_others(path: Path, train: Split, others: dict[str, Split], class_name
     for name, split in others.items():
         unseen = sorted(set(split.y.tolist()) - seen)
         if unseen:
-            raise ValueError(f"{path}: {name} has classes with no train rows: "
+            raise BadInput(f"{path}: {name} has classes with no train rows: "
                              f"{_names(np.array(unseen), class_names)}; no model can predict them")
     for name, split in {"train": train, **others}.items():
         bad = nonfinite_rows(split.X)
         if bad:
-            raise ValueError(f"{path}: {bad} {name} rows have NaN or infinite features; re-extract the store")
+            raise BadInput(f"{path}: {bad} {name} rows have NaN or infinite features; re-extract the store")
 
 
 def load_features(path: str | os.PathLike, feature: str | None = None, *, allow_partial: bool = False,
@@ -144,7 +144,7 @@ def load_features(path: str | os.PathLike, feature: str | None = None, *, allow_
         raise StoreError(f"{info.path}: store is incomplete; rerun the extraction or pass --allow-partial")
     key = resolve_feature(info, feature)
     if views and not info.views:
-        raise StoreError(f"{info.path}: holds no augmented views (extract with --views K), so --views on cannot "
+        raise StoreError(f"{info.path}: holds no augmented views (extract with --views K), so train_on_views on cannot "
                          "train on them")
     if flip and not info.flip:
         raise StoreError(f"{info.path}: holds no mirrored crops (extract with --views K), so --tta flip cannot "

@@ -21,6 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from classify.features import FeatureSet
 from classify.knn import CosineKNN
+from common.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +36,7 @@ def make_model(name: str) -> object:
         return make_pipeline(Normalizer(), LogisticRegression(C=1.0, max_iter=1000))
     if name == "knn-dino":
         return CosineKNN(20, weights="dino")
-    raise ValueError(f"few-shot model {name!r}: expected one of {', '.join(MODELS)}")
+    raise BadInput(f"few-shot model {name!r}: expected one of {', '.join(MODELS)}")
 
 
 def draw(y: np.ndarray, shots: int, seed: int) -> np.ndarray:

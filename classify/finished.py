@@ -16,15 +16,16 @@ import hashlib
 import hmac
 import json
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from classify.evaluate import ModelResult, to_jsonable
 from classify.features import FeatureSet
 from classify.persist import sidecar_digest
 from classify.preprocess import parse_preprocess
 from classify.protocol import Protocol
-from store.files import atomic_write, safe_name, sha256_file
+from common.errors import BadInput
+from common.files import atomic_write, safe_name, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def load(out: Path, feature: str, label: str, key: str) -> list[ModelResult] | N
             return None
         entries = record["results"]
         if not isinstance(entries, list) or not entries:
-            raise ValueError("no results")
+            raise BadInput("no results")
         for entry in entries:
             why = _problem(out, entry)
             if why:

@@ -32,7 +32,7 @@ class RBFSVC(ClassifierMixin, BaseEstimator):
         self.gamma = gamma
         self.random_state = random_state
 
-    def fit(self, X, y, groups=None) -> "RBFSVC":  # noqa: ANN001
+    def fit(self, X, y, groups=None) -> RBFSVC:  # noqa: ANN001
         """``groups`` is accepted (and unused) so that a sweep passes the image groups through to
         the calibrated SVC it refits."""
         X, y = validate_data(self, X, y, dtype=np.float64)

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from classify import progress
 from classify.splits import SmallDataKFold
 from classify.torch_heads import torch_threads
+from common.errors import BadInput
 
 QUERY_CHUNK = 1024
 EXACT = 1e-6  # cosine distance below which a neighbour counts as an exact match
@@ -37,15 +38,15 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         self.weights = weights
         self.temperature = temperature
 
-    def fit(self, X, y) -> "CosineKNN":
+    def fit(self, X, y) -> CosineKNN:
         if self.weights not in WEIGHTINGS:
-            raise ValueError(f"The 'weights' parameter of CosineKNN must be one of {WEIGHTINGS}. "
+            raise BadInput(f"The 'weights' parameter of CosineKNN must be one of {WEIGHTINGS}. "
                              f"Got {self.weights!r} instead.")
         if not isinstance(self.temperature, (int, float)) or not self.temperature > 0:
-            raise ValueError(f"The 'temperature' parameter of CosineKNN must be a float > 0. "
+            raise BadInput(f"The 'temperature' parameter of CosineKNN must be a float > 0. "
                              f"Got {self.temperature!r} instead.")
         if not isinstance(self.n_neighbors, (int, np.integer)) or self.n_neighbors < 1:
-            raise ValueError(f"The 'n_neighbors' parameter of CosineKNN must be an int >= 1. "
+            raise BadInput(f"The 'n_neighbors' parameter of CosineKNN must be an int >= 1. "
                              f"Got {self.n_neighbors!r} instead.")
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
@@ -126,7 +127,7 @@ class SweptKNN(ClassifierMixin, BaseEstimator):
 
     scoring = "accuracy"
 
-    def fit(self, X, y, groups=None) -> "SweptKNN":
+    def fit(self, X, y, groups=None) -> SweptKNN:
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float16, np.float64])
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)

@@ -14,10 +14,12 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import numpy as np
+
+from common.errors import BadInput
 
 LOSSES = ("log", "squared_hinge")
 CHUNK_ROWS = 8192
@@ -95,7 +97,7 @@ class Rows:
             if w.any():
                 yield self.y_full[sl], self._map(self.X[sl]), w
 
-    def materialize(self, limit: int | None = None) -> "Rows":
+    def materialize(self, limit: int | None = None) -> Rows:
         """These rows in one mapped block when it fits in ``limit`` bytes (else unchanged). A plain
         standardization is never materialized: folded into the weights it costs nothing, and a
         held-out fold is scored once per C, so gathering it then is cheap too."""
@@ -182,7 +184,7 @@ def fit_linear(data: Rows, n_classes: int, C: float, *, loss: str = "log", W0=No
     import torch
 
     if loss not in LOSSES:
-        raise ValueError(f"loss {loss!r}: expected one of {', '.join(LOSSES)}")
+        raise BadInput(f"loss {loss!r}: expected one of {', '.join(LOSSES)}")
     d = next(data.chunks())[1].shape[1]
     W = (torch.zeros(n_classes, d) if W0 is None else W0.clone()).requires_grad_(True)
     b = (torch.zeros(n_classes) if b0 is None else b0.clone()).requires_grad_(True)

@@ -26,6 +26,7 @@ from classify.chunkmap import ChunkMap, check_steps
 from classify.lbfgs import CHUNK_ROWS, LOSSES, Rows, fit_linear, fold_affine, scores
 from classify.splits import SmallDataKFold
 from classify.torch_heads import torch_threads
+from common.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -62,20 +63,20 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
 
     def _check_params(self) -> None:
         if self.loss not in LOSSES:
-            raise ValueError(f"The 'loss' parameter of LinearProbe must be one of {LOSSES}. Got {self.loss!r} instead.")
+            raise BadInput(f"The 'loss' parameter of LinearProbe must be one of {LOSSES}. Got {self.loss!r} instead.")
         if self.C is not None and not (isinstance(self.C, (int, float)) and self.C > 0):
-            raise ValueError(f"The 'C' parameter of LinearProbe must be None or a float > 0. Got {self.C!r} instead.")
+            raise BadInput(f"The 'C' parameter of LinearProbe must be None or a float > 0. Got {self.C!r} instead.")
         if not self.Cs or any(not (c > 0) for c in self.Cs):
-            raise ValueError(f"The 'Cs' parameter of LinearProbe must be positive floats. Got {self.Cs!r} instead.")
+            raise BadInput(f"The 'Cs' parameter of LinearProbe must be positive floats. Got {self.Cs!r} instead.")
         check_steps(self.preprocess)
 
-    def fit(self, X, y, groups=None) -> "LinearProbe":
+    def fit(self, X, y, groups=None) -> LinearProbe:
         self._check_params()
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float16, np.float64], order="C")
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"LinearProbe needs at least 2 classes in y; got 1 class: {self.classes_.tolist()}")
+            raise BadInput(f"LinearProbe needs at least 2 classes in y; got 1 class: {self.classes_.tolist()}")
         self.fit_stats_ = {"path": [], "refit": None}
         with torch_threads(self.n_jobs):
             warm = None
@@ -165,7 +166,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         The standardization folds in (W' = W / scale, b' = b - W' . mean); other steps cannot."""
         check_is_fitted(self, "coef_")
         if self.loss != "log" or any(s != "standardize" for s in self.map_.steps):
-            raise ValueError(f"a LinearProbe(loss={self.loss!r}, preprocess={self.map_.steps}) is not a softmax "
+            raise BadInput(f"a LinearProbe(loss={self.loss!r}, preprocess={self.map_.steps}) is not a softmax "
                              "over a linear map of the raw features")
         W, b = self.coef_.astype(np.float64), self.intercept_.astype(np.float64)
         if not self.map_.params_:

@@ -11,7 +11,7 @@ import logging
 import resource
 from pathlib import Path
 
-from store.errors import NotEnoughMemory, fmt_bytes
+from common.errors import NotEnoughMemory, fmt_bytes
 
 log = logging.getLogger(__name__)
 

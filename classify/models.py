@@ -14,8 +14,9 @@ from __future__ import annotations
 import difflib
 import math
 import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator
@@ -31,6 +32,7 @@ from classify.preprocess import make_steps, parse_preprocess
 from classify.splits import SmallDataKFold
 from classify.sweep import Sweep
 from classify.torch_heads import TorchHead
+from common.errors import BadInput
 
 CV_FOLDS = 5
 EXACT_RBF_ROWS = 3_000  # above: Nystroem features + a linear SVM
@@ -84,7 +86,7 @@ def register_model(name: str, *, preprocess: str, summary: str, default: bool = 
                    uses_torch: bool = False) -> Callable:
     def decorate(builder: Callable[[Build], Candidate]) -> Callable[[Build], Candidate]:
         if name in _REGISTRY:
-            raise ValueError(f"model {name!r} is already registered")
+            raise BadInput(f"model {name!r} is already registered")
         _REGISTRY[name] = ModelEntry(name, builder, preprocess, default, uses_torch, summary)
         return builder
     return decorate
@@ -98,7 +100,7 @@ def get_entry(name: str) -> ModelEntry:
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=1)
         hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise ValueError(f"unknown model {name!r}{hint}; valid: {', '.join(_REGISTRY)}, all, default")
+        raise BadInput(f"unknown model {name!r}{hint}; valid: {', '.join(_REGISTRY)}, all, default")
     return _REGISTRY[name]
 
 
@@ -112,7 +114,7 @@ def resolve_models(spec: str | Sequence[str] | None) -> list[str]:
         group = {"all": list(_REGISTRY), "default": list(DEFAULT_MODELS)}.get(part)
         names += group if group is not None else [get_entry(part).name]
     if not names:
-        raise ValueError(f"no model given in {spec!r}; valid: {', '.join(_REGISTRY)}, all, default")
+        raise BadInput(f"no model given in {spec!r}; valid: {', '.join(_REGISTRY)}, all, default")
     return list(dict.fromkeys(names))
 
 
@@ -133,7 +135,7 @@ def build_model(name: str, *, preprocess: str | Sequence[str] | None = None, see
     cand = entry.builder(build)
     if log_dir is not None:
         if not entry.uses_torch:
-            raise ValueError(f"model {name!r} trains no torch head; log_dir (TensorBoard) applies only to "
+            raise BadInput(f"model {name!r} trains no torch head; log_dir (TensorBoard) applies only to "
                              f"{[e.name for e in _REGISTRY.values() if e.uses_torch]}")
         cand.estimator.set_params(log_dir=os.fspath(log_dir))
     spec = entry.preprocess if preprocess is None else preprocess
@@ -158,7 +160,7 @@ class GroupedCalibratedClassifierCV(CalibratedClassifierCV):
     """CalibratedClassifierCV whose calibration folds keep each image's augmented views together.
 
     sklearn routes ``groups`` to this splitter only under metadata routing; here ``fit`` takes
-    them directly (``classify.train.fit_params`` passes them) and turns ``cv`` (a
+    them directly (``classify.inputs.fit_params`` passes them) and turns ``cv`` (a
     :class:`SmallDataKFold`) into its grouped folds for this fit only.
     """
 

@@ -27,7 +27,8 @@ from typing import Any
 import joblib
 import sklearn
 
-from store.files import atomic_write, replace_atomically, sha256_file  # noqa: F401 - re-exported
+from common.errors import BadInput
+from common.files import atomic_write, replace_atomically, sha256_file  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def save_model(saved: SavedModel, path: str | os.PathLike) -> Path:
     """Write ``path`` (skops) and ``path.sha256`` (``sha256sum -c`` format), each atomically."""
     path = Path(path)
     if not path.parent.is_dir():
-        raise ValueError(f"{path}: directory {path.parent} does not exist")
+        raise BadInput(f"{path}: directory {path.parent} does not exist")
     if not saved.versions:
         saved.versions = _versions()
     saved.format_version = FORMAT_VERSION
@@ -106,9 +107,9 @@ def sidecar_digest(path: str | os.PathLike) -> str:
     try:
         text = side.read_text(encoding="ascii", errors="replace").split()
     except FileNotFoundError:
-        raise ValueError(f"{path}: no checksum sidecar {side.name}; refusing to unpickle an unverified model") from None
+        raise BadInput(f"{path}: no checksum sidecar {side.name}; refusing to unpickle an unverified model") from None
     if not text or len(text[0]) != 64 or any(c not in "0123456789abcdef" for c in text[0].lower()):
-        raise ValueError(f"{side}: not a sha256 sidecar (expected '<64 hex digits>  {path.name}')")
+        raise BadInput(f"{side}: not a sha256 sidecar (expected '<64 hex digits>  {path.name}')")
     return text[0].lower()
 
 
@@ -119,25 +120,25 @@ def load_model(path: str | os.PathLike, trust_pickle: bool = False) -> SavedMode
     unless ``trust_pickle``: unpickling runs whatever code the file names."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such model file")
+        raise BadInput(f"{path}: no such model file")
     expected = sidecar_digest(path)
     actual = sha256_file(path)
     if not hmac.compare_digest(actual, expected):
-        raise ValueError(f"{path}: sha256 {actual[:12]}... does not match its sidecar ({expected[:12]}...); "
+        raise BadInput(f"{path}: sha256 {actual[:12]}... does not match its sidecar ({expected[:12]}...); "
                          "the file was changed or corrupted, refusing to load it")
     with open(path, "rb") as f:
         head = f.read(len(ZIP_MAGIC))
     if head == ZIP_MAGIC:
         saved = _load_skops(path)
     elif not (trust_pickle or os.environ.get("FEATCACHE_TRUST_PICKLE") == "1"):
-        raise ValueError(f"{path}: not a skops model but a pickle (the .joblib format of older versions); "
+        raise BadInput(f"{path}: not a skops model but a pickle (the .joblib format of older versions); "
                          "loading it would run any code it names, and its sidecar proves integrity, not intent: "
                          "pass --trust-pickle only if you trust whoever wrote it, or retrain to get a .skops model")
     else:
         log.warning("%s: unpickling a model file (--trust-pickle)", path)
         saved = joblib.load(path)
     if not isinstance(saved, SavedModel):
-        raise ValueError(f"{path}: holds a {type(saved).__name__}, not a model saved by classify")
+        raise BadInput(f"{path}: holds a {type(saved).__name__}, not a model saved by classify")
     if saved.versions.get("sklearn") not in (None, sklearn.__version__):
         log.warning("%s was saved with scikit-learn %s; this is %s, predictions may differ",
                     path, saved.versions["sklearn"], sklearn.__version__)
@@ -149,7 +150,7 @@ def untrusted_types(path: str | os.PathLike) -> list[str]:
     try:
         named = _sio().get_untrusted_types(file=path)
     except Exception as e:  # noqa: BLE001 - a damaged or hand-made archive: zip, JSON or schema errors
-        raise ValueError(f"{path}: not a readable skops model ({type(e).__name__}: {e})") from None
+        raise BadInput(f"{path}: not a readable skops model ({type(e).__name__}: {e})") from None
     return sorted(set(named) - set(TRUSTED))
 
 
@@ -187,12 +188,12 @@ def _sio() -> Any:
 def _load_skops(path: Path) -> Any:
     refused = untrusted_types(path)
     if refused:
-        raise ValueError(f"{path}: names types this tool does not trust ({', '.join(refused[:4])}"
+        raise BadInput(f"{path}: names types this tool does not trust ({', '.join(refused[:4])}"
                          f"{', ...' if len(refused) > 4 else ''}); refusing to load it, nothing was built")
     try:
         return _sio().load(path, trusted=list(TRUSTED))
     except (ImportError, AttributeError, TypeError, KeyError, ValueError) as e:
-        raise ValueError(f"{path}: cannot rebuild the model ({type(e).__name__}: {e})") from None
+        raise BadInput(f"{path}: cannot rebuild the model ({type(e).__name__}: {e})") from None
 
 
 def _versions() -> dict:

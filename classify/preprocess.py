@@ -7,12 +7,14 @@ the steps are fitted inside each CV fold (no leakage) and saved with the model.
 from __future__ import annotations
 
 import re
-from typing import Sequence
+from collections.abc import Sequence
 
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.decomposition import PCA
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
+
+from common.errors import BadInput
 
 STEPS = ("standardize", "l2", "pca:<n>", "none")
 _PCA = re.compile(r"pca:(\d+)")
@@ -48,13 +50,13 @@ def parse_preprocess(spec: str | Sequence[str] | None) -> tuple[str, ...]:
     parts = [p for p in parts if p and p != "none"]
     for p in parts:
         if p not in ("standardize", "l2") and not _PCA.fullmatch(p):
-            raise ValueError(f"unknown preprocessing step {p!r}; valid: {', '.join(STEPS)} (comma-separated)")
+            raise BadInput(f"unknown preprocessing step {p!r}; valid: {', '.join(STEPS)} (comma-separated)")
         if _PCA.fullmatch(p) and int(p[4:]) < 1:
-            raise ValueError(f"preprocessing step {p!r}: PCA needs at least 1 component")
+            raise BadInput(f"preprocessing step {p!r}: PCA needs at least 1 component")
     kinds = [p.split(":")[0] for p in parts]
     dupes = sorted({k for k in kinds if kinds.count(k) > 1})
     if dupes:
-        raise ValueError(f"preprocessing {','.join(parts)!r} repeats {dupes}; give each step once")
+        raise BadInput(f"preprocessing {','.join(parts)!r} repeats {dupes}; give each step once")
     return tuple(parts)
 
 

@@ -8,9 +8,9 @@ hides them everywhere.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from typing import Iterator
 
 _BAR: ContextVar = ContextVar("classify_progress_bar", default=None)
 _ENABLED: list[bool | None] = [None]  # None: on a terminal only

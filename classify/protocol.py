@@ -21,6 +21,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from classify.splits import RepeatedSmallDataKFold, SmallDataKFold, StratifiedHoldout
+from common.errors import BadInput
 
 REPEAT_BELOW = 100
 CV_BELOW = 2_000
@@ -72,14 +73,14 @@ def check_spec(spec: str | None) -> str:
     spec = (spec or "auto").strip().lower()
     m = _SPEC.fullmatch(spec)
     if not m:
-        raise ValueError(f"--protocol {spec!r}: expected auto, cv, cv:K, repeated-cv, repeated-cv:KxR, holdout "
+        raise BadInput(f"--protocol {spec!r}: expected auto, cv, cv:K, repeated-cv, repeated-cv:KxR, holdout "
                          "or holdout:F (e.g. cv:5, repeated-cv:5x3, holdout:0.1)")
     if m.group(3) is not None and int(m.group(3)) < 2:
-        raise ValueError(f"--protocol {spec!r}: a k-fold needs k >= 2")
+        raise BadInput(f"--protocol {spec!r}: a k-fold needs k >= 2")
     if m.group(5) is not None and (int(m.group(5)) < 2 or int(m.group(6)) < 1):
-        raise ValueError(f"--protocol {spec!r}: repeated-cv:KxR needs K >= 2 and R >= 1")
+        raise BadInput(f"--protocol {spec!r}: repeated-cv:KxR needs K >= 2 and R >= 1")
     if m.group(8) is not None and not 0 < float(m.group(8)) < 1:
-        raise ValueError(f"--protocol {spec!r}: the holdout fraction must be in (0, 1)")
+        raise BadInput(f"--protocol {spec!r}: the holdout fraction must be in (0, 1)")
     return spec
 
 

@@ -1,4 +1,6 @@
-"""A run's reports: metrics.json (everything), metrics.csv (one row per model), summary.md.
+"""A run's reports: results.json (what ``pipeline.py run`` writes: the rows and the top-level
+keys the report reads), metrics.json (its settings, then the same rows), metrics.csv (one line
+per model), summary.md.
 
 Each file is written to a temporary name and renamed, so a reader never sees half a report.
 """
@@ -11,8 +13,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from classify.evaluate import ModelResult, dumps
-from store.files import atomic_write
+from classify.evaluate import ModelResult, dumps, to_jsonable
+from common.files import atomic_write
+from store.results import ResultRow, classify_names, classify_summary, write_run
 
 MAX_LISTED_ERRORS = 20
 
@@ -98,10 +101,19 @@ def summary_markdown(results: list[ModelResult], meta: dict) -> str:
     return "\n".join(parts) + "\n"
 
 
+def result_rows(results: list[ModelResult], meta: dict) -> list[ResultRow]:
+    """The rows of classify's results.json: each result with its backbone and store."""
+    backbone, store, _ = classify_names(meta)
+    return [r.row(backbone, store, producer="classify") for r in results]
+
+
 def write_reports(out_dir: Path, results: list[ModelResult], meta: dict) -> dict[str, Path]:
-    """metrics.json, metrics.csv and summary.md in ``out_dir``, each replaced atomically."""
+    """results.json, metrics.json, metrics.csv and summary.md in ``out_dir``, each replaced
+    atomically (results.json under its lock: rows another producer added to it are kept)."""
+    rows = result_rows(results, meta)
     return {
-        "json": atomic_write(out_dir / "metrics.json", dumps(results, **meta) + "\n"),
+        "json": atomic_write(out_dir / "metrics.json", dumps(rows, **meta) + "\n"),
         "csv": atomic_write(out_dir / "metrics.csv", csv_text(results)),
         "summary": atomic_write(out_dir / "summary.md", summary_markdown(results, meta)),
+        "results": write_run(out_dir, classify_summary(to_jsonable(meta), rows, out_dir), producer="classify"),
     }

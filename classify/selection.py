@@ -21,26 +21,27 @@ import logging
 import os
 import threading
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
+from joblib import Parallel, delayed
 from sklearn.base import clone
 from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import Pipeline
-
-from joblib import Parallel, delayed
 from threadpoolctl import threadpool_limits
 
 from classify import progress, stats
 from classify.evaluate import predict_tta
 from classify.features import FeatureSet
+from classify.inputs import model_input
 from classify.knn import CosineKNN, SweptKNN
 from classify.linear_probe import LinearProbe
 from classify.splits import RepeatedSmallDataKFold
-from store.files import replace_atomically
-from store.interrupt import ignore_sigint_in_worker
+from common.errors import BadInput
+from common.files import replace_atomically
+from common.interrupt import ignore_sigint_in_worker
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ def choose_select(select: str, n_val: int, n_pool: int = 0) -> str:
     """``auto``: CV when val has fewer than :data:`CV_BELOW` images and train+val at most
     :data:`CV_POOL_MAX`, else val."""
     if select not in SELECT_CHOICES:
-        raise ValueError(f"--select {select!r}: expected one of {', '.join(SELECT_CHOICES)}")
+        raise BadInput(f"--select {select!r}: expected one of {', '.join(SELECT_CHOICES)}")
     if select == "auto":
         return "cv" if n_val < CV_BELOW and n_pool <= CV_POOL_MAX else "val"
     return select
@@ -69,7 +70,7 @@ def choose_final_fit(final_fit: str, select: str) -> str:
     a third more images moved dtd10's test accuracy +1.5 to +2 points, bench/heldout_study.py);
     train alone under ``--select val``, whose ranking needs val unseen."""
     if final_fit not in FINAL_FIT_CHOICES:
-        raise ValueError(f"--final-fit {final_fit!r}: expected one of {', '.join(FINAL_FIT_CHOICES)}")
+        raise BadInput(f"--final-fit {final_fit!r}: expected one of {', '.join(FINAL_FIT_CHOICES)}")
     if final_fit == "auto":
         return "train+val" if select == "cv" else "train"
     return final_fit
@@ -79,8 +80,6 @@ def refit_on_pool(model: object, data: FeatureSet, *, views: bool, fit_params: C
     """``frozen(model)`` fitted on every train and val image (and the train images' views): the
     protocol of the published linear probes (choose the configuration, refit on train+val, score
     test once). Val scores stay those of the train-only fit."""
-    from classify.train import model_input  # noqa: PLC0415 - train imports this module
-
     p = pool(data)
     est = frozen(model)
     X, y, groups = fold_arrays(p, np.arange(len(p)), views)
@@ -175,7 +174,7 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
     TTA setting -> {tta: (the ``cv`` record, out-of-fold probabilities (repeats, n, classes) in
     pool order, or None for a model without predict_proba)}, and each image's fold per repeat.
 
-    ``fit_params(estimator, groups)`` says where groups go (classify.train.fit_params)."""
+    ``fit_params(estimator, groups)`` says where groups go (classify.inputs.fit_params)."""
     start = time.perf_counter()
     p = pool(data)
     classes = np.unique(p.y)
@@ -238,8 +237,6 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
 def _fold(model: object, p: Pool, fit_idx: np.ndarray, held: np.ndarray, views: bool,
           ttas: Sequence[str | None], fit_params: Callable) -> tuple[np.ndarray, dict]:
     """Fit ``frozen(model)`` on one fold -> (its classes, {tta: (predictions, probabilities)} on the held-out images)."""
-    from classify.train import model_input  # noqa: PLC0415 - train imports this module
-
     ignore_sigint_in_worker()  # Ctrl-C is the parent's to handle: it finishes this model's CV first
     est = frozen(model)
     X, y, groups = fold_arrays(p, fit_idx, views)

@@ -19,9 +19,11 @@ from __future__ import annotations
 import base64
 import hashlib
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
+
+from common.errors import BadInput
 
 Z95 = 1.959963984540054  # the standard normal's 97.5% quantile
 ALPHA = 0.05
@@ -32,7 +34,7 @@ def wilson(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     if n <= 0:
         return 0.0, 1.0
     if not 0 <= k <= n:
-        raise ValueError(f"wilson: k={k} must be between 0 and n={n}")
+        raise BadInput(f"wilson: k={k} must be between 0 and n={n}")
     p = k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
@@ -66,7 +68,7 @@ def discordant(a: np.ndarray, b: np.ndarray) -> tuple[int, int]:
     """(images only A gets right, images only B gets right) from two boolean correctness vectors."""
     a, b = np.asarray(a, bool), np.asarray(b, bool)
     if a.shape != b.shape:
-        raise ValueError(f"correctness vectors of different lengths: {a.shape} vs {b.shape}")
+        raise BadInput(f"correctness vectors of different lengths: {a.shape} vs {b.shape}")
     return int((a & ~b).sum()), int((~a & b).sum())
 
 
@@ -91,7 +93,7 @@ def pack(correct: np.ndarray) -> str:
 def unpack(text: str, n: int) -> np.ndarray:
     bits = np.unpackbits(np.frombuffer(base64.b64decode(text), dtype=np.uint8))
     if len(bits) < n:
-        raise ValueError(f"correctness bits hold {len(bits)} images, expected {n}")
+        raise BadInput(f"correctness bits hold {len(bits)} images, expected {n}")
     return bits[:n].astype(bool)
 
 

@@ -19,7 +19,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from classify import progress
-from store.interrupt import ignore_sigint_in_worker
+from common.interrupt import ignore_sigint_in_worker
 
 
 def _fit_score(estimator, X, y, train, test, params: dict, scorer, fit_params: dict) -> float:
@@ -59,7 +59,7 @@ class Sweep(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         """The estimator the sweep refits, unfitted, with ``params`` (search names) set."""
         return clone(self.estimator if self.final is None else self.final).set_params(**self.final_params(params))
 
-    def fit(self, X, y, groups=None, **fit_params) -> "Sweep":
+    def fit(self, X, y, groups=None, **fit_params) -> Sweep:
         y = np.asarray(y)
         candidates = list(ParameterGrid(self.param_grid))
         folds = list(self.cv.split(X, y, groups))

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 from sklearn.base import BaseEstimator, ClassifierMixin
@@ -18,6 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from classify.splits import group_centers, grouped, stratified_holdout
+from common.errors import BadInput
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +79,10 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         for name, (ok, what) in _CONSTRAINTS.items():
             value = getattr(self, name)
             if not ok(value):
-                raise ValueError(f"The {name!r} parameter of {type(self).__name__} must be {what}. "
+                raise BadInput(f"The {name!r} parameter of {type(self).__name__} must be {what}. "
                                  f"Got {value!r} instead.")
 
-    def fit(self, X, y, groups=None) -> "TorchHead":
+    def fit(self, X, y, groups=None) -> TorchHead:
         """``groups`` (one id per source image, its center crop first) keeps an image's augmented
         views out of the early-stopping fold, which then holds center crops only."""
         self._check_params()
@@ -88,17 +90,17 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         check_classification_targets(y)
         self.classes_, codes = np.unique(y, return_inverse=True)
         if len(self.classes_) < 2:
-            raise ValueError(f"{type(self).__name__} needs at least 2 classes in y; got 1 class: {self.classes_.tolist()}")
+            raise BadInput(f"{type(self).__name__} needs at least 2 classes in y; got 1 class: {self.classes_.tolist()}")
         if groups is None:
             train, val = stratified_holdout(codes, self.val_fraction, self.random_state)
         else:
             if len(groups) != len(y):
-                raise ValueError(f"groups has {len(groups)} entries for {len(y)} samples")
+                raise BadInput(f"groups has {len(groups)} entries for {len(y)} samples")
             centers = group_centers(groups)
             train, val = grouped(groups, stratified_holdout(codes[centers], self.val_fraction, self.random_state),
                                  centers)
         if len(val) == 0:
-            raise ValueError(f"{type(self).__name__}: {len(y)} rows are too few to carve an early-stopping fold")
+            raise BadInput(f"{type(self).__name__}: {len(y)} rows are too few to carve an early-stopping fold")
         import torch
 
         with torch.random.fork_rng(devices=[]), torch_threads(self.n_jobs):
@@ -151,7 +153,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
                 elif epoch - best_epoch >= self.patience:
                     break
         if best_state is None:
-            raise ValueError(f"{type(self).__name__}: training diverged (val loss {val_loss}); lower lr")
+            raise BadInput(f"{type(self).__name__}: training diverged (val loss {val_loss}); lower lr")
         net.load_state_dict(best_state)
         if len(history) == self.max_epochs and best_epoch == self.max_epochs - 1:
             log.info("%s: val loss still falling at max_epochs=%d; raise it or lr",

@@ -8,49 +8,38 @@ stops after the model in hand.
 
 from __future__ import annotations
 
-import inspect
 import itertools
 import logging
 import os
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from classify import budget as budgets
-from classify import finished
-from classify import progress
+from classify import finished, progress, selection
 from classify import protocol as protocols
-from classify import selection
+from classify.config import METRICS, TTA_CHOICES, VIEWS_CHOICES, ClassifyConfig  # noqa: F401 - re-exported
 from classify.evaluate import ModelResult, chosen_params, evaluate
-from classify.features import FeatureSet, Split, load_features
+from classify.features import FeatureSet, load_features
+from classify.inputs import final_step as _final
+from classify.inputs import fit_params, model_input, training_arrays  # noqa: F401 - also imported from here
 from classify.knn import SweptKNN
 from classify.linear_probe import LinearProbe
 from classify.models import Build, build_model, candidate, get_entry, resolve_models
 from classify.persist import MODEL_SUFFIX, SavedModel, save_model
-from store.files import safe_name
-from store.interrupt import StopAfterCurrent
 from classify.preprocess import parse_preprocess
 from classify.report import write_reports
 from classify.torch_heads import TorchHead
+from common.files import safe_name
+from common.interrupt import StopAfterCurrent
 
 log = logging.getLogger(__name__)
 
-METRICS = ("accuracy", "balanced_accuracy")  # what the report can rank by (report.results.METRICS)
 
-
-def _check_jobs(jobs: int) -> int:
-    if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or not (jobs >= 1 or jobs == -1):
-        raise ValueError(f"jobs must be -1 (all cores) or an int >= 1; got {jobs!r}")
-    return int(jobs)
-
-
-def _final(model: object) -> object:
-    """The classifier at the end of a Pipeline (a Sweep stays a Sweep: it holds the scores)."""
-    return model.steps[-1][1] if hasattr(model, "steps") else model
 
 
 def _search_extra(model: object) -> dict:
@@ -85,46 +74,9 @@ def _preload_torch(model: object) -> None:
         import torch._dynamo  # noqa: F401
 
 
-def model_input(model: object, X: np.ndarray | None) -> np.ndarray | None:
-    """Float32 for every model but the chunked probe, which reads float16 rows a chunk at a time."""
-    if X is None or X.dtype == np.float32 or isinstance(_final(model), LinearProbe):
-        return X
-    return np.asarray(X, dtype=np.float32)
-
-
-VIEWS_CHOICES = ("auto", "on", "off", "both")
-TTA_CHOICES = ("none", "flip", "both")
-
-
 def variant_name(name: str, views: bool = False, tta: str | None = None) -> str:
     """The leaderboard name of a model trained on views and/or scored with flip TTA."""
     return name + ("+views" if views else "") + ("+flip" if tta == "flip" else "")
-
-
-def training_arrays(train: Split, views: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-    """(X, y, groups): the center crops, then with ``views`` every image's K views after them;
-    groups name each sample's source image (centers first, as the grouped splitters expect)."""
-    if not views:
-        return train.X, train.y, None
-    if train.views is None:
-        raise ValueError("training on views needs a FeatureSet loaded with views=True")
-    n, k, d = train.views.shape
-    X = np.concatenate([train.X, train.views.reshape(n * k, d)])
-    y = np.concatenate([train.y, np.repeat(train.y, k)])
-    groups = np.concatenate([np.arange(n), np.repeat(np.arange(n), k)])
-    return X, y, groups
-
-
-def fit_params(model: object, groups: np.ndarray | None) -> dict:
-    """Where ``groups`` must go: the sweep's CV splitter, and a final step whose fit takes groups."""
-    if groups is None:
-        return {}
-    params: dict = {"groups": groups} if hasattr(model, "cv") else {}
-    pipe = getattr(model, "estimator", model)
-    final = pipe.steps[-1] if hasattr(pipe, "steps") else None
-    if final is not None and "groups" in inspect.signature(final[1].fit).parameters:
-        params[f"{final[0]}__groups"] = groups
-    return params
 
 
 @dataclass(frozen=True)
@@ -340,54 +292,54 @@ def _reuse_or_fit(name: str, data: FeatureSet, *, out: Path, views: bool, plan: 
     return done, False
 
 
-def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, feature: str | None = None,
-                 models: str | Sequence[str] | None = None, jobs: int = 1, seed: int = 0,
-                 allow_partial: bool = False, tensorboard: str | os.PathLike | None = None,
-                 preprocess: str | Sequence[str] | None = None, views: str = "auto", tta: str = "none",
-                 protocol: str | None = "auto", budget: str | float | None = None,
-                 select: str = "auto", few_shot: bool = False, resume: bool = True,
-                 final_fit: str = "auto", metric: str = "accuracy",
-                 allowance: tuple[float, Sequence[str]] | None = None) -> list[ModelResult]:
-    """Fit every model in ``models`` (names, ``"all"``, ``"default"``; None: default) on one store.
+def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike,
+                 allowance: tuple[float, Sequence[str]] | None = None, **options: object) -> list[ModelResult]:
+    """Python API: :func:`classify` on ``store_path`` into ``out_dir``; ``options`` are
+    :class:`~classify.config.ClassifyOptions`' fields (``feature``, ``models``, ``few_shot``, ...;
+    ``views`` is accepted for ``train_on_views``), checked before any data is read."""
+    if "views" in options:
+        options["train_on_views"] = options.pop("views")
+    if isinstance(options.get("models"), str):
+        options["models"] = tuple(m.strip() for m in str(options["models"]).split(",") if m.strip())
+    for key in ("budget", "tensorboard"):
+        if options.get(key) is not None and not isinstance(options[key], str):
+            options[key] = str(options[key])
+    if isinstance(options.get("preprocess"), (list, tuple)):
+        options["preprocess"] = ",".join(options["preprocess"]) or "none"
+    return classify(ClassifyConfig(features=str(store_path), out=str(out_dir), **options), allowance)
 
-    ``views``: train on the store's augmented views too (``auto``: when it has them; ``both``:
-    each model with and without, as separate rows). ``tta``: ``flip`` scores the average of the
-    center and mirrored crops (``both``: with and without). Writes
-    ``out_dir/models/<feature>__<model>.skops`` (+ ``.sha256``), ``metrics.json``,
-    ``metrics.csv`` and ``summary.md``; returns one :class:`ModelResult` per model and variant.
 
-    ``protocol``: how models are selected (``auto`` sizes it from rows, dimensions and classes;
-    see :mod:`classify.protocol`). ``budget`` (``"10m"``, seconds): models whose estimate does
-    not fit in what is left are approximated or skipped, each listed in the report.
+def classify(cfg: ClassifyConfig, allowance: tuple[float, Sequence[str]] | None = None) -> list[ModelResult]:
+    """Fit every model of ``cfg.models`` (names, ``"all"``, ``"default"``) on one feature set of one store.
 
-    ``select``: what ranks the rows: ``val`` accuracy, or ``cv`` (repeated stratified CV of each
-    chosen configuration over train+val, :mod:`classify.selection`); ``auto``: cv when val has
-    fewer than 1,000 images. ``final_fit``: what the saved models are fitted on (``auto``:
-    train+val under ``cv``, train under ``val``; :func:`classify.selection.choose_final_fit`).
-    ``metric``: what the report ranks by, ``accuracy`` or ``balanced_accuracy`` (recorded in
-    metrics.json; both are always measured). ``few_shot``: add the few-shot curve (:mod:`classify.fewshot`) to
-    metrics.json.
+    ``train_on_views``: train on the store's augmented views too (``auto``: when it has them;
+    ``both``: each model with and without, as separate rows). ``tta``: ``flip`` scores the
+    average of the center and mirrored crops (``both``: with and without). Writes
+    ``out/models/<feature>__<model>.skops`` (+ ``.sha256``) and the reports; returns one
+    :class:`ModelResult` per model and variant.
+
+    ``protocol``: how models are selected (:mod:`classify.protocol`). ``budget``: ``auto`` sizes
+    the default zoo to the store's extraction (:func:`classify.budget.auto_allowance`; ``run``
+    passes its own ``allowance``), ``none`` runs every model, a time (``"10m"``) approximates or
+    skips the models whose estimate does not fit in what is left, each listed in the report.
+    ``select``: what ranks the rows (:mod:`classify.selection`); ``final_fit``: what the saved
+    models are fitted on; ``metric``: what the report ranks by (both are always measured);
+    ``few_shot``: add the few-shot curve (:mod:`classify.fewshot`).
 
     ``resume``: reuse the results an earlier run with the same settings finished in
-    ``out_dir/finished/`` (their model files unchanged) instead of fitting them again; listed in
-    metrics.json's ``reused``. Reused results carry no ``estimator`` (load ``model_path``).
-    Ctrl-C (in the main thread) stops after the model in hand: its record and the reports are
-    written, then KeyboardInterrupt is raised.
+    ``out/finished/`` (their model files unchanged) instead of fitting them again. Reused results
+    carry no ``estimator`` (load ``model_path``). Ctrl-C (in the main thread) stops after the
+    model in hand: its record and the reports are written, then KeyboardInterrupt is raised.
     """
-    names = resolve_models(models)  # bad names and options fail before any data is read
-    jobs = _check_jobs(jobs)
-    protocol = protocols.check_spec(protocol)
-    budget_s = budgets.parse_budget(budget)
-    if views not in VIEWS_CHOICES:
-        raise ValueError(f"--views {views!r}: expected one of {', '.join(VIEWS_CHOICES)}")
-    if tta not in TTA_CHOICES:
-        raise ValueError(f"--tta {tta!r}: expected one of {', '.join(TTA_CHOICES)}")
-    if preprocess is not None:
-        parse_preprocess(preprocess)
-    selection.choose_select(select, 0)  # a bad value fails before any data is read
-    selection.choose_final_fit(final_fit, "val")
-    if metric not in METRICS:
-        raise ValueError(f"--metric {metric!r}: expected one of {', '.join(METRICS)}")
+    store_path, out_dir, feature, allow_partial = cfg.features, cfg.out, cfg.feature, cfg.allow_partial
+    jobs, seed, preprocess, tensorboard = cfg.jobs, cfg.seed, cfg.preprocess, cfg.tensorboard
+    views, tta, protocol, select, final_fit, metric = (cfg.train_on_views, cfg.tta, cfg.protocol, cfg.select,
+                                                       cfg.final_fit, cfg.metric)
+    names = resolve_models(list(cfg.models))  # bad names fail before any data is read
+    budget_s = None if cfg.budget.strip().lower() == "auto" else budgets.parse_budget(cfg.budget)
+    if (allowance is None and cfg.budget.strip().lower() == "auto" and "all" not in cfg.models
+            and "default" in cfg.models):  # sizes the default zoo only: models named all run
+        allowance = (budgets.store_allowance(store_path, allow_partial), budgets.FIRST_PASS)
     if tensorboard is not None and not any(get_entry(n).uses_torch for n in names):
         log.warning("--tensorboard: none of %s trains a torch head; nothing will be logged", names)
     if views == "auto":
@@ -437,7 +389,7 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
             plan = plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=left, select=select, final_fit=final_fit)
             # A fit an earlier pass finished costs nothing: the budget skips only what it would fit.
             done, reused = _reuse_or_fit(
-                name, data, out=out, views=on, resume=resume, jobs=jobs, seed=seed, preprocess=preprocess,
+                name, data, out=out, views=on, resume=cfg.resume, jobs=jobs, seed=seed, preprocess=preprocess,
                 tensorboard=tensorboard, tta=tta_modes, select=select, final_fit=final_fit, reuse_only=bool(plan.skip),
                 plan=plan_model(name, chosen[on], seed=seed, jobs=jobs, budget_s=None, select=select,
                                 final_fit=final_fit) if plan.skip else plan)
@@ -451,7 +403,7 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike, f
             if stop.requested:
                 log.warning("interrupted after %s: %d results kept in %s; rerun to continue", label, len(results), out)
                 raise KeyboardInterrupt
-    if few_shot:
+    if cfg.few_shot:
         from classify.fewshot import few_shot_curve
 
         t = time.perf_counter()

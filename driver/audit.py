@@ -20,10 +20,9 @@ AUDIT_FILE = "audit.json"
 def audit_best(rows: list[dict], config: dict, out: Path) -> dict | None:
     """The audit of the best single row's store and feature set (None when no row has one)."""
     from classify.audit import audit
-    from report.results import best_single, parse_results
+    from classify.ranking import best_single, rank_rows
 
-    ranked = parse_results({"config": config, "results": rows}, out, where="results")
-    best = best_single(ranked)
+    best = best_single(rank_rows(rows, config.get("metric") or "accuracy"))
     if best is None or not best.store or not Path(best.store).is_file():
         return None
     scored = best.test if best.test and best.test.get("n") else best.val

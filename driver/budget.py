@@ -28,23 +28,15 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from classify.budget import fmt_seconds, parse_budget
-
-# Under a budget, every backbone first gets these (each cost <= 3 s per 800-row feature set on dtd10,
-# and logreg was each backbone's best there), so the cross-backbone vote exists before any slow
-# model runs; the second pass spends what is left on the rest of the zoo, reusing the first.
-FIRST_PASS = ("logreg", "knn", "knn-dino")
-
-# --budget auto: each feature set's zoo may cost this share of its backbone's extraction. At 1/3,
-# dtd10's default run (3 backbones) kept logreg, the kNNs and Lite1/2's linear head: 53 s, 0.82x
-# the tutorial script (bench/small_n.py), rank 1 test 0.915 (0.920 with every model).
-AUTO_SHARE = 1 / 3
-
-# Extraction seconds relative to Lite0 at each one's native resolution: 169 / 92 / 90 img/s on
-# dtd10's 1,200 photos on a 2-core CPU (a default run, OpenVINO bf16). Other backbones count as 1.
-RELATIVE_COST = {"efficientnet_lite0": 1.0, "efficientnet_lite1": 1.8, "efficientnet_lite2": 1.9}
-# Seconds per image of a Lite0 extraction on that machine, until this run measures its own.
-DEFAULT_S_PER_IMAGE = 0.006
+from classify.budget import (  # noqa: F401 - the budget constants are re-exported here, where run applies them
+    AUTO_SHARE,
+    DEFAULT_S_PER_IMAGE,
+    FIRST_PASS,
+    RELATIVE_COST,
+    auto_allowance,
+    fmt_seconds,
+    parse_budget,
+)
 
 
 @dataclass
@@ -58,16 +50,12 @@ class RunBudget:
     classify_s: list[float] = field(default_factory=list)  # one per feature set classified
 
     @classmethod
-    def parse(cls, text: str | None) -> "RunBudget":
+    def parse(cls, text: str | None) -> RunBudget:
         if isinstance(text, str) and text.strip().lower() == "auto":
             return cls(None, auto=True)
         return cls(parse_budget(text))
 
-    @staticmethod
-    def allowance(backbone: str, images: int, feature_sets: int) -> float:
-        """--budget auto: reference seconds one feature set's zoo may cost (AUTO_SHARE of the
-        backbone's estimated extraction, split between its feature sets)."""
-        return AUTO_SHARE * images * DEFAULT_S_PER_IMAGE * RELATIVE_COST.get(backbone, 1.0) / max(feature_sets, 1)
+    allowance = staticmethod(auto_allowance)
 
     def left(self) -> float | None:
         return None if self.total_s is None else self.total_s - (time.perf_counter() - self.start)

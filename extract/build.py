@@ -8,7 +8,7 @@ without doing any of this.
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 
-from store.errors import EXIT_CORRUPT
+from common import options
+from common.errors import EXIT_CORRUPT
+from extract.config import ExtractConfig, ExtractOptions, config_from_values
 from extract.weights import WEIGHT_FILE_SUFFIXES, split_weights  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
@@ -16,130 +19,45 @@ def _csv_list(text: str) -> tuple[str, ...]:
     return tuple(s.strip() for s in text.split(",") if s.strip())
 
 
-def _scale(text: str) -> tuple[float, float]:
-    try:
-        parts = [float(t) for t in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected MIN or MIN,MAX, e.g. 0.35 or 0.35,1") from None
-    if len(parts) not in (1, 2):
-        raise argparse.ArgumentTypeError(f"{text!r}: expected MIN or MIN,MAX, e.g. 0.35 or 0.35,1")
-    return (parts[0], parts[1] if len(parts) == 2 else 1.0)
-
-
 def add_model_arguments(p: argparse.ArgumentParser) -> None:
-    """Options that pick the backbone; shared by extract, layers and run."""
-    p.add_argument("--backbone", required=True, help="efficientnet_lite0, resnet50, vit_b_16, timm:NAME, ...")
-    p.add_argument("--weights", default=None,
-                   help="DEFAULT (default), a torchvision enum name (IMAGENET1K_V1), none, or a state-dict FILE")
+    """Options that pick the backbone (``layers``): declared on ExtractConfig, shown here too."""
+    options.add_arguments(p, ExtractConfig, only=("backbone", "weights"), required=("backbone",))
+
+
+# ExtractConfig's fields that name one job: run has its own spelling of each (--data repeated,
+# --backbones, stores named by cache key in --cache-dir, no --shard).
+JOB_FIELDS = ("data", "backbone", "out", "shard")
 
 
 def add_extract_arguments(p: argparse.ArgumentParser, *, with_io: bool = True) -> None:
-    """Every extraction option, declared once: ``extract`` (``with_io``: data, out, backbone,
-    overwrite, engine, shard) and ``run`` (the rest, the same names and meanings)."""
+    """Every extraction option, generated from :class:`ExtractConfig`: ``extract`` (``with_io``: the
+    job's data, out, backbone and shard too) and ``run`` (the rest, the same names and defaults)."""
     if with_io:
-        p.add_argument("--data", required=True,
-                       help="image folder (train/ val/ test/ or class folders), a CSV, or uncompressed webdataset "
-                            "tar shards, quoted: 'shards/train-{000..009}.tar' (braces and globs)")
-        p.add_argument("--out", required=True, help="the HDF5 store to write (FILE.h5)")
-        add_model_arguments(p)
-    g = p.add_argument_group("features")
-    g.add_argument("--layers", type=_csv_list, default=None,
-                   help="comma list of modules to hook: NAME (output) or NAME:in (input); default: the "
-                        "classifier's input")
-    g.add_argument("--pools", "--pool", dest="pools", type=_csv_list, default=None,
-                   help="comma list of avg,max,avgmax,gem,cls,flatten (default avg; vectors are stored as they are)")
-    g.add_argument("--dtype", choices=("float32", "float16"), default=None, help="storage dtype (default float32)")
-    g.add_argument("--compression", choices=("gzip", "lzf"), default=None, help="HDF5 compression (default none)")
-    g = p.add_argument_group("augmented views")
-    g.add_argument("--views", type=int, default=None, metavar="K",
-                   help="also store K seeded RandomResizedCrop+flip views of every train image, and every "
-                        "image's mirrored crop (classify trains on the views; default 0)")
-    g.add_argument("--view-seed", type=int, default=None, help="seed of the views (default 0)")
-    g.add_argument("--view-scale", type=_scale, default=None, metavar="MIN[,MAX]",
-                   help="area range of the view crops as fractions of the image (default 0.08,1 as torchvision)")
-    g = p.add_argument_group("speed")
-    g.add_argument("--batch-size", type=int, default=None, help="images per forward (default 32)")
-    g.add_argument("--workers", type=int, default=None,
-                   help="decode workers (default: every core for inline and beside OpenVINO, 1 beside a torch CPU "
-                        "forward, up to 8 for a GPU)")
-    g.add_argument("--loader", choices=("auto", "inline", "thread", "process"), default=None,
-                   help="inline: decode each batch when needed on --workers threads, nothing beside the forward; "
-                        "thread: prefetch on threads; process: DataLoader worker processes (same features; "
-                        "default auto: threads on all cores beside an OpenVINO forward, inline for torch on a CPU, "
-                        "process for a GPU)")
-    g.add_argument("--device", default=None, help="auto (default), cpu, cuda, cuda:N, mps")
-    g.add_argument("--runtime", choices=("auto", "torch", "openvino"), default=None,
-                   help="what runs the network: openvino (CPU; converted once and cached in $FEATCACHE_HOME, "
-                        "1.5-3x torch here) or torch (any device); default auto: OpenVINO on a CPU when installed")
-    g.add_argument("--precision", choices=("fp32", "bf16", "fp16", "int8", "auto"), default=None,
-                   help="auto (default): bf16 where the hardware computes it natively (1.9x fp32 on a 2-core "
-                        "AVX512-BF16 CPU, the same probe accuracy), fp16 on a GPU without bf16, else fp32; "
-                        "fp32; bf16/fp16 (autocast on torch, inference hints on OpenVINO); int8 "
-                        "(OpenVINO: NNCF post-training quantization calibrated on up to 300 of the job's train "
-                        "images, checked and recorded in the store)")
-    g.add_argument("--no-channels-last", dest="channels_last", action="store_false", default=None,
-                   help="keep NCHW memory format")
-    g.add_argument("--no-fold-bn", dest="fold_bn", action="store_false", default=None,
-                   help="keep BatchNorm layers separate (default: fold them into the convolutions before them, "
-                        "checked on a probe batch; 1.3-1.6x faster on a CPU, features change ~1e-6)")
-    g.add_argument("--draft", action="store_true", default=None,
-                   help="decode large JPEGs at reduced scale (faster; features change slightly)")
-    g = p.add_argument_group("input checks")
-    g.add_argument("--max-pixels", type=int, default=None,
-                   help="refuse images above this many pixels (decompression-bomb guard; 0 = no limit)")
-    g.add_argument("--image-root", default=None, help="folder the CSV's paths are relative to (default: its folder)")
-    g.add_argument("--allow-outside-root", action="store_true", default=None,
-                   help="accept CSV paths that leave the image root (../, absolute)")
-    g.add_argument("--force", action="store_true", default=None,
-                   help="start even when the store's estimated size exceeds the free space on its disk")
-    if with_io:
-        p.add_argument("--overwrite", action="store_true", default=None,
-                       help="replace a store at --out that holds another spec")
-        g = p.add_argument_group("engine")
-        g.add_argument("--engine", choices=("local", "ray"), default="local",
-                       help="local (default) or ray: Ray Data actors on a cluster (then --workers = Ray workers)")
-        g.add_argument("--address", default=None, help="Ray cluster address (default: start a local Ray instance)")
-        g.add_argument("--gpus-per-worker", type=float, default=0, help="GPUs per Ray worker (default 0)")
-        g.add_argument("--cpus-per-worker", type=float, default=1, help="CPUs per Ray worker (default 1)")
-        p.add_argument("--shard", default=None, metavar="K/N",
-                       help="extract only the K-th of N contiguous slices (0-based) into its own store; "
-                            "join them with `pipeline.py merge`")
+        options.add_arguments(p, ExtractConfig, only=("data", "out", "backbone"),
+                              required=("data", "out", "backbone"))
+        options.add_arguments(p, ExtractConfig, exclude=("data", "out", "backbone"))
+    else:
+        options.add_arguments(p, ExtractOptions)
 
 
-def config_from_args(args: argparse.Namespace, **override: object):  # -> ExtractConfig
-    from extract.runner import ExtractConfig
-
-    weights, weights_file = split_weights(getattr(args, "weights", None))
-    given = {
-        "data": getattr(args, "data", None), "backbone": getattr(args, "backbone", None),
-        "out": getattr(args, "out", None), "layers": args.layers, "pools": args.pools, "weights": weights,
-        "weights_file": weights_file, "batch_size": args.batch_size, "workers": args.workers,
-        "loader": args.loader, "runtime": args.runtime,
-        "device": args.device, "precision": args.precision, "dtype": args.dtype, "compression": args.compression,
-        "channels_last": args.channels_last, "fold_bn": args.fold_bn, "draft": args.draft,
-        "image_root": args.image_root, "force": args.force,
-        "allow_outside_root": args.allow_outside_root, "overwrite": getattr(args, "overwrite", None),
-        "shard": getattr(args, "shard", None), "views": args.views, "view_seed": args.view_seed,
-        "view_scale": args.view_scale,
-        "progress": not getattr(args, "quiet", False) and sys.stderr.isatty(),
-    }
-    if args.max_pixels is not None:
-        given["max_pixels"] = args.max_pixels or None
-    given.update(override)
-    return ExtractConfig(**{k: v for k, v in given.items() if v is not None})  # unset: the library default stands
+def config_from_args(args: argparse.Namespace, **override: object) -> ExtractConfig:
+    """The job the command line describes; options not given keep ExtractConfig's defaults."""
+    values = options.given(args, ExtractConfig)
+    values["progress"] = not getattr(args, "quiet", False) and sys.stderr.isatty()
+    return config_from_values({**values, **override})
 
 
 def main_extract(args: argparse.Namespace) -> int:
     from extract.runner import extract
 
-    if args.engine == "ray":
+    cfg = config_from_args(args)
+    if cfg.engine == "ray":
         from extract.ray_engine import extract_ray
 
-        cfg = config_from_args(args, workers=None)
-        summary = extract_ray(cfg, address=args.address, workers=args.workers or 2,
-                              gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker)
+        summary = extract_ray(dataclasses.replace(cfg, workers=None), address=cfg.address, workers=cfg.workers or 2,
+                              gpus_per_worker=cfg.gpus_per_worker, cpus_per_worker=cfg.cpus_per_worker)
     else:
-        summary = extract(config_from_args(args))
+        summary = extract(cfg)
     print(summary.line())
     for path, msg in summary.errors[:10]:
         print(f"  skipped {path}: {msg}")

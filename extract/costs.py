@@ -8,8 +8,8 @@ the seconds went.
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 _COSTS: dict[str, float] = {}
 START = time.perf_counter()

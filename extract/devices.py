@@ -13,6 +13,8 @@ import os
 import sys
 from pathlib import Path
 
+from common.errors import BadInput
+
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 RUNTIMES = ("auto", "torch", "openvino")
 
@@ -31,7 +33,7 @@ def resolve_device(name: str) -> str:
     if name == "auto" and not _maybe_accelerator():
         return "cpu"
     if name != "auto" and name not in ("cuda", "mps") and not name.startswith("cuda:"):
-        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
+        raise BadInput(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps")
     import torch
 
     if name == "auto":
@@ -43,13 +45,13 @@ def resolve_device(name: str) -> str:
     try:
         device = torch.device(name)
     except RuntimeError:
-        raise ValueError(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
+        raise BadInput(f"--device {name!r}: expected auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"--device {name}: no CUDA device is available")
+        raise BadInput(f"--device {name}: no CUDA device is available")
     if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
-        raise ValueError(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
+        raise BadInput(f"--device {name}: there are only {torch.cuda.device_count()} CUDA devices")
     if device.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise ValueError(f"--device {name}: MPS is not available on this machine")
+        raise BadInput(f"--device {name}: MPS is not available on this machine")
     return str(device)
 
 
@@ -85,14 +87,14 @@ def resolve_runtime(runtime: str, device: str) -> str:
     """``auto``: OpenVINO for a CPU forward when it is installed (1.5-3x torch's speed here), torch
     on CUDA and MPS. An explicit ``openvino`` runs on the CPU only."""
     if runtime not in RUNTIMES:
-        raise ValueError(f"--runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
+        raise BadInput(f"--runtime {runtime!r}: expected one of {', '.join(RUNTIMES)}")
     if runtime == "auto":
         return "openvino" if device == "cpu" and openvino_installed() else "torch"
     if runtime == "openvino":
         if device != "cpu":
-            raise ValueError(f"--runtime openvino runs on the CPU; --device {device} needs --runtime torch")
+            raise BadInput(f"--runtime openvino runs on the CPU; --device {device} needs --runtime torch")
         if not openvino_installed():
-            raise ValueError("--runtime openvino: OpenVINO is not installed (pip install -r requirements.txt)")
+            raise BadInput("--runtime openvino: OpenVINO is not installed (pip install openvino, or 'featcache[openvino]')")
     return runtime
 
 
@@ -100,9 +102,9 @@ def resolve_precision(precision: str, device: str, runtime: str = "torch") -> st
     """``auto``: bf16 where the hardware computes it natively (fp16 on a CUDA GPU without bf16), else fp32.
     int8 is OpenVINO's post-training quantization, so it needs that runtime."""
     if precision not in PRECISIONS:
-        raise ValueError(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        raise BadInput(f"--precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
     if precision == "int8" and runtime != "openvino":
-        raise ValueError("--precision int8 is OpenVINO's post-training quantization: it needs --runtime openvino "
+        raise BadInput("--precision int8 is OpenVINO's post-training quantization: it needs --runtime openvino "
                          "(or auto with OpenVINO installed) and a CPU")
     if precision != "auto":
         return precision

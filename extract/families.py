@@ -21,7 +21,7 @@ The heads have no parameters, so they change no state dict and no weights' hash.
 
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor, nn

@@ -24,9 +24,11 @@ import re
 import sys
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+
+from common.errors import BadInput
 
 OFFLINE_ENV = "FEATCACHE_OFFLINE"
 MIRROR_ENV = "FEATCACHE_WEIGHTS_MIRROR"
@@ -36,7 +38,7 @@ TIMEOUT_S = 60.0
 CHUNK = 1 << 20
 
 
-class WeightsError(ValueError):
+class WeightsError(BadInput):
     """Weights that cannot be had (offline miss, wrong hash, no network); the message says what to do."""
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 from collections import Counter
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

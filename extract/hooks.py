@@ -9,17 +9,19 @@ forward contributes its first call.
 from __future__ import annotations
 
 import difflib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Sequence
 
 import torch
 from torch import Tensor, nn
+
+from common.errors import BadInput
 
 POOLS = ("avg", "max", "avgmax", "gem", "cls", "flatten")
 GEM_P = 3.0
 
 
-class LayerError(ValueError):
+class LayerError(BadInput):
     """An unknown layer or an impossible pooling; the message lists valid choices."""
 
 
@@ -29,7 +31,7 @@ class Tap:
     side: str  # "output" | "input"
 
     @classmethod
-    def parse(cls, text: str) -> "Tap":
+    def parse(cls, text: str) -> Tap:
         name, _, side = text.partition(":")
         side = {"": "output", "out": "output", "output": "output", "in": "input", "input": "input"}.get(side)
         if side is None or not name:
@@ -180,7 +182,7 @@ class FeatureHooks:
         if self.stop_early and len(self._fired) == len(self.taps):
             raise _StopForward
 
-    def __enter__(self) -> "FeatureHooks":
+    def __enter__(self) -> FeatureHooks:
         try:
             for tap, module in self.modules.items():
                 if tap.side == "input":

@@ -24,6 +24,8 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from common.errors import BadInput
+
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageError", "list_images", "load_image"]
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({
@@ -256,9 +258,9 @@ def load_image(path: str | os.PathLike, *, max_pixels: int | None = DEFAULT_MAX_
     Raises ``ImageError`` with a short reason for every unreadable file.
     """
     if max_pixels is not None and (isinstance(max_pixels, bool) or max_pixels < 1):
-        raise ValueError(f"max_pixels must be a positive int or None, got {max_pixels!r}")
+        raise BadInput(f"max_pixels must be a positive int or None, got {max_pixels!r}")
     if draft_size is not None and (isinstance(draft_size, bool) or draft_size < 1):
-        raise ValueError(f"draft_size must be a positive int or None, got {draft_size!r}")
+        raise BadInput(f"draft_size must be a positive int or None, got {draft_size!r}")
     Image.MAX_IMAGE_PIXELS = None  # our own check replaces it (see docstring)
     try:
         with _open_file(path) as f, warnings.catch_warnings():

@@ -12,20 +12,21 @@ from __future__ import annotations
 import os
 import signal
 import warnings
-from contextlib import contextmanager
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
+from common.errors import BadInput
+from extract.config import LOADERS
 from extract.devices import device_type
 
-LOADERS = ("auto", "process", "thread", "inline")
 PREFETCH = 2  # batches in flight per decode thread (DataLoader's prefetch_factor counts the same way)
 
 
 def check_loader(loader: str) -> None:
     if loader not in LOADERS:
-        raise ValueError(f"--loader {loader!r}: expected {', '.join(LOADERS)}")
+        raise BadInput(f"loader {loader!r}: expected one of {', '.join(LOADERS)}")
 
 
 def resolve_loader(loader: str, device: object, runtime: str = "torch") -> str:
@@ -89,7 +90,7 @@ class _ThreadedLoader:
     def __init__(self, dataset, batch_size: int, collate_fn: Callable, threads: int,  # noqa: ANN001
                  pin_memory: bool = False):
         if threads < self.min_threads:
-            raise ValueError(f"threads must be >= {self.min_threads}, got {threads}")
+            raise BadInput(f"threads must be >= {self.min_threads}, got {threads}")
         self.dataset, self.batch_size, self.collate_fn = dataset, batch_size, collate_fn
         self.threads, self.pin_memory = threads, pin_memory
 

@@ -27,15 +27,15 @@ import logging
 import os
 import secrets
 import shutil
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
-from extract import __version__
-from store.errors import is_disk_full
-from store.files import atomic_write, sha256_file
-from store import FeatureSpec
+from common.errors import is_disk_full
+from common.files import atomic_write, sha256_file
 from extract.transforms import TransformSpec
+from extract.version import __version__
+from store import FeatureSpec
 
 log = logging.getLogger(__name__)
 ENV_HOME = "FEATCACHE_HOME"
@@ -97,7 +97,7 @@ class ModelFacts:
                 "extra": self.extra, "copied": list(self.copied)}
 
     @classmethod
-    def from_json(cls, d: dict) -> "ModelFacts":
+    def from_json(cls, d: dict) -> ModelFacts:
         feats = tuple(FeatureSpec(f["layer"], f["side"], f["pool"], int(f["dim"]), tuple(f["raw_shape"]))
                       for f in d["features"])
         return cls(d["backbone"], d["weights"], d["weights_sha256"], d["weights_path"], d["default_layer"],

@@ -16,11 +16,13 @@ and 300-375 in bf16 (torch: 91), with f32 features within 4e-6 (relative) of tor
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
+from common.errors import BadInput
+from extract.modelcache import compiled_dir
 from extract.transforms import TransformSpec
 
 log = logging.getLogger(__name__)
@@ -34,8 +36,6 @@ class ConversionError(RuntimeError):
 
 def _core():
     import openvino as ov
-
-    from extract.modelcache import compiled_dir
 
     core = ov.Core()
     try:
@@ -53,7 +53,7 @@ def check_precision(precision: str) -> None:
         return
     have = _core().get_property("CPU", "OPTIMIZATION_CAPABILITIES")
     if need not in have:
-        raise ValueError(f"--precision {precision}: this CPU has no native {need} for OpenVINO "
+        raise BadInput(f"--precision {precision}: this CPU has no native {need} for OpenVINO "
                          f"(it offers {', '.join(have)}); use fp32, or --runtime torch to emulate it")
 
 
@@ -178,7 +178,7 @@ class OpenVINORuntime:
         self.requests = []
         self.compiled = None
 
-    def __enter__(self) -> "OpenVINORuntime":
+    def __enter__(self) -> OpenVINORuntime:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -10,7 +10,7 @@ OpenVINO does the same normalization inside its graph (``extract.openvino_runtim
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 from torchvision import transforms as T

@@ -15,10 +15,12 @@ spec, so the cache key says which network made the features.
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
+from extract.sources import fingerprint
 from store import Manifest
 
 log = logging.getLogger(__name__)
@@ -40,10 +42,6 @@ def calibration_rows(manifest: Manifest, limit: int = MAX_IMAGES) -> np.ndarray:
 
 def calibration_spec(manifest: Manifest, rows: np.ndarray, transformer: bool) -> dict:
     """What decides the int8 network besides the float one: which images, and how."""
-    from pathlib import Path
-
-    from extract.sources import fingerprint
-
     labels = np.asarray(manifest.labels)[rows]
     fp = fingerprint(Path(manifest.root), [manifest.paths[r] for r in rows], labels,
                      [manifest.splits[r] for r in rows])

@@ -23,7 +23,13 @@ from pathlib import Path
 
 import numpy as np
 
-from extract.runner import ExtractConfig, ExtractSummary, Plan, make_summary, plan, provenance_of
+from common.errors import BadInput
+from extract import openvino_runtime as ovr
+from extract.images import ImageError, load_image
+from extract.plan import Plan
+from extract.runner import ExtractConfig, ExtractSummary, make_summary, plan, provenance_of
+from extract.runtime import network_bytes
+from extract.transforms import CenterCrop, TransformSpec
 from store import open_for_write, store_status, write_lock
 
 log = logging.getLogger(__name__)
@@ -39,13 +45,9 @@ class _Extractor:
 
     def __init__(self, cfg: dict, runtime: str, precision: str, keys: dict[str, int], transform: dict,
                  network: tuple[bytes, bytes] | None = None, threads: int = 1):
-        from extract.transforms import CenterCrop, TransformSpec
-
         self.cfg = ExtractConfig(**cfg)
         spec = TransformSpec.from_dict(transform)
         if runtime == "openvino":
-            from extract import openvino_runtime as ovr
-
             # as many threads as the actor's CPUs: several actors on one node must not oversubscribe it
             compiled = ovr.compile_network(ovr.from_bytes(*network), precision, threads=threads)
             self.runtime = ovr.OpenVINORuntime(compiled, list(keys), self.cfg.batch_size)
@@ -68,8 +70,6 @@ class _Extractor:
         self.batches = 0
 
     def _load(self, path: str):
-        from extract.images import ImageError, load_image
-
         try:
             img = load_image(path, max_pixels=self.cfg.max_pixels, draft_size=self.draft)
             return self.crop(img), ""
@@ -103,10 +103,8 @@ class _Extractor:
 def extract_ray(cfg: ExtractConfig, *, address: str | None = None, workers: int = 2, gpus_per_worker: float = 0,
                 cpus_per_worker: float = 1) -> ExtractSummary:
     """Plan locally (validates everything before the cluster is touched), then run the rows on Ray."""
-    from extract.runtime import network_bytes
-
     if cfg.views:
-        raise ValueError("--views with --engine ray is not supported; extract views with the local engine "
+        raise BadInput("--views with --engine ray is not supported; extract views with the local engine "
                          "(or --shard K/N on each machine)")
     p = plan(cfg)
     out = Path(cfg.out)
@@ -133,7 +131,7 @@ def _run_on_ray(p: Plan, writer, network, address: str | None, workers: int, gpu
     try:
         import ray
     except ImportError:
-        raise ValueError("--engine ray needs Ray: pip install -r requirements-ray.txt") from None
+        raise BadInput("--engine ray needs Ray: pip install 'ray[data]' (or 'featcache[ray]')") from None
     if not ray.is_initialized():
         ray.init(address=address, include_dashboard=False, log_to_driver=False,
                  **({} if address else {"num_cpus": max(workers * cpus, 1)}))

@@ -8,8 +8,8 @@ made by a torch transform (fine-tuning's float tensors) are stacked with torch.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection, Sequence
 from pathlib import Path
-from typing import Callable, Collection, Sequence
 
 import numpy as np
 

@@ -13,9 +13,6 @@ the torch model nor imports torch.
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
-import json
 import logging
 import os
 import platform
@@ -27,58 +24,24 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
-from extract import __version__, costs
+from common.interrupt import StopAfterCurrent
+from extract import costs
+from extract.config import ExtractConfig, ExtractOptions  # noqa: F401 - the API names them here too
 from extract.devices import device_type, resolve_device, resolve_precision, resolve_runtime
-from extract.loaders import check_loader, default_workers, make_loader, resolve_loader
+from extract.loaders import default_workers, make_loader, resolve_loader
 from extract.modelcache import ModelFacts, load_facts, request_key, save_facts, versions
-from extract.rows import ImageRows, collate, collate_views
+from extract.plan import Plan, build_module, image_rows, with_runtime  # noqa: F401 - the API names them here too
+from extract.quantize import calibration_rows, calibration_spec
+from extract.rows import collate, collate_views
+from extract.runtime import open_runtime
+from extract.shards import parse_shard, shard_manifest
 from extract.sources import build_manifest
-from store import (FeatureSpec, Manifest, ViewLayout, open_for_write, partial_path, read_info, store_status,
-                   write_lock)
-from store.interrupt import StopAfterCurrent
+from extract.spec import cache_key, cache_spec, view_layout, view_spec  # noqa: F401 - the API names them here too
+from extract.version import __version__
+from store import Manifest, open_for_write, partial_path, read_info, store_status, write_lock
 from store.write import check_fits, store_bytes
-from extract.transforms import CenterCrop
-from extract.views import DEFAULT_RATIO, DEFAULT_SCALE, view_transform
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class ExtractConfig:
-    """Every option of an extraction; the ones that change numbers go into the cache key."""
-
-    data: str
-    backbone: str
-    out: str
-    layers: tuple[str, ...] = ("default",)
-    pools: tuple[str, ...] = ("avg",)
-    weights: str = "DEFAULT"
-    weights_file: str | None = None
-    batch_size: int = 32
-    workers: int | None = None  # None: chosen for the device and core count
-    loader: str = "auto"  # inline / thread / process decoding (auto: inline on a CPU); not in the cache key
-    device: str = "auto"
-    runtime: str = "auto"  # torch | openvino (auto: OpenVINO for a CPU forward when installed)
-    precision: str = "auto"  # fp32 | bf16 | fp16 | int8 (OpenVINO) | auto: bf16 where native (devices.resolve_precision)
-    dtype: str = "float32"  # storage dtype of the features
-    compression: str | None = None
-    channels_last: bool = True
-    fold_bn: bool = True  # fold eval BatchNorms into their convolutions (faster; features change ~1e-6)
-    max_pixels: int | None = 178_956_970
-    draft: bool = False  # JPEG draft decoding at reduced scale (faster, numbers change slightly)
-    image_root: str | None = None
-    allow_outside_root: bool = False
-    overwrite: bool = False
-    force: bool = False  # start even when the pre-flight check says the store will not fit on its disk
-    shard: str | None = None  # "K/N": this job's 1/N slice of the manifest (0-based K)
-    views: int = 0  # augmented views (RandomResizedCrop + flip) stored per train row; >0 also stores flips
-    view_seed: int = 0
-    view_splits: tuple[str, ...] = ("train",)
-    view_scale: tuple[float, float] = DEFAULT_SCALE  # RandomResizedCrop's area range
-    flip: bool = False  # store every row's mirrored crop (flip TTA); implied by views > 0
-    calibration: dict | None = None  # int8: reuse this recorded calibration (predict), not the job's own images
-    quantized_from: str | None = None  # int8: a store whose embedded network to use (predict)
-    progress: bool = True
 
 
 @dataclass
@@ -107,55 +70,7 @@ class ExtractSummary:
                 f"({self.images_per_s:.1f} img/s, {self.file_mb:.1f} MB){how}; skipped {self.skipped} unreadable")
 
 
-def cache_spec(cfg: ExtractConfig, facts: ModelFacts, manifest: Manifest, precision: str, runtime: str,
-               calibration: dict | None = None) -> dict:
-    """Everything that decides the stored numbers. Missing one here is the stale-cache bug.
-
-    The runtime is in it except at fp32, where OpenVINO's rows agree with torch's within 4e-6
-    (relative, tests/test_openvino.py on every backbone family), as close as BatchNorm folding
-    moves them, so a torch and an OpenVINO fp32 store share a key; bf16, fp16 and int8 run
-    other kernels on each, so they do not.
-    """
-    return {
-        "backbone": facts.backbone,
-        "weights": facts.weights,
-        "weights_sha256": facts.weights_sha256,
-        "features": [f.key for f in facts.features],
-        "transform": facts.transform.to_dict(),
-        "draft": cfg.draft,
-        "max_pixels": cfg.max_pixels,
-        "precision": precision,
-        "fold_bn": cfg.fold_bn,
-        "dtype": cfg.dtype,
-        "manifest": manifest.fingerprint,
-        "rows": len(manifest),
-        **({"views": view_spec(cfg)} if cfg.views or cfg.flip else {}),  # absent when off: plain stores keep keys
-        **({"runtime": runtime} if runtime != "torch" and precision != "fp32" else {}),
-        **({"calibration": calibration} if calibration is not None else {}),
-        # features a later in-place op changes, which earlier versions stored changed: not the same numbers
-        **({"copied_before_inplace": list(facts.copied)} if facts.copied else {}),
-    }
-
-
-def view_spec(cfg: ExtractConfig) -> dict:
-    return {"k": cfg.views, "seed": cfg.view_seed, "scale": list(cfg.view_scale), "ratio": list(DEFAULT_RATIO),
-            "splits": list(cfg.view_splits), "flip": True}
-
-
-def view_layout(cfg: ExtractConfig, manifest: Manifest) -> ViewLayout | None:
-    """The rows that get views: those of ``view_splits`` (a single-tree store's rows are all "train")."""
-    if not (cfg.views or cfg.flip):
-        return None
-    rows = np.flatnonzero(np.isin(np.asarray(manifest.splits, dtype=object), list(cfg.view_splits)))
-    attrs = {k: v for k, v in view_spec(cfg).items() if k != "k"}
-    return ViewLayout(rows=rows.astype(np.int64), k=cfg.views, flip=True, attrs=attrs)
-
-
-def cache_key(spec: dict) -> str:
-    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()
-
-
-def provenance_of(p: "Plan") -> dict:
+def provenance_of(p: Plan) -> dict:
     v = versions()
     return {
         **p.facts.provenance(),
@@ -175,98 +90,17 @@ def provenance_of(p: "Plan") -> dict:
     }
 
 
-@dataclass
-class Plan:
-    """A resolved job: everything known before the first image is read (the model itself is built
-    only when the job has rows to extract; :meth:`model`)."""
-
-    cfg: ExtractConfig
-    device: str
-    runtime: str
-    precision: str
-    manifest: Manifest  # this job's rows (a shard's slice with --shard)
-    facts: ModelFacts
-    spec: dict
-    backbone: object | None = None  # extract.backbones.Backbone once built (BatchNorms folded as asked)
-    full_manifest: Manifest | None = None  # every row of the job, before --shard (int8 calibration)
-    custom: bool = False  # built from a Backbone object the caller passed: not in the model cache
-
-    @property
-    def cache_key(self) -> str:
-        return cache_key(self.spec)
-
-    @property
-    def features(self) -> list[FeatureSpec]:
-        return list(self.facts.features)
-
-    @property
-    def default_key(self) -> str:
-        return self.facts.default_key
-
-    @property
-    def folded(self) -> int:
-        return self.facts.folded
-
-    def model(self):  # -> extract.backbones.Backbone
-        """The frozen backbone, built now if the plan's facts came from the model cache."""
-        if self.backbone is None:
-            b = _build_module()
-            bb, facts = b.prepare(b.build(self.cfg.backbone, self.cfg.weights, self.cfg.weights_file),
-                                  self.cfg.layers, self.cfg.pools, self.cfg.fold_bn)
-            _check_same_facts(self.facts, facts)
-            self.backbone = bb
-        return self.backbone
-
-
-def _build_module():  # noqa: ANN202
-    """extract.build, whose import is torch's (2-4 s here): timed as a fixed cost."""
-    if "extract.build" not in sys.modules:
-        with costs.timed("torch import"):
-            import extract.build  # noqa: F401
-    return sys.modules["extract.build"]
-
-
-def _check_same_facts(cached: ModelFacts, built: ModelFacts) -> None:
-    fields = ("weights", "weights_sha256", "features", "default_key", "folded", "transform", "taps", "copied")
-    diff = [f for f in fields if getattr(cached, f) != getattr(built, f)]
-    if diff:
-        from extract.modelcache import cache_home
-
-        raise RuntimeError(f"the model cache ({cache_home()}) disagrees with {built.backbone} as built now "
-                           f"(in {', '.join(diff)}); delete that folder and run again")
-
-
-def _check_options(cfg: ExtractConfig) -> None:
-    if cfg.batch_size < 1:
-        raise ValueError(f"--batch-size {cfg.batch_size}: must be >= 1")
-    if cfg.workers is not None and cfg.workers < 0:
-        raise ValueError(f"--workers {cfg.workers}: must be >= 0 (0 decodes in the main process)")
-    check_loader(cfg.loader)
-    if cfg.max_pixels is not None and cfg.max_pixels < 1:
-        raise ValueError(f"--max-pixels {cfg.max_pixels}: must be a positive pixel count (0: no limit)")
-    for name, value in (("--views", cfg.views), ("--view-seed", cfg.view_seed)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} {value!r}: must be an integer >= 0")
-    lo, hi = cfg.view_scale
-    if not 0 < lo <= hi <= 1:
-        raise ValueError(f"--view-scale {lo},{hi}: expected 0 < min <= max <= 1 (fractions of the image area)")
-    if cfg.views and not cfg.view_splits:
-        raise ValueError("ExtractConfig.view_splits: name at least one split to draw the views for (e.g. train)")
-    if cfg.dtype not in ("float32", "float16"):
-        raise ValueError(f"--dtype {cfg.dtype!r}: expected float32 or float16")
-
-
 def _facts(cfg: ExtractConfig, backbone) -> tuple[ModelFacts, object | None]:  # noqa: ANN001
     """The backbone's facts from the model cache, or by building it (then cached for next time)."""
     if backbone is not None:
-        bb, facts = _build_module().prepare(backbone, cfg.layers, cfg.pools, cfg.fold_bn)
+        bb, facts = build_module().prepare(backbone, cfg.layers, cfg.pools, cfg.fold_bn)
         return facts, bb
     key = request_key(cfg.backbone, cfg.weights, cfg.weights_file, cfg.layers, cfg.pools, cfg.fold_bn)
     with costs.timed("model cache lookup"):
         facts = load_facts(key)
     if facts is not None:
         return facts, None
-    b = _build_module()
+    b = build_module()
     bb, facts = b.prepare(b.build(cfg.backbone, cfg.weights, cfg.weights_file), cfg.layers, cfg.pools, cfg.fold_bn)
     save_facts(key, facts)
     return facts, bb
@@ -278,7 +112,6 @@ def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone=None) ->
     ``backbone``: an ``extract.backbones.Backbone`` to use instead of building ``cfg.backbone``
     (never taken from or put in the model cache).
     """
-    _check_options(cfg)
     device = resolve_device(cfg.device)
     runtime = resolve_runtime(cfg.runtime, device)
     precision = resolve_precision(cfg.precision, device, runtime)
@@ -289,8 +122,6 @@ def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone=None) ->
     spec = cache_spec(cfg, facts, manifest, precision, runtime, calibration)
     full = manifest
     if cfg.shard:
-        from extract.shards import parse_shard, shard_manifest
-
         manifest, spec["shard"] = shard_manifest(manifest, *parse_shard(cfg.shard))
     return Plan(cfg, device, runtime, precision, manifest, facts, spec, bb, full, custom=backbone is not None)
 
@@ -298,17 +129,7 @@ def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone=None) ->
 def _calibration(cfg: ExtractConfig, manifest: Manifest, facts: ModelFacts) -> dict:
     if cfg.calibration is not None:
         return dict(cfg.calibration)
-    from extract.quantize import calibration_rows, calibration_spec
-
     return calibration_spec(manifest, calibration_rows(manifest), facts.transformer)
-
-
-def with_runtime(p: Plan, runtime: str) -> Plan:
-    """The same job on another runtime (its spec and cache key follow)."""
-    spec = cache_spec(p.cfg, p.facts, p.full_manifest or p.manifest, p.precision, runtime, p.spec.get("calibration"))
-    if "shard" in p.spec:
-        spec["shard"] = p.spec["shard"]
-    return dataclasses.replace(p, runtime=runtime, spec=spec)
 
 
 def extract(cfg: ExtractConfig, manifest: Manifest | None = None, backbone=None) -> ExtractSummary:  # noqa: ANN001
@@ -318,8 +139,6 @@ def extract(cfg: ExtractConfig, manifest: Manifest | None = None, backbone=None)
 
 def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
     """Write a planned job to ``out`` (default: the config's ``out``)."""
-    from extract.runtime import open_runtime
-
     out = Path(out or p.cfg.out)
     t0 = time.perf_counter()
     with write_lock(out, wait=True):  # a second job on the same store waits, then reuses it
@@ -346,7 +165,7 @@ def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
     return make_summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p)
 
 
-def preflight(p: "Plan", out: Path, status: str) -> None:
+def preflight(p: Plan, out: Path, status: str) -> None:
     """Refuse a job whose features cannot fit on the store's disk, before any network is prepared."""
     n = len(p.manifest)
     layout = view_layout(p.cfg, p.manifest)
@@ -407,16 +226,6 @@ def batch_features(batch: tuple, runtime, k_views: int, with_views: bool) -> tup
     return feats, flips, (np.asarray(view_rows), {k: v[2 * n:].reshape(m, k_views, -1) for k, v in out.items()})
 
 
-def image_rows(p: Plan, pending: np.ndarray) -> ImageRows:
-    """The job's pending rows as decoded uint8 crops (and views), as every engine reads them."""
-    spec, cfg = p.facts.transform, p.cfg
-    draft = max(spec.resize, spec.crop) if cfg.draft else None
-    layout = view_layout(cfg, p.manifest)
-    views = [view_transform(spec, cfg.view_seed, v, scale=cfg.view_scale, uint8=True) for v in range(cfg.views)]
-    return ImageRows(p.manifest.root, p.manifest.paths, pending, CenterCrop(spec), cfg.max_pixels, draft,
-                     views=views, view_rows=layout.rows if layout else ())
-
-
 def _run_loop(p: Plan, runtime, writer) -> int:  # noqa: ANN001
     cfg, manifest = p.cfg, p.manifest
     layout = view_layout(cfg, manifest)
@@ -428,7 +237,7 @@ def _run_loop(p: Plan, runtime, writer) -> int:  # noqa: ANN001
     written = 0
     bar = tqdm(total=len(dataset), unit="img", disable=not cfg.progress, dynamic_ncols=True, smoothing=0.1)
     t_first = time.perf_counter()
-    # Ctrl-C stops after the batch in hand (store/interrupt.py): an interrupt at an arbitrary point can cut a
+    # Ctrl-C stops after the batch in hand (common/interrupt.py): an interrupt at an arbitrary point can cut a
     # DataLoader worker's shared-memory handover mid-handshake or fall between the writes of one batch.
     with bar, StopAfterCurrent("the batch in hand", log) as stop:
         for batch in loader:

@@ -14,17 +14,25 @@ OpenVINO cannot convert runs on torch instead, with a warning.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
+import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
+from common.errors import BadInput
 from extract import costs
+from extract import openvino_runtime as ovr
+from extract import quantize as q
 from extract.modelcache import digest, find_network, read_meta, save_network, versions
-from store import StoreError, partial_path, read_blob, read_info
+from extract.plan import Plan, image_rows, with_runtime
+from extract.rows import collate
+from extract.version import __version__
+from store import Manifest, StoreError, partial_path, read_blob, read_info
 
 log = logging.getLogger(__name__)
 INT8_BLOBS = ("openvino_int8.xml", "openvino_int8.bin")
@@ -32,21 +40,19 @@ INT8_BLOBS = ("openvino_int8.xml", "openvino_int8.bin")
 
 @dataclass
 class Opened:
-    plan: object  # the Plan the runtime runs (another one after a fallback to torch)
+    plan: Plan  # the plan the runtime runs (another one after a fallback to torch)
     runtime: object  # TorchRuntime | OpenVINORuntime
     provenance: dict = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
-def open_runtime(p, out: Path | None = None, status: str = "new") -> Iterator[Opened]:  # noqa: ANN001 - a Plan
+def open_runtime(p: Plan, out: Path | None = None, status: str = "new") -> Iterator[Opened]:
     """The plan's runtime, ready to call; closed (hooks removed) on exit."""
     if p.runtime == "openvino":
         try:
             opened = _open_openvino(p, out, status)
         except _Fallback as e:
-            from extract.runner import with_runtime
-
             log.warning("%s; extracting with --runtime torch instead", e)
             p = with_runtime(p, "torch")
             opened = _open_torch(p)
@@ -62,7 +68,7 @@ class _Fallback(Exception):
     pass
 
 
-def _open_torch(p) -> Opened:  # noqa: ANN001
+def _open_torch(p: Plan) -> Opened:
     from extract.build import taps_of
     from extract.torch_runtime import TorchRuntime
 
@@ -71,30 +77,22 @@ def _open_torch(p) -> Opened:  # noqa: ANN001
                                   p.cfg.batch_size, p.cfg.channels_last))
 
 
-def network_key(p) -> str:  # noqa: ANN001
+def network_key(p: Plan) -> str:
     f = p.facts
     v = versions()
     return digest({"backbone": f.backbone, "weights": f.weights, "weights_sha256": f.weights_sha256,
                    "taps": list(f.taps), "pools": list(p.cfg.pools), "features": [x.key for x in f.features],
                    "fold_bn": p.cfg.fold_bn, "transform": f.transform.to_dict(), "input": "u8 NHWC",
-                   "torch": v.get("torch"), "openvino": v.get("openvino"), "tool": _tool_version()})
+                   "torch": v.get("torch"), "openvino": v.get("openvino"), "tool": __version__})
 
 
-def _tool_version() -> str:
-    from extract import __version__
-
-    return __version__
-
-
-def _cacheable(p) -> bool:  # noqa: ANN001
+def _cacheable(p: Plan) -> bool:
     """Random weights are another network each build, and a caller's own Backbone object is not known by name."""
     return p.facts.weights_sha256 is not None and not p.custom
 
 
-def float_network(p):  # noqa: ANN001, ANN201 - Plan -> (openvino.Model, cache folder | None)
+def float_network(p: Plan):  # noqa: ANN201 - (openvino.Model, cache folder | None)
     """The float32 OpenVINO network of the plan's hooked backbone."""
-    from extract import openvino_runtime as ovr
-
     key, name = network_key(p), p.facts.backbone
     if _cacheable(p):
         folder = find_network(name, key)
@@ -111,7 +109,7 @@ def float_network(p):  # noqa: ANN001, ANN201 - Plan -> (openvino.Model, cache f
         except ovr.ConversionError as e:
             if p.cfg.runtime == "auto":
                 raise _Fallback(f"{name}: {e}") from None
-            raise ValueError(f"--runtime openvino: {name}: {e}; use --runtime torch") from None
+            raise BadInput(f"--runtime openvino: {name}: {e}; use --runtime torch") from None
     folder = None
     if _cacheable(p):
         folder = save_network(name, key, lambda d: ovr.save(net, d),
@@ -119,9 +117,7 @@ def float_network(p):  # noqa: ANN001, ANN201 - Plan -> (openvino.Model, cache f
     return net, folder
 
 
-def _open_openvino(p, out: Path | None, status: str) -> Opened:  # noqa: ANN001
-    from extract import openvino_runtime as ovr
-
+def _open_openvino(p: Plan, out: Path | None, status: str) -> Opened:
     ovr.check_precision(p.precision)
     keys = [f.key for f in p.facts.features]
     provenance = {"openvino_network": network_key(p)[:20]}
@@ -136,11 +132,9 @@ def _open_openvino(p, out: Path | None, status: str) -> Opened:  # noqa: ANN001
     return Opened(p, ovr.OpenVINORuntime(compiled, keys, p.cfg.batch_size), provenance, blobs)
 
 
-def network_bytes(p, out: Path | None = None, status: str = "new"):  # noqa: ANN001, ANN201
+def network_bytes(p: Plan, out: Path | None = None, status: str = "new"):  # noqa: ANN201
     """((model.xml, model.bin) bytes, provenance, blobs to embed) of the plan's OpenVINO network, for
     engines that ship it to their workers (Ray)."""
-    from extract import openvino_runtime as ovr
-
     ovr.check_precision(p.precision)
     provenance = {"openvino_network": network_key(p)[:20]}
     if p.precision == "int8":
@@ -149,8 +143,6 @@ def network_bytes(p, out: Path | None = None, status: str = "new"):  # noqa: ANN
         return (blobs[INT8_BLOBS[0]], blobs[INT8_BLOBS[1]]), provenance, blobs
     net, folder = float_network(p)
     if folder is None:
-        import tempfile
-
         with tempfile.TemporaryDirectory(prefix="featcache-ov-") as tmp:
             ovr.save(net, Path(tmp))
             return ovr.to_bytes(Path(tmp)), provenance, {}
@@ -160,7 +152,7 @@ def network_bytes(p, out: Path | None = None, status: str = "new"):  # noqa: ANN
 # --------------------------------------------------------------------------- int8
 
 
-def int8_key(p) -> str:  # noqa: ANN001
+def int8_key(p: Plan) -> str:
     return digest({"float": network_key(p), "calibration": p.spec["calibration"], "nncf": versions().get("nncf")})
 
 
@@ -176,10 +168,8 @@ def _embedded(store: Path, calibration: dict) -> tuple[bytes, bytes] | None:
     return (xml, weights) if xml is not None and weights is not None else None
 
 
-def int8_network(p, out: Path | None, status: str):  # noqa: ANN001, ANN201
+def int8_network(p: Plan, out: Path | None, status: str):  # noqa: ANN201
     """(openvino.Model, blobs to embed, quality check) of the plan's int8 network."""
-    from extract import openvino_runtime as ovr
-
     calibration, key, name = p.spec["calibration"], int8_key(p), p.facts.backbone + "-int8"
     sources = [partial_path(out)] if out is not None and status == "resume" else []
     sources += [Path(p.cfg.quantized_from)] if p.cfg.quantized_from else []
@@ -196,11 +186,9 @@ def int8_network(p, out: Path | None, status: str):  # noqa: ANN001, ANN201
             check = read_meta(folder).get("check", {})
             return ovr.from_bytes(xml, weights), dict(zip(INT8_BLOBS, (xml, weights))), check
     if p.cfg.quantized_from or p.cfg.calibration is not None:
-        raise ValueError(f"the int8 network of {p.cfg.quantized_from or 'this model'} is neither in that store nor in "
+        raise BadInput(f"the int8 network of {p.cfg.quantized_from or 'this model'} is neither in that store nor in "
                          "the model cache; extract its features again with --precision int8, or use --features")
     net, check = _quantize(p)
-    import tempfile
-
     with tempfile.TemporaryDirectory(prefix="featcache-int8-") as tmp:
         ovr.save(net, Path(tmp))
         xml, weights = ovr.to_bytes(Path(tmp))
@@ -214,20 +202,15 @@ def int8_network(p, out: Path | None, status: str):  # noqa: ANN001, ANN201
     return ovr.from_bytes(xml, weights), dict(zip(INT8_BLOBS, (xml, weights))), check
 
 
-def _quantize(p):  # noqa: ANN001, ANN202
+def _quantize(p: Plan):  # noqa: ANN202 - (openvino.Model, check)
     """NNCF on the job's calibration images; then both networks on them, compared."""
-    from extract import openvino_runtime as ovr
-    from extract import quantize as q
-    from extract.rows import collate
-    from extract.runner import image_rows
-
     manifest = p.full_manifest or p.manifest
     rows = q.calibration_rows(manifest)
     with costs.timed("calibration decode"):
         plain = _without_views(p, manifest)
         _, images, errors = collate([image_rows(plain, rows)[i] for i in range(len(rows))])
     if images is None:
-        raise ValueError(f"--precision int8: none of the {len(rows)} calibration images could be read")
+        raise BadInput(f"--precision int8: none of the {len(rows)} calibration images could be read")
     good = np.array([r for r in rows if int(r) not in errors], dtype=np.int64)
     net, _ = float_network(p)
     log.info("quantizing %s to int8 on %d calibration images (once; the network is cached)", p.facts.backbone,
@@ -243,8 +226,6 @@ def _quantize(p):  # noqa: ANN001, ANN202
     return qnet, json.loads(json.dumps(check))
 
 
-def _without_views(p, manifest):  # noqa: ANN001, ANN202
+def _without_views(p: Plan, manifest: Manifest) -> Plan:
     """The plan reading ``manifest``'s plain center crops (calibration needs no views)."""
-    import dataclasses
-
     return dataclasses.replace(p, manifest=manifest, cfg=dataclasses.replace(p.cfg, views=0, flip=False))

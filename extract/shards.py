@@ -16,7 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from store import ERROR_DTYPE, Manifest, StoreError, partial_path, read_info, write_lock
+from common.errors import BadInput
+from extract.spec import cache_key
+from store import ERROR_DTYPE, Manifest, StoreError, partial_path, read_blob, read_info, write_lock
 
 _STR = h5py.string_dtype("utf-8")
 
@@ -25,9 +27,9 @@ def parse_shard(text: str) -> tuple[int, int]:
     try:
         k, n = (int(x) for x in text.split("/"))
     except ValueError:
-        raise ValueError(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/4") from None
+        raise BadInput(f"--shard {text!r}: expected K/N with 0 <= K < N, e.g. 0/4") from None
     if not 0 <= k < n:
-        raise ValueError(f"--shard {text!r}: expected K/N with 0 <= K < N (shards count from 0)")
+        raise BadInput(f"--shard {text!r}: expected K/N with 0 <= K < N (shards count from 0)")
     return k, n
 
 
@@ -39,7 +41,7 @@ def shard_manifest(m: Manifest, k: int, n: int) -> tuple[Manifest, dict]:
     """The slice for shard k/n; its fingerprint stays the whole manifest's, so keys stay comparable."""
     start, stop = shard_bounds(len(m), k, n)
     if start == stop:
-        raise ValueError(f"--shard {k}/{n}: shard is empty ({len(m)} images for {n} shards)")
+        raise BadInput(f"--shard {k}/{n}: shard is empty ({len(m)} images for {n} shards)")
     sub = replace(m, paths=m.paths[start:stop], labels=m.labels[start:stop], splits=m.splits[start:stop])
     return sub, {"index": k, "count": n, "start": start, "stop": stop, "total": len(m)}
 
@@ -66,8 +68,6 @@ def _check_shards(paths: list[Path]) -> list:
         if diff:
             raise StoreError(f"{info.path}: made with another spec than {infos[0].path} (differs in: {', '.join(diff)})")
     if "calibration" in ref:  # int8: every shard must have run the very same quantized network
-        from store import read_blob
-
         nets = {i.path: read_blob(i.path, "openvino_int8.bin", allow_partial=False) for i in infos}
         if len(set(nets.values())) > 1:
             raise StoreError(f"{infos[0].path} and the other shards were made by different int8 networks "
@@ -92,10 +92,8 @@ def _check_shards(paths: list[Path]) -> list:
 def merge(shards: list[str | os.PathLike], out: str | os.PathLike, *, copy: bool = False,
           overwrite: bool = False) -> Path:
     """Join complete shards into one store: virtual datasets over the shards (no copy) or a copy."""
-    from extract.runner import cache_key
-
     if not shards:
-        raise ValueError("merge: no shard stores given")
+        raise BadInput("merge: no shard stores given")
     out = Path(out)
     infos = _check_shards([Path(s) for s in shards])
     spec = base_spec(infos[0].spec)

@@ -17,17 +17,14 @@ from pathlib import Path, PurePosixPath
 import numpy as np
 
 from extract.images import IMAGE_EXTENSIONS, list_images
+from extract.sourcebase import SPLITS, SourceError  # SourceError: also caught as extract.sources.SourceError
+from extract.tarsource import from_shards, is_shard_spec
 from store import Manifest
 from store.tar_members import source_stat
 
-SPLITS = ("train", "val", "test")
 PATH_COLUMNS = ("path", "file", "filename", "image", "id")
 LABEL_COLUMNS = ("label", "class", "breed", "category", "target")
 SPLIT_COLUMNS = ("split", "subset", "fold")
-
-
-class SourceError(ValueError):
-    """A data source that cannot be read as asked; the message names the file or folder."""
 
 
 def fingerprint(root: Path, paths: list[str], labels: np.ndarray, splits: list[str]) -> str:
@@ -202,8 +199,6 @@ def from_files(files: list[str | os.PathLike]) -> Manifest:
 def build_manifest(data: str | os.PathLike, image_root: str | os.PathLike | None = None,
                    allow_outside: bool = False) -> Manifest:
     """The Manifest of ``--data``: a CSV, tar shards (a spec ending in .tar, braces and globs allowed), or a folder."""
-    from extract.tarsource import from_shards, is_shard_spec  # it imports this module
-
     if is_shard_spec(data) and not Path(data).is_dir():
         return from_shards(data)
     data = Path(data)

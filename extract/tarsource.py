@@ -22,7 +22,7 @@ from typing import BinaryIO
 import numpy as np
 
 from extract.images import IMAGE_EXTENSIONS
-from extract.sources import SPLITS, SourceError
+from extract.sourcebase import SPLITS, SourceError
 from store import Manifest
 from store.tar_members import Member, ShardError, members
 

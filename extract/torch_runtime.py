@@ -8,7 +8,7 @@ autocast until the last hooked layer has fired.
 from __future__ import annotations
 
 import contextlib
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -54,7 +54,7 @@ class TorchRuntime:
     def close(self) -> None:
         self.hooks.remove()
 
-    def __enter__(self) -> "TorchRuntime":
+    def __enter__(self) -> TorchRuntime:
         return self
 
     def __exit__(self, *exc: object) -> None:

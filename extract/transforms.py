@@ -35,7 +35,7 @@ class TransformSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TransformSpec":
+    def from_dict(cls, d: dict) -> TransformSpec:
         return cls(int(d["resize"]), int(d["crop"]), tuple(d["mean"]), tuple(d["std"]), str(d["interpolation"]))
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
+from common.errors import BadInput
 from extract.transforms import INTERPOLATIONS, TransformSpec
 
 DEFAULT_SCALE = (0.08, 1.0)  # torchvision RandomResizedCrop's defaults
@@ -62,7 +63,7 @@ class ViewTransform:
     def params(self, width: int, height: int, row: int) -> tuple[tuple[int, int, int, int], bool]:
         """The crop box and flip this view applies to ``row`` (an image of width x height)."""
         if row < 0:
-            raise ValueError(f"row {row!r}: must be >= 0")
+            raise BadInput(f"row {row!r}: must be >= 0")
         rng = np.random.default_rng([self.seed, row, self.view])  # SeedSequence: well mixed, no collisions
         box = crop_box(width, height, self.scale, self.ratio, rng)
         return box, bool(rng.random() < 0.5)
@@ -90,9 +91,9 @@ def view_transform(spec: TransformSpec, seed: int, view: int, *, scale: tuple[fl
     """The augmentation of view ``view``; call the result as ``t(image, row)``."""
     for name, value in (("seed", seed), ("view", view)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} {value!r}: must be an integer >= 0")
+            raise BadInput(f"{name} {value!r}: must be an integer >= 0")
     if not 0 < scale[0] <= scale[1] <= 1:
-        raise ValueError(f"scale {scale!r}: expected 0 < min <= max <= 1")
+        raise BadInput(f"scale {scale!r}: expected 0 < min <= max <= 1")
     if not 0 < ratio[0] <= ratio[1]:
-        raise ValueError(f"ratio {ratio!r}: expected 0 < min <= max")
+        raise BadInput(f"ratio {ratio!r}: expected 0 < min <= max")
     return ViewTransform(spec, seed, view, tuple(scale), tuple(ratio), uint8)

@@ -16,7 +16,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from store.files import atomic_write
+from common.errors import BadInput
+from common.files import atomic_write
 from extract.backbones import create_backbone, load_tensors
 from finetune.model import HeadSite, replace_head
 
@@ -35,10 +36,10 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     """Tensors and plain values only; a file that is not our checkpoint is a one-line ValueError."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such checkpoint")
+        raise BadInput(f"{path}: no such checkpoint")
     ckpt = load_tensors(path, str(path), "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: not a finetune checkpoint (format_version "
+        raise BadInput(f"{path}: not a finetune checkpoint (format_version "
                          f"{ckpt.get('format_version') if isinstance(ckpt, dict) else None!r}, "
                          f"expected {FORMAT_VERSION})")
     return ckpt
@@ -62,7 +63,7 @@ def check_same_job(saved_json: str, now: dict, path: Path) -> None:
     saved = json.loads(saved_json)
     for key in sorted(set(saved) | set(now)):
         if saved.get(key) != now.get(key):
-            raise ValueError(f"--resume: {path} was made with {key}={saved.get(key)!r}, this run has "
+            raise BadInput(f"--resume: {path} was made with {key}={saved.get(key)!r}, this run has "
                              f"{now.get(key)!r}; rerun with the same options or another --out")
 
 

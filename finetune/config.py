@@ -1,12 +1,19 @@
 """Every option of a fine-tuning job, checked once, with the defaults in one place.
 
-Options left unset (None) take the defaults below, so the CLI passes only what the user gave.
+Each option is declared once, on its field (:mod:`common.options`); ``pipeline.py finetune``'s
+parser and its checks are generated from them. Options left None take the defaults the
+properties below derive (they depend on the optimizer or the stage length).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+
+from common import options
+from common.errors import BadInput
+from common.options import option
+from extract.weights import split_weights
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("step", "cosine")
@@ -17,43 +24,93 @@ SGD_MOMENTUM = 0.9
 STEP_GAMMA = 0.1
 
 
+def _unfreeze(value: str) -> str | None:
+    return None if value == "all" or (value.isdigit() and int(value) >= 1) else \
+        "expected 'all' or a number of blocks >= 1"
+
+
+def _crop_scale(value: tuple[float, float]) -> str | None:
+    lo, hi = value
+    return None if 0 < lo <= hi <= 1 else "expected 0 < min <= max <= 1"
+
+
+BLOCKS_RULE = ("blocks: the model's top-level children in order, an nn.Sequential/nn.ModuleList child opened one "
+               "level into its items, parameter-free ones skipped, the head excluded (it always trains)")
+
+
 @dataclass(frozen=True)
 class FinetuneConfig:
     """One fine-tuning job. Stage 1: head only, backbone frozen. Stage 2: unfrozen blocks + head."""
 
-    data: str  # image folder or CSV, as for extract
-    backbone: str
-    out: str  # folder for last.pt, best.pt, result.json
-    weights: str = "DEFAULT"
-    weights_file: str | None = None
-    epochs_head: int | None = None  # stage 1; None: 5, or 0 with a warm start
-    epochs: int = 5  # stage 2; 0 trains the head only ("finetune-head")
-    unfreeze: str = "all"  # "all" or N: the last N blocks (see finetune.model.list_blocks)
-    lr: float | None = None  # stage-1 head LR; None: 0.01 for sgd, 1e-3 for adamw
-    stage2_lr: float | None = None  # stage-2 head LR; None: lr x 0.1
-    backbone_lr_factor: float = 0.1  # stage-2 LR of pretrained layers = stage-2 head LR x this
-    optimizer: str = "sgd"  # sgd (momentum 0.9) | adamw
-    weight_decay: float | None = None  # None: 1e-4 for sgd, 0.01 for adamw
-    schedule: str = "step"  # step | cosine, per stage, stepped once per epoch
-    step_size: int | None = None  # StepLR period in epochs; None: ceil(2/3 of the stage's epochs)
-    train_bn: bool = False  # unfrozen BatchNorm uses batch statistics (default: running ones, see model.py)
-    crop_scale: tuple[float, float] = (0.08, 1.0)  # RandomResizedCrop area range (torchvision's default)
-    batch_size: int = 32
-    workers: int | None = None  # None: 1 on a CPU (decode overlaps compute), more on a GPU
-    device: str = "auto"
-    warm_start: str | None = None  # a saved classify model (logreg) to initialise the head from
-    tensorboard: str | None = None
-    resume: bool = False
-    run_dir: str | None = None  # append the result row to RUN_DIR/results.json
-    seed: int = 0
-    image_root: str | None = None
-    allow_outside_root: bool = False
+    data: str = option(help="image folder (train/ val/ [test/] or class folders), a CSV, or uncompressed "
+                            "webdataset tar shards, quoted: 'shards/train-{000..009}.tar' (as for extract)")
+    backbone: str = option(help="efficientnet_lite0, resnet50, vit_b_16, timm:NAME, ...")
+    out: str = option(metavar="DIR", help="folder for last.pt, best.pt and result.json")
+    weights: str = option("DEFAULT", help="DEFAULT, a torchvision enum name (IMAGENET1K_V1), none, or a "
+                                          "state-dict FILE")
+    weights_file: str | None = option(None, cli=False, nullable=True, help="the state-dict file of --weights FILE")
+    epochs_head: int | None = option(None, type=int, low=0, nullable=True, group="stages",
+                                     default_text="5; 0 with --warm-start",
+                                     help="stage 1 epochs: head only, backbone frozen")
+    epochs: int = option(5, type=int, low=0, group="stages", help="stage 2 epochs, unfrozen (0: head only)")
+    unfreeze: str = option("all", check=_unfreeze, metavar="all|N", group="stages",
+                           help=f"stage 2 trains all layers or the last N {BLOCKS_RULE}; "
+                                "`pipeline.py blocks --backbone NAME` lists them")
+    warm_start: str | None = option(None, nullable=True, metavar="M.skops", group="stages",
+                                    help="initialise the head from a logreg saved by classify on this backbone's "
+                                         "default features")
+    lr: float | None = option(None, type=float, low=0, nullable=True, group="optimization",
+                              default_text="0.01 sgd, 1e-3 adamw", help="stage-1 head LR")
+    stage2_lr: float | None = option(None, type=float, low=0, nullable=True, group="optimization",
+                                     default_text="--lr x 0.1", help="stage-2 head LR")
+    backbone_lr_factor: float = option(0.1, type=float, low=0, group="optimization",
+                                       help="stage-2 LR of pretrained layers = stage-2 head LR x this")
+    optimizer: str = option("sgd", choices=OPTIMIZERS, group="optimization", help="sgd (momentum 0.9) or adamw")
+    weight_decay: float | None = option(None, type=float, low=0, nullable=True, group="optimization",
+                                        default_text="1e-4 for sgd, 0.01 for adamw", help="weight decay")
+    schedule: str = option("step", choices=SCHEDULES, group="optimization",
+                           help="per stage: step (LR x0.1 every --step-size epochs) or cosine to 0")
+    step_size: int | None = option(None, type=int, low=1, nullable=True, group="optimization",
+                                   default_text="2/3 of the stage, rounded up", help="StepLR period in epochs")
+    train_bn: bool = option(False, kind="bool", group="optimization",
+                            help="unfrozen BatchNorm layers use and update batch statistics (off: all BatchNorm "
+                                 "layers keep their pretrained running statistics; small batches make batch ones "
+                                 "noisy)")
+    crop_scale: tuple[float, float] = option((0.08, 1.0), kind="pair", check=_crop_scale, group="optimization",
+                                             help="RandomResizedCrop area range of the training crops "
+                                                  "(torchvision's)")
+    batch_size: int = option(32, type=int, low=1, group="optimization", help="images per step")
+    seed: int = option(0, type=int, low=0, group="optimization",
+                       help="seed of the head, shuffling and augmentation")
+    workers: int | None = option(None, type=int, low=0, nullable=True, group="running",
+                                 default_text="1 on a CPU, more on a GPU", help="DataLoader decode workers")
+    device: str = option("auto", group="running", help="auto, cpu, cuda, cuda:N, mps")
+    resume: bool = option(False, kind="bool", group="running", help="continue from DIR/last.pt")
+    tensorboard: str | None = option(None, nullable=True, metavar="DIR", group="running",
+                                     help="log loss, accuracy, learning rates and the best epoch's misclassified "
+                                          "val images")
+    run_dir: str | None = option(None, nullable=True, metavar="RUN_DIR", group="running",
+                                 help="append the result to RUN_DIR/results.json, so `pipeline.py report RUN_DIR` "
+                                      "shows it")
+    image_root: str | None = option(None, nullable=True, group="running",
+                                    help="folder a CSV's paths are relative to")
+    allow_outside_root: bool = option(False, kind="bool", group="running",
+                                      help="accept CSV paths that leave the image root (../, absolute)")
 
     def __post_init__(self) -> None:
         # Python callers may write unfreeze=2 and crop_scale=[a, b]; keep one spelling of each.
         if isinstance(self.unfreeze, int) and not isinstance(self.unfreeze, bool):
             object.__setattr__(self, "unfreeze", str(self.unfreeze))
-        object.__setattr__(self, "crop_scale", tuple(self.crop_scale))
+        if self.weights_file is None and self.weights not in (None, "file"):
+            weights, weights_file = split_weights(self.weights)  # --weights FILE names a state dict
+            object.__setattr__(self, "weights", weights)
+            object.__setattr__(self, "weights_file", weights_file)
+        options.check(self)
+        for name in ("lr", "stage2_lr", "backbone_lr_factor"):
+            if getattr(self, name) == 0:
+                raise BadInput(f"{name} 0: must be a positive number")
+        if self.head_epochs + self.epochs == 0 and not self.warm_start:
+            raise BadInput("nothing to train: epochs_head and epochs are both 0 (give epochs, or a warm_start model)")
 
     @property
     def head_epochs(self) -> int:
@@ -91,43 +148,6 @@ class FinetuneConfig:
         return d
 
 
-def _int_at_least(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} {value!r}: must be an integer >= {low}")
-
-
-def _positive(name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} {value!r}: must be a positive number")
-
-
 def check_config(cfg: FinetuneConfig) -> FinetuneConfig:
-    """Raise ValueError naming the first bad option; return ``cfg`` unchanged."""
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ValueError(f"--optimizer {cfg.optimizer!r}: expected one of {', '.join(OPTIMIZERS)}")
-    if cfg.schedule not in SCHEDULES:
-        raise ValueError(f"--schedule {cfg.schedule!r}: expected one of {', '.join(SCHEDULES)}")
-    n_blocks = cfg.unfreeze.isdigit() and int(cfg.unfreeze) >= 1 if isinstance(cfg.unfreeze, str) else False
-    if cfg.unfreeze != "all" and not n_blocks:
-        raise ValueError(f"--unfreeze {cfg.unfreeze!r}: expected 'all' or a number of blocks >= 1")
-    if cfg.epochs_head is not None:
-        _int_at_least("--epochs-head", cfg.epochs_head, 0)
-    _int_at_least("--epochs", cfg.epochs, 0)
-    if cfg.head_epochs + cfg.epochs == 0 and not cfg.warm_start:
-        raise ValueError("--epochs-head 0 and --epochs 0: nothing to train (give epochs, or a --warm-start model)")
-    _int_at_least("--batch-size", cfg.batch_size, 1)
-    _int_at_least("--seed", cfg.seed, 0)
-    if cfg.workers is not None:
-        _int_at_least("--workers", cfg.workers, 0)
-    if cfg.step_size is not None:
-        _int_at_least("--step-size", cfg.step_size, 1)
-    rates = (("--lr", cfg.lr), ("--stage2-lr", cfg.stage2_lr), ("--backbone-lr-factor", cfg.backbone_lr_factor))
-    for name, value in rates:
-        if value is not None:
-            _positive(name, value)
-    if cfg.weight_decay is not None and not (isinstance(cfg.weight_decay, (int, float)) and cfg.weight_decay >= 0):
-        raise ValueError(f"--weight-decay {cfg.weight_decay!r}: must be >= 0")
-    lo, hi = cfg.crop_scale
-    if not 0 < lo <= hi <= 1:
-        raise ValueError(f"crop_scale {cfg.crop_scale!r}: expected 0 < min <= max <= 1")
+    """Checked when made (``__post_init__``); kept for callers that re-check a replaced config."""
     return cfg

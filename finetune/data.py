@@ -9,20 +9,21 @@ the two kinds of model compare on the same images.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from common.errors import BadInput
 from extract.backbones import TransformSpec
 from extract.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 from extract.preprocess import build_transform
 from extract.rows import ImageRows, collate
-from store import Manifest, splits
 from extract.views import view_transform
+from store import Manifest, splits
 
 
 @dataclass(frozen=True)
@@ -56,7 +57,7 @@ def split_rows(manifest: Manifest) -> Splits:
     for name, rows in (("val", val), ("test", test)):
         unseen = sorted(set(labels[rows].tolist()) - set(labels[train].tolist()))
         if unseen:
-            raise ValueError(f"{manifest.root}: {name} has classes with no train images: "
+            raise BadInput(f"{manifest.root}: {name} has classes with no train images: "
                              f"{[manifest.class_names[i] for i in unseen]}")
     return Splits(manifest, train, val, test, source)
 

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from common.errors import BadInput
 from finetune.model import set_train_mode
 
 log = logging.getLogger(__name__)
@@ -65,7 +66,7 @@ def train_epoch(model: nn.Module, loader: DataLoader, labels_of: Callable[[torch
         correct += int((logits.argmax(1) == y).sum())
         total += len(y)
     if total == 0:
-        raise ValueError("no train image could be read; see the warnings above")
+        raise BadInput("no train image could be read; see the warnings above")
     return loss_sum / total, correct / total
 
 
@@ -93,7 +94,7 @@ def predict(model: nn.Module, loader: DataLoader, labels_of: Callable[[torch.Ten
         logits_all.append(logits.numpy())
         labels_all.append(y.numpy())
     if not rows_all:
-        raise ValueError("no image of the split could be read; see the warnings above")
+        raise BadInput("no image of the split could be read; see the warnings above")
     out.rows, out.logits, out.labels = (np.concatenate(a) for a in (rows_all, logits_all, labels_all))
     logits_t, labels_t = torch.from_numpy(out.logits), torch.from_numpy(out.labels)
     out.loss = float(nn.functional.cross_entropy(logits_t, labels_t))

@@ -23,6 +23,8 @@ import torch
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from common.errors import BadInput
+
 log = logging.getLogger(__name__)
 OWN = "(own)"
 
@@ -39,21 +41,21 @@ def find_head(model: nn.Module, default_layer: str) -> HeadSite:
     """The classifier named by a backbone's default layer (``"_fc:in"`` -> module ``_fc``)."""
     name, _, side = default_layer.partition(":")
     if side != "in":
-        raise ValueError(f"cannot fine-tune: the default layer {default_layer!r} is not the input of a "
+        raise BadInput(f"cannot fine-tune: the default layer {default_layer!r} is not the input of a "
                          "classifier (NAME:in), so there is no head to replace")
     try:
         module = model.get_submodule(name)
     except AttributeError:
-        raise ValueError(f"cannot fine-tune: the model has no module {name!r} (from {default_layer!r})") from None
+        raise BadInput(f"cannot fine-tune: the model has no module {name!r} (from {default_layer!r})") from None
     if not isinstance(module, nn.Linear):
-        raise ValueError(f"cannot fine-tune: {name!r} is a {type(module).__name__}, expected nn.Linear")
+        raise BadInput(f"cannot fine-tune: {name!r} is a {type(module).__name__}, expected nn.Linear")
     return HeadSite(name, int(module.in_features))
 
 
 def replace_head(model: nn.Module, site: HeadSite, n_classes: int) -> nn.Linear:
     """Put a fresh ``nn.Linear(in_features, n_classes)`` where the classifier was; return it."""
     if n_classes < 2:
-        raise ValueError(f"a classifier needs at least 2 classes; got {n_classes}")
+        raise BadInput(f"a classifier needs at least 2 classes; got {n_classes}")
     parent_name, _, attr = site.name.rpartition(".")
     parent = model.get_submodule(parent_name) if parent_name else model
     head = nn.Linear(site.in_features, n_classes)
@@ -94,7 +96,7 @@ def set_trainable(model: nn.Module, site: HeadSite, unfreeze: int | None | str) 
         chosen = blocks
     else:
         if unfreeze > len(blocks):
-            raise ValueError(f"--unfreeze {unfreeze}: the model has only {len(blocks)} blocks "
+            raise BadInput(f"--unfreeze {unfreeze}: the model has only {len(blocks)} blocks "
                              f"({', '.join(n for n, _ in blocks)}); use 'all' or a smaller N")
         chosen = blocks[len(blocks) - unfreeze:]
     for p in model.parameters():

@@ -1,22 +1,25 @@
 """A fine-tune's scores as a row of the comparison report, beside the cached-feature classifiers.
 
 The metrics come from ``classify.evaluate.evaluate`` itself, run over the network's
-precomputed softmax outputs, so every number means what it means for the zoo. The row has
-the shape ``pipeline.py run`` writes (backbone, feature, store, then a ModelResult), with
-feature ``"finetune"``; its store is the run's store of the same backbone when a run has one
-(for provenance and images), else empty.
+precomputed softmax outputs, so every number means what it means for the zoo. The row is a
+:class:`store.rows.ResultRow`, as ``pipeline.py run`` writes them, with feature ``"finetune"``;
+its store is the run's store of the same backbone when a run has one (for provenance and
+images), else empty.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
 from classify.evaluate import ModelResult, evaluate, to_jsonable
+from common.errors import BadInput
 from store import results
 from store.results import RESULTS_FILE  # noqa: F401 - re-exported
+from store.rows import ResultRow
 
 FEATURE = "finetune"
 
@@ -51,22 +54,23 @@ def score(logits: np.ndarray, y: np.ndarray, *, class_names: list[str], paths: n
     return out
 
 
-def result_row(result: ModelResult, backbone: str) -> dict:
+def result_row(result: ModelResult, backbone: str, store: str = "", dataset: str = "") -> ResultRow:
     """One results.json row, as ``driver.run`` writes them."""
-    return {"backbone": backbone, "feature": FEATURE, "store": "", **result.to_dict()}
+    return result.row(backbone, store, dataset, feature=FEATURE)
 
 
-def _link_store(row: dict, extraction: object) -> dict:
+def _link_store(row: ResultRow, extraction: object) -> ResultRow:
     """Name the run's store of the same backbone, if any: the report then shows that backbone's
     provenance for the row, and finds the misclassified images (their paths are absolute)."""
-    stores = [r.get("store") for r in extraction or [] if isinstance(r, dict) and r.get("backbone") == row["backbone"]]
-    return {**row, "store": stores[0]} if not row.get("store") and stores and stores[0] else row
+    stores = [r.get("store") for r in extraction or [] if isinstance(r, dict) and r.get("backbone") == row.backbone]
+    return replace(row, store=str(stores[0])) if not row.store and stores and stores[0] else row
 
 
-def append_rows(run_dir: str | os.PathLike, rows: list[dict]) -> Path:
+def append_rows(run_dir: str | os.PathLike, rows: list[ResultRow | dict]) -> Path:
     """Add ``rows`` to RUN_DIR/results.json (created if absent), replacing rows with the same
     ``model_path`` (a rerun of the same --out), written atomically under the file's lock."""
+    rows = [to_jsonable(r.to_dict() if isinstance(r, ResultRow) else r) for r in rows]
     try:
-        return results.append_rows(run_dir, [to_jsonable(r) for r in rows], "finetune", link=_link_store)
+        return results.append_rows(run_dir, rows, "finetune", link=_link_store)
     except results.ResultsError as e:
-        raise ValueError(f"{e}; not touching it" if "not touching" not in str(e) else str(e)) from None
+        raise BadInput(f"{e}; not touching it" if "not touching" not in str(e) else str(e)) from None

@@ -19,20 +19,20 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 from classify.evaluate import ModelResult
-from store.files import atomic_write
+from common.errors import BadInput
+from common.files import atomic_write, sha256_file
 from extract.backbones import Backbone, create_backbone
-from store.files import sha256_file
-from extract.loaders import default_workers
 from extract.devices import pick_device
+from extract.loaders import default_workers
 from extract.sources import build_manifest
 from finetune import checkpoint as ck
 from finetune import tb
@@ -235,7 +235,7 @@ def start_or_resume(job: Job, identity: dict) -> tuple[Progress, dict | None]:
     """A fresh Progress, or the one in OUT/last.pt (model weights and RNG restored) with --resume."""
     last = job.out / ck.LAST
     if last.is_file() and not job.cfg.resume:
-        raise ValueError(f"--out {job.out} holds a checkpoint ({ck.LAST}); pass --resume to continue it, "
+        raise BadInput(f"--out {job.out} holds a checkpoint ({ck.LAST}); pass --resume to continue it, "
                          "or choose another --out")
     if not last.is_file():
         if job.cfg.resume:
@@ -301,7 +301,7 @@ def finish(job: Job, progress: Progress) -> ModelResult:
                          extra={"history": progress.history, "weights": job.backbone.weights,
                                 "head": job.site.name, "config": cfg.to_dict()})
     row = result_row(result, job.backbone.name)
-    atomic_write(job.out / RESULT_FILE, json.dumps(row, indent=2) + "\n")
+    atomic_write(job.out / RESULT_FILE, json.dumps(row.to_dict(), indent=2) + "\n")
     if cfg.run_dir:
         append_rows(cfg.run_dir, [row])
     log.info("%s: val acc %.4f (best epoch %d), %.1f s of training", cfg.model_name, result.val["accuracy"],

@@ -18,8 +18,11 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from torch import nn
 
+from classify.features import load_features
 from classify.linear_probe import LinearProbe
 from classify.persist import load_model
+from classify.selection import frozen
+from common.errors import BadInput
 from extract.backbones import Backbone
 
 log = logging.getLogger(__name__)
@@ -34,11 +37,11 @@ def _unwrap(model: object, path: str) -> tuple[list[object], LogisticRegression 
     if isinstance(final, LinearProbe) and not pre:
         return pre, final
     if not isinstance(final, LogisticRegression):
-        raise ValueError(f"--warm-start {path}: holds a {type(final).__name__}; a warm start needs a "
+        raise BadInput(f"--warm-start {path}: holds a {type(final).__name__}; a warm start needs a "
                          "LogisticRegression (classify's 'logreg' model)")
     odd = [type(s).__name__ for s in pre if not isinstance(s, StandardScaler)]
     if odd:
-        raise ValueError(f"--warm-start {path}: preprocessing {odd} cannot fold into a linear head; "
+        raise BadInput(f"--warm-start {path}: preprocessing {odd} cannot fold into a linear head; "
                          "train the logreg with standardize or no preprocessing")
     return pre, final
 
@@ -54,11 +57,11 @@ def linear_weights(model: object, path: str = "model") -> tuple[np.ndarray, np.n
         try:
             return clf.raw_linear()
         except ValueError as e:
-            raise ValueError(f"--warm-start {path}: {e}; train the logreg with standardize or no preprocessing") from None
+            raise BadInput(f"--warm-start {path}: {e}; train the logreg with standardize or no preprocessing") from None
     W = np.asarray(clf.coef_, dtype=np.float64)
     b = np.asarray(clf.intercept_, dtype=np.float64)
     if W.shape[0] > 1 and getattr(clf, "multi_class", "auto") == "ovr":
-        raise ValueError(f"--warm-start {path}: a one-vs-rest LogisticRegression is not a softmax head; "
+        raise BadInput(f"--warm-start {path}: a one-vs-rest LogisticRegression is not a softmax head; "
                          "refit it multinomial (the default)")
     for scaler in reversed(pre):  # x -> s1 -> s2 -> clf: fold s2 into the classifier first, then s1
         scale = scaler.scale_ if scaler.scale_ is not None else 1.0
@@ -78,11 +81,11 @@ def check_spec(saved_spec: dict, feature: str, backbone: Backbone, path: str) ->
         if key == "weights_sha256" and (value is None or saved_spec.get(key) is None):
             continue
         if saved_spec.get(key) != value:
-            raise ValueError(f"--warm-start {path}: fitted on features with {key} {saved_spec.get(key)!r}, "
+            raise BadInput(f"--warm-start {path}: fitted on features with {key} {saved_spec.get(key)!r}, "
                              f"but this fine-tune uses {value!r}; extract and classify with the same backbone")
     layer = feature.rsplit("/", 1)[0]
     if layer != backbone.default_layer:
-        raise ValueError(f"--warm-start {path}: fitted on feature {feature!r}; a warm start needs the "
+        raise BadInput(f"--warm-start {path}: fitted on feature {feature!r}; a warm start needs the "
                          f"classifier's input {backbone.default_layer!r}")
     if saved_spec.get("precision", "fp32") != "fp32" or saved_spec.get("draft"):
         log.warning("%s: features were extracted with precision %s%s; the warm start is approximate",
@@ -95,12 +98,12 @@ def load_warm_start(path: str | Path, backbone: Backbone, class_names: list[str]
     path = str(path)
     check_spec(saved.spec, saved.feature, backbone, path)
     if list(saved.class_names) != list(class_names):
-        raise ValueError(f"--warm-start {path}: classes {saved.class_names} differ from the data's {class_names}")
+        raise BadInput(f"--warm-start {path}: classes {saved.class_names} differ from the data's {class_names}")
     if getattr(saved, "fitted_on", "train") != "train":
         saved.model = refit_on_train(saved, path)
     _, clf = _unwrap(saved.model, path)
     if not np.array_equal(np.asarray(clf.classes_), np.arange(len(class_names))):
-        raise ValueError(f"--warm-start {path}: the model knows classes {list(clf.classes_)}, "
+        raise BadInput(f"--warm-start {path}: the model knows classes {list(clf.classes_)}, "
                          f"not all {len(class_names)} of {class_names}")
     return linear_weights(saved.model, path)
 
@@ -108,13 +111,10 @@ def load_warm_start(path: str | Path, backbone: Backbone, class_names: list[str]
 def refit_on_train(saved: object, path: str) -> object:
     """The same configuration fitted on train alone: the fine-tune keeps its best epoch by val, so
     a head that saw val (``--final-fit train+val``) would make every val score optimistic."""
-    from classify.features import load_features
-    from classify.selection import frozen
-
     try:
         data = load_features(saved.store, saved.feature)
     except (OSError, ValueError) as e:
-        raise ValueError(f"--warm-start {path}: fitted on train+val, and its store {saved.store} cannot be read to "
+        raise BadInput(f"--warm-start {path}: fitted on train+val, and its store {saved.store} cannot be read to "
                          f"refit it on train alone ({e}); save one with classify --final-fit train") from None
     log.info("--warm-start %s: fitted on train+val; refitting the same configuration on train (%d images) so that "
              "val stays unseen", path, len(data.train))
@@ -124,7 +124,7 @@ def refit_on_train(saved: object, path: str) -> object:
 @torch.no_grad()
 def init_head(head: nn.Linear, W: np.ndarray, b: np.ndarray) -> None:
     if tuple(W.shape) != tuple(head.weight.shape):
-        raise ValueError(f"warm start weights are {W.shape[0]} x {W.shape[1]}, the head is "
+        raise BadInput(f"warm start weights are {W.shape[0]} x {W.shape[1]}, the head is "
                          f"{head.out_features} x {head.in_features}")
     head.weight.copy_(torch.as_tensor(W, dtype=head.weight.dtype))
     head.bias.copy_(torch.as_tensor(b, dtype=head.bias.dtype))

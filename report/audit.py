@@ -15,11 +15,12 @@ from pathlib import Path
 
 import numpy as np
 
+from classify.ranking import Entry
 from classify.stats import unpack
 from report import plots as P
 from report.images import load_tile
 from report.plots import Plot
-from report.results import Entry, Run
+from report.results import Run
 from report.stores import image_file
 
 log = logging.getLogger(__name__)

@@ -14,15 +14,15 @@ import logging
 import os
 from pathlib import Path
 
+from classify.ranking import Entry
+from common.files import atomic_write, safe_name
 from report import plots as P
 from report.audit import audit_view, load_audits
 from report.images import Tile, load_tile
 from report.plots import Plot
 from report.provenance import Extraction, extractions
-from report.render import (Section, leaderboard_table, markdown_table, misclassified_note, render_html,
-                           render_markdown)
-from report.results import Entry, Run, across_datasets, as_run, leaderboard_rows, load_run
-from store.files import atomic_write, safe_name
+from report.render import Section, leaderboard_table, markdown_table, misclassified_note, render_html, render_markdown
+from report.results import Run, across_datasets, as_run, leaderboard_rows, load_run
 from report.stores import StoreFacts, image_file, load_store, load_stores, sample_paths
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ def main_report(args: argparse.Namespace) -> int:
 
 def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("report", parents=parents, help="rebuild the comparison report of a run (no retraining)",
-                       description="Read RUN_DIR/results.json (or a `classify --out` directory's metrics.json) "
+                       description="Read RUN_DIR/results.json (written by `run` and by `classify --out`) "
                                    "and the feature stores it names, and write "
                                    "RUN_DIR/report/: report.html (one offline file), report.md, leaderboard.json/csv "
                                    "and the plots.")

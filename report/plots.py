@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 from matplotlib import colormaps
@@ -17,8 +17,8 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from classify.ranking import Entry
 from report.images import Tile
-from report.results import Entry
 
 DPI = 100
 MAX_BARS = 40

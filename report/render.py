@@ -13,10 +13,11 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from classify.ranking import Entry
 from report.audit import AuditView
 from report.plots import Plot
 from report.provenance import Extraction, environment_line, feature_rows, forward_pass_line, plural, skipped_files
-from report.results import Entry, Run
+from report.results import Run
 from store.splits import VAL_HOLDOUT as HOLDOUT
 
 TITLE = "Transfer-learning comparison"
@@ -201,7 +202,7 @@ def few_shot_table(run: Run) -> tuple[list[str], list[list[str]]]:
     if not curves:
         return [], []
     shots = list(dict.fromkeys(p["shots"] for c in curves for p in c["points"]))
-    shots = sorted((s for s in shots if isinstance(s, int))) + [s for s in shots if not isinstance(s, int)]
+    shots = sorted(s for s in shots if isinstance(s, int)) + [s for s in shots if not isinstance(s, int)]
     head = ["backbone", "feature", "model"] + [str(s) for s in shots]
     rows = []
     for c in curves:
@@ -411,7 +412,7 @@ WIDE = {"accuracy_vs_fit_time.png", "audit_duplicates.png", "audit_label_issues.
 NUMERIC = {"#", "val acc", "bal acc", "macro-F1", "log loss", "test acc", "fit s", "predict s", "dim", "skipped",
            "extraction s", "img/s", "val acc [95% CI]", "test acc [95% CI]", "cv acc (mean ± sd) [95% CI]", "est. s",
            "mean acc", "mean rank", "1", "2", "4", "8", "16", "all", "cosine", "p(given)", "dropped",
-           "test acc, leaks dropped", "val acc, leaks dropped", "val acc", "distance to k-th neighbour"}
+           "test acc, leaks dropped", "val acc, leaks dropped", "distance to k-th neighbour"}
 
 
 def _inline_md(text: str) -> str:

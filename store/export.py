@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from store.files import atomic_write, safe_name
+from common.errors import BadInput
+from common.files import atomic_write, safe_name
 from store.read import read_features, read_index, read_info
 
 FORMATS = ("npy", "parquet")
@@ -32,12 +33,12 @@ def export(store: str | os.PathLike, out: str | os.PathLike, fmt: str = "npy", f
            chunk_rows: int = CHUNK_ROWS) -> dict:
     """Write ``features`` (default: every feature set) of ``store`` to the folder ``out``; returns the index."""
     if fmt not in FORMATS:
-        raise ValueError(f"--format {fmt!r} is unknown; valid: {', '.join(FORMATS)}")
+        raise BadInput(f"--format {fmt!r} is unknown; valid: {', '.join(FORMATS)}")
     info = read_info(store)
     keys = list(info.features) if not features else features
     unknown = [k for k in keys if k not in info.features]
     if unknown:
-        raise ValueError(f"{store}: no feature set {unknown[0]!r}; it has {', '.join(info.features)}")
+        raise BadInput(f"{store}: no feature set {unknown[0]!r}; it has {', '.join(info.features)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     index = read_index(store)
@@ -86,7 +87,7 @@ def _write_parquet(store, key: str, rows: np.ndarray, path: Path, index: dict, c
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError:
-        raise ValueError("--format parquet needs pyarrow: pip install pyarrow") from None
+        raise BadInput("--format parquet needs pyarrow: pip install pyarrow") from None
     part = path.with_name(path.name + ".partial")
     writer = None
     try:

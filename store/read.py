@@ -10,14 +10,15 @@ import os
 import random
 import threading
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence, TypeVar
+from typing import TypeVar
 
 import h5py
 import numpy as np
 
 from store.errors import StoreCorrupted, StoreUnreadable
-from store.schema import (PARTIAL_SUFFIX, StoreError, StoreInfo, _feature_keys, _open_h5, partial_path, resolve_path)
+from store.schema import PARTIAL_SUFFIX, StoreError, StoreInfo, _feature_keys, _open_h5, partial_path, resolve_path
 
 PARTIAL_RETRIES = 6  # an unfinished store is read while its writer flushes: a torn read is tried again
 PARTIAL_RETRY_S = 60.0  # ... while the writer is seen writing, for at most this long

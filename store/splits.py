@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from common.errors import BadInput
+
 SPLITS = ("train", "val", "test")
 HOLDOUT_FRACTION = 0.2
 HOLDOUT_SEED = 0  # fixed: the val rows must not move with the model seed
@@ -21,7 +23,7 @@ def stratified_holdout(y: np.ndarray, fraction: float, seed: int) -> tuple[np.nd
     """Row indices (keep, held_out): ``fraction`` of each class held out, at least one
     row of every class with two or more, none of a class with one. Sorted, deterministic."""
     if not 0.0 < fraction < 1.0:
-        raise ValueError(f"holdout fraction must be in (0, 1); got {fraction!r}")
+        raise BadInput(f"holdout fraction must be in (0, 1); got {fraction!r}")
     rng = np.random.default_rng(seed)
     held = []
     for label in np.unique(y):
@@ -44,12 +46,12 @@ def assign(labels: np.ndarray, splits: np.ndarray, where: str, *, fraction: floa
     labeled = labels >= 0
     at = {s: np.flatnonzero(labeled & (splits == s)) for s in SPLITS}
     if len(at["train"]) == 0:
-        raise ValueError(f"{where}: no labeled train rows; a classifier needs a train split with labels")
+        raise BadInput(f"{where}: no labeled train rows; a classifier needs a train split with labels")
     if len(np.unique(labels[at["train"]])) < 2:
-        raise ValueError(f"{where}: the train split has only one class; a classifier needs at least two")
+        raise BadInput(f"{where}: the train split has only one class; a classifier needs at least two")
     if len(at["val"]):
         return at, VAL_SPLIT
     keep, held = stratified_holdout(labels[at["train"]], fraction, seed)
     if len(held) == 0:
-        raise ValueError(f"{where}: no val split, and too few train rows for a {fraction:.0%} holdout")
+        raise BadInput(f"{where}: no val split, and too few train rows for a {fraction:.0%} holdout")
     return {**at, "train": at["train"][keep], "val": at["train"][held]}, VAL_HOLDOUT

@@ -9,17 +9,26 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
 
-from store.errors import DiskFull, disk_full, fmt_bytes, free_bytes, is_disk_full
-from store.schema import (ERROR_DTYPE, SCHEMA_VERSION, FeatureSpec, Manifest, StoreError, _STR, _open_h5,
-                          datasets_under, partial_path)
+from common.errors import DiskFull, disk_full, fmt_bytes, free_bytes, is_disk_full
+from store.schema import (
+    _STR,
+    ERROR_DTYPE,
+    SCHEMA_VERSION,
+    FeatureSpec,
+    Manifest,
+    StoreError,
+    _open_h5,
+    datasets_under,
+    partial_path,
+)
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +271,7 @@ def partial_problem(path: Path) -> str | None:
     return None
 
 
-def store_bytes(n_rows: int, features: Sequence[FeatureSpec], dtype: str, views: "ViewLayout | None" = None,
+def store_bytes(n_rows: int, features: Sequence[FeatureSpec], dtype: str, views: ViewLayout | None = None,
                 n_view_rows: int | None = None) -> int:
     """What ``n_rows`` rows of features take on disk uncompressed, their views and flips included."""
     row = sum(fs.dim for fs in features) * np.dtype(dtype).itemsize

@@ -24,6 +24,7 @@ RULES = {  # package: modules it must not import
     "classify": ("extract", "report", "driver", "finetune"),
     "report": ("extract", "driver", "finetune"),
     "store": ("extract", "classify", "report", "driver", "finetune", "torch", "sklearn"),
+    "common": ("store", "extract", "classify", "report", "driver", "finetune", "torch", "sklearn", "h5py", "numpy"),
 }
 
 

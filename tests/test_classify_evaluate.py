@@ -6,8 +6,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import (accuracy_score, balanced_accuracy_score, classification_report, confusion_matrix,
-                             f1_score, log_loss, top_k_accuracy_score)
+from sklearn.metrics import (
+    accuracy_score,
+    balanced_accuracy_score,
+    classification_report,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    top_k_accuracy_score,
+)
 from sklearn.svm import LinearSVC
 
 from classify.evaluate import chosen_params, evaluate, to_jsonable

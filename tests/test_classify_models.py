@@ -11,11 +11,19 @@ from sklearn.utils.estimator_checks import parametrize_with_checks
 
 from classify.features import load_features
 from classify.kernel_svm import RBFSVC
-from classify.models import (DEFAULT_MODELS, CosineKNN, build_model, get_entry, list_models, register_model,
-                             resolve_models, search_space)
-from classify.sweep import Sweep
+from classify.models import (
+    DEFAULT_MODELS,
+    CosineKNN,
+    build_model,
+    get_entry,
+    list_models,
+    register_model,
+    resolve_models,
+    search_space,
+)
 from classify.preprocess import CappedPCA, make_steps, parse_preprocess
 from classify.splits import SmallDataKFold, stratified_holdout
+from classify.sweep import Sweep
 from classify.torch_heads import TorchHead
 
 ROOT = Path(__file__).resolve().parents[1]

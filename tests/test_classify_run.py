@@ -10,8 +10,10 @@ from pathlib import Path
 import pytest
 
 from classify import cli
+from classify.config import ClassifyConfig
 from classify.persist import load_model
 from classify.train import run_classify, safe_name
+from common.errors import BadInput
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["logreg", "knn", "linear"]
@@ -37,6 +39,10 @@ def test_run_writes_models_and_reports(store, tmp_path):
     metrics = json.loads((out / "metrics.json").read_text())
     assert metrics["feature"] == "fc:in/none" and metrics["val_source"] == "val split"
     assert [m["model"] for m in metrics["results"]] == FAST and metrics["spec"]["backbone"] == "synthetic"
+    saved = json.loads((out / "results.json").read_text())  # run's format: the same rows, the report's keys
+    assert saved["results"] == metrics["results"] and {"config", "extraction", "few_shot", "skipped"} <= saved.keys()
+    assert {(r["backbone"], r["producer"], r["store"]) for r in saved["results"]} == {
+        ("synthetic", "classify", metrics["store"])}
     rows = list(csv.DictReader((out / "metrics.csv").open()))
     assert [r["model"] for r in rows] == FAST
     assert {"val_accuracy", "val_balanced_accuracy", "val_macro_f1", "val_log_loss", "val_top1", "val_top2",
@@ -68,7 +74,7 @@ def test_no_val_split_is_recorded_in_the_reports(make_store, tmp_path):
 def test_bad_options_fail_before_any_work(store, tmp_path):
     with pytest.raises(ValueError, match=r"unknown model 'logrge' \(did you mean 'logreg'\?\); valid: "):
         run_classify(store, models="logrge", out_dir=tmp_path / "x")
-    with pytest.raises(ValueError, match="jobs must be -1 .* got 0"):
+    with pytest.raises(BadInput, match=r"^jobs 0: expected -1 \(every core\) or a number of workers >= 1$"):
         run_classify(store, models="logreg", jobs=0, out_dir=tmp_path / "x")
     assert not (tmp_path / "x").exists()
 
@@ -80,13 +86,14 @@ def _args(**kw) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def test_cli_defaults_leave_the_library_defaults_standing(store, tmp_path):
+def test_cli_defaults_are_the_config_defaults(store, tmp_path):
     args = _args(features=store, out=tmp_path / "run")
-    assert cli.options_from_args(args) == {}
+    assert cli.config_from_args(args) == ClassifyConfig(features=str(store), out=str(tmp_path / "run"))
     args = _args(features=store, out=tmp_path / "run", models="knn", jobs=2, seed=1, allow_partial=True,
                  preprocess="l2", layer="fc")
-    assert cli.options_from_args(args) == {"feature": "fc", "models": "knn", "jobs": 2, "seed": 1,
-                                           "allow_partial": True, "preprocess": "l2"}
+    cfg = cli.config_from_args(args)
+    assert (cfg.feature, cfg.models, cfg.jobs, cfg.seed, cfg.allow_partial, cfg.preprocess) == \
+        ("fc", ("knn",), 2, 1, True, "l2")
 
 
 def test_cli_main_prints_the_table(store, tmp_path, capsys):

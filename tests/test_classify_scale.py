@@ -23,7 +23,7 @@ from classify.chunkmap import ChunkMap
 from classify.features import load_features
 from classify.knn import CosineKNN, SweptKNN
 from classify.linear_probe import LinearProbe
-from classify.models import Build, build_model, candidate
+from classify.models import Build, candidate
 from classify.splits import RepeatedSmallDataKFold, SmallDataKFold, StratifiedHoldout
 from classify.sweep import Sweep
 from classify.train import plan_model, run_classify
@@ -31,7 +31,6 @@ from classify.train import plan_model, run_classify
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
 from synthetic import make_store as make_synthetic  # noqa: E402
-
 
 
 @pytest.fixture(scope="module")

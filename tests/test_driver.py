@@ -18,8 +18,8 @@ def test_config_precedence_and_errors(tmp_path):
     f = tmp_path / "run.yaml"
     f.write_text("data: d\nout: o\nbackbones: [a, b]\nbatch-size: 8\nmodels: logreg,knn\n")
     cfg = resolve(load_file(f), {"batch_size": 4, "out": None, "layers": ["default", "layer4"]})
-    assert cfg.backbones == ("a", "b") and cfg.batch_size == 4 and cfg.out == "o"
-    assert cfg.models == ("logreg", "knn") and cfg.layers == ("default", "layer4")
+    assert cfg.backbones == ("a", "b") and cfg.extract.batch_size == 4 and cfg.out == "o"
+    assert cfg.classify.models == ("logreg", "knn") and cfg.extract.layers == ("default", "layer4")
     (tmp_path / "run.json").write_text(json.dumps({"data": "d", "out": "o", "colour": "red"}))
     with pytest.raises(ConfigError, match=r"unknown keys \['colour'\]"):
         resolve(load_file(tmp_path / "run.json"), {})
@@ -28,14 +28,16 @@ def test_config_precedence_and_errors(tmp_path):
     (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
     with pytest.raises(ConfigError, match="bad.yaml: cannot parse"):
         load_file(tmp_path / "bad.yaml")
-    with pytest.raises(ConfigError, match="batch_size: expected an integer"):
-        resolve({"data": "d", "out": "o", "batch_size": "big"}, {})
-    with pytest.raises(ConfigError, match="views: expected an integer"):
+    with pytest.raises(ConfigError, match="^run.yaml: batch_size 'big': expected an integer$"):
+        resolve({"data": "d", "out": "o", "batch_size": "big"}, {}, source="run.yaml")
+    with pytest.raises(ConfigError, match="views '8': expected an integer"):
         resolve({"data": "d", "out": "o", "views": "8"}, {})
-    with pytest.raises(ConfigError, match="train_on_views: expected one of auto, on, off, both, got 'yes'"):
+    with pytest.raises(ConfigError, match="train_on_views 'yes': expected one of auto, on, off, both"):
         resolve({"data": "d", "out": "o", "train_on_views": "yes"}, {})
-    with pytest.raises(ConfigError, match="tta: expected one of none, flip, both"):
+    with pytest.raises(ConfigError, match="^--tta 'mirror': expected one of none, flip, both$"):  # a flag: named as one
         resolve({"data": "d", "out": "o"}, {"tta": "mirror"})
+    with pytest.raises(ConfigError, match="^--batch-size 0: must be >= 1$"):
+        resolve({"data": "d", "out": "o"}, {"batch_size": 0})
 
 
 def small(tmp_path, n=4):
@@ -114,14 +116,14 @@ def test_data_lists_and_dataset_names(tmp_path):
     f = tmp_path / "multi.yaml"
     f.write_text("data: [a/flowers, b/flowers, a/flowers, c.csv]\nout: o\nfew_shot: false\n")
     cfg = resolve(load_file(f), {})
-    assert cfg.data == ("a/flowers", "b/flowers", "c.csv") and cfg.few_shot is False and cfg.ensembles is True
+    assert cfg.data == ("a/flowers", "b/flowers", "c.csv") and cfg.classify.few_shot is False and cfg.ensembles is True
     assert dataset_names(cfg.data) == ["flowers", "flowers-2", "c"]
     assert resolve({}, {"data": ["x,y"], "out": "o"}).data == ("x,y",)  # paths are not split on commas
-    with pytest.raises(ConfigError, match="data: expected a path or a list of paths"):
+    with pytest.raises(ConfigError, match="data 1: expected a path or a list of paths"):
         resolve({"data": [1], "out": "o"}, {})
-    with pytest.raises(ConfigError, match="few_shot: expected true or false"):
+    with pytest.raises(ConfigError, match="few_shot 'yes': expected true or false"):
         resolve({"data": "d", "out": "o", "few_shot": "yes"}, {})
-    with pytest.raises(ConfigError, match="select: expected one of auto, val, cv"):
+    with pytest.raises(ConfigError, match="select 'best': expected one of auto, val, cv"):
         resolve({"data": "d", "out": "o", "select": "best"}, {})
 
 
@@ -182,7 +184,8 @@ def test_option_names_agree_across_subcommands(capsys):
     assert run_args.train_on_views == "both"
     cls = p.parse_args(["classify", "--features", "f.h5", "--out", "o", "--feature", "_bn1/avg", "--train-on-views",
                         "on"])
-    assert cls.layer == "_bn1/avg" and cls.views == "on"
+    assert cls.feature == "_bn1/avg" and cls.train_on_views == "on"
+    assert p.parse_args(["classify", "--features", "f.h5", "--out", "o", "--layer", "fc"]).feature == "fc"
     with pytest.raises(SystemExit):
         p.parse_args(["classify", "--features", "f.h5", "--out", "o", "--views", "on"])
     assert "classify --views is now --train-on-views" in capsys.readouterr().err
@@ -191,19 +194,20 @@ def test_option_names_agree_across_subcommands(capsys):
 
 
 def test_run_passes_every_extract_option(tmp_path):
+    """run holds ExtractOptions whole: every option but the job's own (data, backbone, out, shard) reaches the job."""
     from dataclasses import fields
 
-    from driver.config import RunConfig
-    from driver.run import RUN_EXTRACT_FIELDS
-    from extract.runner import ExtractConfig
+    from extract.config import ExtractConfig, ExtractOptions
 
-    run_fields = {f.name for f in fields(RunConfig)}
-    extract_fields = {f.name for f in fields(ExtractConfig)}
-    assert set(RUN_EXTRACT_FIELDS) <= run_fields & extract_fields
-    # What run does not pass is per job (data, out, backbone, weights), per store or internal.
-    assert extract_fields - set(RUN_EXTRACT_FIELDS) == {
-        "data", "backbone", "out", "weights", "weights_file", "max_pixels", "overwrite", "shard", "view_splits",
-        "flip", "calibration", "quantized_from", "progress"}
+    cfg = resolve({"batch_size": 7, "max_pixels": 0, "draft": True, "compression": "lzf"},
+                  {"data": "d", "out": "o", "views": 2, "loader": "thread", "fold_bn": False})
+    job = cfg.extract.job(data="d", backbone="b", out="s.h5")
+    for f in fields(ExtractOptions):
+        assert getattr(job, f.name) == getattr(cfg.extract, f.name), f.name
+    assert (job.batch_size, job.max_pixels, job.draft, job.compression, job.views, job.loader, job.fold_bn) == \
+        (7, None, True, "lzf", 2, "thread", False)
+    assert {f.name for f in fields(ExtractConfig)} - {f.name for f in fields(ExtractOptions)} == \
+        {"data", "backbone", "out", "shard"}
 
 
 def test_default_run_ranks_three_backbones_and_their_vote(tmp_path):
@@ -211,7 +215,7 @@ def test_default_run_ranks_three_backbones_and_their_vote(tmp_path):
     data = small(tmp_path, n=4)
     cfg = resolve({"models": ["logreg", "knn"], "few_shot": False}, {"data": str(data), "out": str(tmp_path / "run")})
     assert cfg.backbones == ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-    assert cfg.final_fit == "auto" and cfg.metric == "accuracy"
+    assert cfg.classify.final_fit == "auto" and cfg.classify.metric == "accuracy"
     out = run(cfg, progress=False)
     assert [r["backbone"] for r in out["extraction"]] == list(cfg.backbones)
     singles = [r for r in out["results"] if r.get("kind", "model") == "model"]
@@ -280,7 +284,7 @@ def test_run_finetune_adds_a_scored_row_and_auto_says_why_not(tmp_path):
     from report import build_report
 
     assert "Fine-tuning efficientnet_lite0: not run (--finetune auto" in build_report(tmp_path / "auto")["md"].read_text()
-    with pytest.raises(ConfigError, match="finetune: expected one of off, auto, on"):
+    with pytest.raises(ConfigError, match="^finetune 'yes': expected one of off, auto, on$"):
         resolve({"data": "d", "out": "o", "finetune": "yes"}, {})
 
 
@@ -290,7 +294,7 @@ def test_budget_auto_keeps_every_backbone_and_sizes_each_zoo_to_its_extraction(m
 
     auto = rb.RunBudget.parse("auto")
     assert auto.auto and auto.total_s is None and auto.skip_reason("efficientnet_lite2", 10_000, False, 3) is None
-    assert resolve({}, {"data": "d", "out": "o"}).budget == "auto"  # run's default
+    assert resolve({}, {"data": "d", "out": "o"}).classify.budget == "auto"  # run's default
     monkeypatch.setitem(rb.RELATIVE_COST, "efficientnet_lite2", 2.0)
     a0, a2 = rb.RunBudget.allowance("efficientnet_lite0", 1000, 1), rb.RunBudget.allowance("efficientnet_lite2", 1000, 2)
     assert a0 == pytest.approx(rb.AUTO_SHARE * 1000 * rb.DEFAULT_S_PER_IMAGE) and a2 == pytest.approx(a0)  # 2x, 2 sets
@@ -305,7 +309,7 @@ def test_budget_auto_sizes_the_default_zoo_and_names_what_it_left_out(tmp_path):
     data = small(tmp_path, n=3)
     cfg = resolve({"few_shot": False, "ensembles": False, "backbones": ["efficientnet_lite0"]},
                   {"data": str(data), "out": str(tmp_path / "run")})
-    assert cfg.budget == "auto" and cfg.models == ("default",)
+    assert cfg.classify.budget == "auto" and cfg.classify.models == ("default",)
     out = run(cfg, progress=False)  # 6 images: a fraction of a second of extraction, so only the fast models
     assert {r["model"] for r in out["results"]} == {"logreg", "knn", "knn-dino"}
     left = {s["model"] for s in out["skipped"] if s["reason"].startswith("--budget auto: estimated")}
@@ -314,3 +318,23 @@ def test_budget_auto_sizes_the_default_zoo_and_names_what_it_left_out(tmp_path):
     named = resolve({"few_shot": False, "ensembles": False, "backbones": ["efficientnet_lite0"], "models": ["rf", "mlp"]},
                     {"data": str(data), "out": str(tmp_path / "named")})
     assert {r["model"] for r in run(named, progress=False)["results"]} == {"rf", "mlp"}  # named models all run
+
+
+def test_run_compares_given_stores_without_extracting(tmp_path):
+    """`run --features F.h5` (no --data): a store made elsewhere goes through the zoo and into the report."""
+    from extract.runner import ExtractConfig, extract
+
+    data = small(tmp_path, n=3)
+    made = extract(ExtractConfig(data=str(data), backbone="efficientnet_lite0", out=str(tmp_path / "f.h5"),
+                                 layers=("default", "_bn1"), progress=False))
+    cfg = resolve({"models": ["logreg", "knn"], "few_shot": False, "ensembles": False, "audit": False},
+                  {"features": [made.store], "out": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")})
+    assert cfg.data == () and cfg.features == (made.store,)
+    out = run(cfg, progress=False)
+    (rec,) = out["extraction"]
+    assert rec["status"] == "given" and rec["backbone"] == "efficientnet_lite0" and rec["forward_passes"] == 0
+    assert {(r["feature"], r["model"]) for r in out["results"]} == {
+        (f, m) for f in made.features for m in ("logreg", "knn")}
+    assert not (tmp_path / "cache").exists() or not list((tmp_path / "cache").rglob("*.h5"))
+    with pytest.raises(ConfigError, match="--data is required"):
+        resolve({}, {"out": "o"})

@@ -6,9 +6,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import build_store
 
 import pipeline
-from conftest import build_store
 from store import read_features, read_index, read_info
 
 

@@ -140,12 +140,12 @@ def test_uint8_crops_normalized_in_batch_equal_totensor_normalize():
 @pytest.mark.parametrize("native", [True, False])
 def test_default_precision_is_bf16_where_the_cpu_computes_it_natively(tmp_path, monkeypatch, native):
     import extract.devices as devices
-    from driver.config import RunConfig
+    from driver.config import resolve
     from extract.runner import plan
 
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
     data = small_set(tmp_path, per_class=1)
-    assert ExtractConfig.precision == RunConfig.precision == "auto"  # one default for extract and run
+    assert ExtractConfig.precision == resolve({}, {"data": "d", "out": "o"}).extract.precision == "auto"  # one default
     p = plan(ExtractConfig(data=str(data), backbone="efficientnet_lite0", out=str(tmp_path / "f.h5"), workers=0,
                            progress=False, runtime="torch"))
     assert p.precision == p.spec["precision"] == ("bf16" if native else "fp32")  # the resolved one keys the store

@@ -16,17 +16,19 @@ import sys
 import tempfile
 import textwrap
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 import numpy as np
 import pytest
 
 import pipeline
-from store import StoreError, partial_path, read_rows, replace_atomically, write_lock
-from store.errors import DiskFull, StoreCorrupted
+from common.errors import DiskFull
+from common.files import replace_atomically
+from store import StoreError, partial_path, read_rows, write_lock
+from store.errors import StoreCorrupted
 from store.verify import verify_store
 from tests import slow_writer
 from tests.samples import copy_sample

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from hubserver import serve
 
 ROOT = Path(__file__).resolve().parents[1]

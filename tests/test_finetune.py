@@ -18,12 +18,12 @@ from PIL import Image
 
 import finetune.train as ft
 from extract.backbones import TransformSpec, create_backbone
+from extract.views import view_transform
 from finetune.checkpoint import load_finetuned
 from finetune.config import FinetuneConfig, check_config
 from finetune.data import eval_loader, train_loader
 from finetune.loop import predict, train_epoch
 from finetune.model import find_head, list_blocks, replace_head, set_train_mode
-from extract.views import view_transform
 
 SMALL = TransformSpec(resize=36, crop=32, mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.3))
 BACKBONE = "resnet18"
@@ -305,5 +305,5 @@ def test_cli_builds_the_config():
     assert (cfg.unfreeze, cfg.epochs, cfg.optimizer, cfg.schedule, cfg.run_dir, cfg.resume) == \
         ("2", 1, "adamw", "cosine", "r", True)
     assert cfg.head_epochs == 5 and cfg.head_lr == 1e-3 and cfg.model_name == "finetune-last2"
-    with pytest.raises(ValueError, match="--unfreeze 'some'"):
+    with pytest.raises(ValueError, match="^unfreeze 'some': expected 'all' or a number of blocks >= 1$"):
         check_config(dataclasses.replace(cfg, unfreeze="some"))

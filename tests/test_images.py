@@ -9,8 +9,7 @@ import pytest
 from PIL import Image, ImageFile
 
 from extract.images import DEFAULT_MAX_PIXELS, IMAGE_EXTENSIONS, ImageError, list_images, load_image
-from tests.badimages import (BACKGROUND, CASES, MARKER, exif_rotated_jpeg, jpeg_bytes, make_corpus,
-                             textured)
+from tests.badimages import BACKGROUND, CASES, MARKER, exif_rotated_jpeg, jpeg_bytes, make_corpus, textured
 
 # Mean |full - draft| after Resize(256)+CenterCrop(224)+ToTensor, measured: 0.0014 on the synthetic
 # picture below, 0.0015-0.0030 on real photos (hymenoptera 2592x1944 and 1488x1984, and a

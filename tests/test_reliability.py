@@ -113,7 +113,7 @@ def bad_cases(d: Path, images: Path) -> dict[str, tuple[list[str], list[str]]]:
     cases = {
         "unknown_backbone": (["--backbone", "resnet5O"], ["resnet5O", "closest: resnet50"]),
         "unknown_layer": (["--layers", "_blocks.99"], ["_blocks.99", "_blocks.9"]),
-        "unknown_pool": (["--pools", "avg,bogus"], ["--pools 'bogus'", "avgmax"]),
+        "unknown_pool": (["--pools", "avg,bogus"], ["--pools avg,bogus: unknown 'bogus'", "avgmax"]),
         "missing_data_dir": (["--data", d / "missing"], ["missing", "no such directory"]),
         "empty_data_dir": (["--data", d / "empty"], ["empty", "no images"]),
         "csv_missing_file": (["--data", csv("missing.csv", f"path,label\n{a},ants\nnope.jpg,bees\n")],

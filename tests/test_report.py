@@ -16,12 +16,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from store import FeatureSpec, Manifest, open_for_write, write_lock
+from classify.stats import wilson
 from report import ReportError, build_report, excerpt, log_misclassified
 from report.images import load_tile
 from report.render import fmt
 from report.results import load_run
-from classify.stats import wilson
+from store import FeatureSpec, Manifest, open_for_write, write_lock
 
 CLASSES = ["ants", "bees", "wasps"]
 SHA = "0123456789abcdef" * 4

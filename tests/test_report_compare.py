@@ -14,8 +14,8 @@ from scipy.stats import binomtest
 from classify import stats
 from report import build_report
 from report.results import across_datasets, load_run
-from tests.test_report import make_images, make_store, render_in_chromium, val_block
 from store import FeatureSpec
+from tests.test_report import make_images, make_store, render_in_chromium, val_block
 
 N = 50
 PATHS = [f"val/img{i:03d}.jpg" for i in range(N)]

@@ -99,7 +99,7 @@ def test_run_classify_select_cv_ranks_by_cv(make_store, tmp_path):
     assert meta["select"] == "cv"
     val_only = run_classify(store, out_dir=tmp_path / "run2", models=["logreg"], select="val")
     assert "cv" not in val_only[0].extra
-    with pytest.raises(ValueError, match="--select"):
+    with pytest.raises(ValueError, match="^select 'maybe': expected one of auto, val, cv$"):
         run_classify(store, out_dir=tmp_path / "run3", models=["logreg"], select="maybe")
 
 
@@ -220,7 +220,7 @@ def test_final_fit_refits_on_train_and_val_and_keeps_val_honest(make_store, tmp_
     # final_fit is part of the resume key: the other setting is fitted again, not reused.
     again = run_classify(store, out_dir=tmp_path / "a", models=["knn-dino"], select="cv", final_fit="train")
     assert "final_fit" not in again[0].extra
-    with pytest.raises(ValueError, match="--final-fit"):
+    with pytest.raises(ValueError, match="^final_fit 'everything': expected one of auto, train, train\\+val$"):
         run_classify(store, out_dir=tmp_path / "c", models=["logreg"], final_fit="everything")
 
 

@@ -6,8 +6,17 @@ import h5py
 import numpy as np
 import pytest
 
-from store import (FeatureSpec, Manifest, StoreError, open_for_write, partial_path, read_info, read_rows,
-                           resolve_feature, write_lock)
+from store import (
+    FeatureSpec,
+    Manifest,
+    StoreError,
+    open_for_write,
+    partial_path,
+    read_info,
+    read_rows,
+    resolve_feature,
+    write_lock,
+)
 
 FEATS = [FeatureSpec("fc", "input", "none", 4), FeatureSpec("layer4", "output", "avgmax", 6, (3, 2, 2))]
 

@@ -4,8 +4,8 @@ copy of a folder extracting to the same store (rows, features, error rows, resum
 import gzip
 import io
 import json
-import re
 import os
+import re
 import subprocess
 import sys
 import tarfile
@@ -21,8 +21,15 @@ from extract.sources import SourceError, build_manifest, fingerprint
 from extract.tarsource import expand_braces, expand_spec, is_shard_spec
 from report.images import GREY, load_tile
 from store import partial_path, read_info, read_rows
-from store.tar_members import (Member, MemberMissing, _fast_members, member_name, open_source, read_member,
-                                split_member_path)
+from store.tar_members import (
+    Member,
+    MemberMissing,
+    _fast_members,
+    member_name,
+    open_source,
+    read_member,
+    split_member_path,
+)
 from tests.samples import copy_sample
 
 ROOT = Path(__file__).resolve().parents[1]

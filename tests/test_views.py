@@ -21,9 +21,19 @@ from extract.backbones import create_backbone
 from extract.hooks import FeatureHooks, Tap
 from extract.preprocess import build_transform
 from extract.runner import ExtractConfig, extract
-from store import (FeatureSpec, Manifest, StoreError, ViewLayout, open_for_write, read_flip, read_info,
-                           read_rows, read_views, write_lock)
 from extract.views import view_transform
+from store import (
+    FeatureSpec,
+    Manifest,
+    StoreError,
+    ViewLayout,
+    open_for_write,
+    read_flip,
+    read_info,
+    read_rows,
+    read_views,
+    write_lock,
+)
 from tests.samples import copy_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,8 +119,9 @@ def test_broken_image_has_nan_views_and_is_left_out(view_stores):
     assert data.train.views.shape == (4, 2, 1280) and data.val.flip.shape == (4, 1280)
 
 
-@pytest.mark.parametrize("kw, match", [({"views": -1}, "--views"), ({"view_seed": -2}, "--view-seed"),
-                                       ({"views": 2, "view_splits": ()}, "view_splits")])
+@pytest.mark.parametrize("kw, match", [({"views": -1}, "^views -1: must be >= 0$"),
+                                       ({"view_seed": -2}, "^view_seed -2: must be >= 0$"),
+                                       ({"views": 2, "view_splits": ()}, "^view_splits: name at least one split")])
 def test_bad_view_options(tmp_path, kw, match):
     data = copy_sample(tmp_path / "imgs", 1)
     with pytest.raises(ValueError, match=match):
@@ -243,7 +254,7 @@ def test_views_and_tta_need_a_store_that_has_them(make_store, tmp_path):
         run_classify(plain, models="logreg", out_dir=tmp_path / "a", views="on")
     with pytest.raises(StoreError, match="no mirrored crops"):
         run_classify(plain, models="logreg", out_dir=tmp_path / "b", tta="flip")
-    with pytest.raises(ValueError, match="--views 'yes'"):
+    with pytest.raises(ValueError, match="^train_on_views 'yes': expected one of auto, on, off, both$"):
         run_classify(plain, models="logreg", out_dir=tmp_path / "c", views="yes")
     assert [r.model for r in run_classify(plain, models="logreg", out_dir=tmp_path / "d")] == ["logreg"]
 

@@ -16,8 +16,8 @@ import classify.train as train
 from classify import cli, finished
 from classify.persist import sidecar_digest
 from classify.train import run_classify
-from store.files import sha256_file
-from store.interrupt import StopAfterCurrent
+from common.files import sha256_file
+from common.interrupt import StopAfterCurrent
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["knn-dino", "logreg", "linear"]  # each well under a second on 45 rows, once torch is imported
@@ -196,16 +196,16 @@ def test_no_resume_on_the_command_lines():
 
     p = argparse.ArgumentParser()
     cli.add_arguments(p)
-    assert cli.options_from_args(p.parse_args(["--features", "f", "--out", "o", "--no-resume"]))["resume"] is False
-    assert "resume" not in cli.options_from_args(p.parse_args(["--features", "f", "--out", "o"]))
+    assert cli.config_from_args(p.parse_args(["--features", "f", "--out", "o", "--no-resume"])).resume is False
+    assert cli.config_from_args(p.parse_args(["--features", "f", "--out", "o"])).resume is True
     sys.path.insert(0, str(ROOT))
     from driver.config import resolve
     from pipeline import build_parser
 
     args = build_parser().parse_args(["run", "--data", "d", "--out", "o", "--no-resume"])
     assert args.resume is False
-    assert resolve({}, {"data": "d", "out": "o", "resume": args.resume}).resume is False
-    assert resolve({}, {"data": "d", "out": "o"}).resume is True
+    assert resolve({}, {"data": "d", "out": "o", "resume": args.resume}).classify.resume is False
+    assert resolve({}, {"data": "d", "out": "o"}).classify.resume is True
 
 
 def test_stop_after_current_handles_two_ctrl_c(monkeypatch, caplog):
@@ -236,7 +236,7 @@ def test_workers_leave_ctrl_c_to_the_parent():
     code = textwrap.dedent("""
         import os, signal
         from joblib import Parallel, delayed
-        from store.interrupt import ignore_sigint_in_worker
+        from common.interrupt import ignore_sigint_in_worker
 
         def task(i):  # in a loky worker: a Ctrl-C reaching it must not abort the fit
             ignore_sigint_in_worker()

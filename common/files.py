@@ -9,10 +9,11 @@ import hashlib
 import os
 import re
 import secrets
+from collections.abc import Callable
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
 
-from store.errors import disk_full, is_disk_full
+from common.errors import disk_full, is_disk_full
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:

@@ -42,7 +42,7 @@ class StopAfterCurrent:
         self.requested = True
         self._log.warning("stopping after %s (Ctrl-C again to stop now)", self.what)
 
-    def __enter__(self) -> "StopAfterCurrent":
+    def __enter__(self) -> StopAfterCurrent:
         if threading.current_thread() is threading.main_thread() \
                 and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._previous = signal.signal(signal.SIGINT, self._handle)
