@@ -18,10 +18,28 @@ refused before it is read), 130 interrupted.
 from __future__ import annotations
 
 import argparse
-import importlib
 import logging
 import os
 import sys
+
+from classify import cli as classify_cli
+from common.errors import (
+    EXIT_BAD_INPUT,
+    EXIT_CORRUPT,
+    EXIT_DISK_FULL,
+    EXIT_FAILURE,
+    EXIT_INTERRUPTED,
+    EXIT_NO_MEMORY,
+    KEPT,
+    BadInput,
+    DiskFull,
+    is_disk_full,
+)
+from driver import cli as driver_cli
+from extract import cli as extract_cli
+from extract import costs
+from finetune import cli as finetune_cli
+from report import cli as report_cli
 
 log = logging.getLogger("pipeline")
 
@@ -53,11 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(parser)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parents = [_add_common(argparse.ArgumentParser(add_help=False), default=argparse.SUPPRESS)]
-    from extract import cli as extract_cli
-
-    extract_cli.add_subcommands(sub, parents)
-    for module in ("classify.cli", "driver.cli", "report.cli", "finetune.cli"):
-        importlib.import_module(module).add_subcommands(sub, parents)
+    for cli in (extract_cli, classify_cli, driver_cli, report_cli, finetune_cli):  # each CLI imports its stage lazily
+        cli.add_subcommands(sub, parents)
     return parser
 
 
@@ -70,27 +85,12 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 def _print_costs() -> None:
     """``-v``: what the run spent before and around its real work (see extract/costs.py)."""
-    from extract import costs
-
     print(f"fixed costs: {costs.line()}; wall {costs.since_process_start() or 0:.2f} s since the process started",
           file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:
-    from common.errors import (
-        EXIT_BAD_INPUT,
-        EXIT_CORRUPT,
-        EXIT_DISK_FULL,
-        EXIT_FAILURE,
-        EXIT_INTERRUPTED,
-        EXIT_NO_MEMORY,
-        KEPT,
-        BadInput,
-        DiskFull,
-        is_disk_full,
-    )
-    from extract import costs
-    from store.errors import StoreCorrupted
+    from store.errors import StoreCorrupted  # the store package imports h5py and numpy: not for build_parser
 
     args = build_parser().parse_args(argv)
     startup = costs.since_process_start()
@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
         costs.add("start-up (interpreter, imports, parser)", startup)
     _setup_logging(args)
     try:
-        from extract.fetch import set_options
+        from extract.fetch import set_options  # urllib.request and ssl (~25 ms): not for build_parser or --help
 
         set_options(args.offline, args.weights_mirror)
         if args.trust_pickle:  # read by classify.persist.load_model; restored below (tests call main in-process)

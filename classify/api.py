@@ -8,6 +8,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 
 from classify.evaluate import ModelResult
+from classify.persist import load_model
+from classify.train import run_classify
 
 
 def compare(features: str | os.PathLike, models: str | Sequence[str] = "default", *, feature: str | None = None,
@@ -25,8 +27,6 @@ def compare(features: str | os.PathLike, models: str | Sequence[str] = "default"
     (``select``, ``jobs``, ``seed``, ``train_on_views``, ``tta``, ``protocol``, ``budget``,
     ``preprocess``...), except ``few_shot``: off unless ``out_dir`` is given, since the curve is
     written to the results file, not returned."""
-    from classify.train import run_classify
-
     options.setdefault("few_shot", out_dir is not None)
     if out_dir is not None:
         results = run_classify(features, out_dir=out_dir, feature=feature, models=models, **options)
@@ -42,6 +42,4 @@ def _with_estimator(result: ModelResult) -> ModelResult:
     """A result reused from an earlier run, with its estimator read back from its (verified) file."""
     if result.estimator is not None or result.model_path is None:
         return result
-    from classify.persist import load_model
-
     return replace(result, estimator=load_model(result.model_path).model)

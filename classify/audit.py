@@ -25,13 +25,19 @@ fold, so a photo's copy cannot vouch for its label.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from pathlib import Path
 
 import numpy as np
 
+from classify.knn import neighbours
+from classify.stats import canonical_order, images_key
 from common.errors import BadInput
+from common.files import atomic_write
+from store import read_features, read_index, read_info, resolve_feature
+from store.splits import assign
 
 K = 10
 DUP_FLOOR = 0.6  # never list a pair below this centred cosine
@@ -128,15 +134,11 @@ def knn_graph(X: np.ndarray, k: int, seed: int = 0) -> tuple[np.ndarray, np.ndar
     Exact up to ``EXACT_MAX_ROWS`` (an n x n search: 78 s at 60k rows); past it, faiss's IVF
     index on a PCA projection proposes ``CANDIDATES * k`` rows, rescored on the full vectors, so
     the similarities are exact and only a missed neighbour is approximate."""
-    from classify.knn import neighbours
-
     n = len(X)
     if n > EXACT_MAX_ROWS:
         try:
             import faiss  # noqa: F401
         except ImportError:
-            import logging
-
             logging.getLogger(__name__).warning(
                 "audit: %d rows searched exactly (n x n); install faiss-cpu for the approximate index", n)
         else:
@@ -181,8 +183,6 @@ def approximate_neighbours(X: np.ndarray, k: int, seed: int = 0, chunk: int = 20
 
 def effective_splits(y: np.ndarray, splits: np.ndarray, where: str) -> np.ndarray:
     """The splits classify scores on: a store without val gets its stratified holdout marked ``val``."""
-    from store.splits import assign
-
     out = splits.astype(object).copy()
     if (y >= 0).any() and len(np.unique(y[y >= 0])) > 1:
         try:
@@ -198,8 +198,6 @@ def split_leaks(pairs: dict[tuple[int, int], float], paths: np.ndarray, splits: 
     """Per scored split, the images with a near-copy in a split the models learnt from (val: train;
     test: train or val), as positions in the sorted-path order of the per-image correctness bits,
     so the report can drop them from any row's score without the store."""
-    from classify.stats import canonical_order, images_key
-
     learnt = {"val": {"train"}, "test": {"train", "val"}}
     out = {}
     for split, sources in learnt.items():
@@ -217,8 +215,6 @@ def split_leaks(pairs: dict[tuple[int, int], float], paths: np.ndarray, splits: 
 
 def train_neighbours(X: np.ndarray, rows: np.ndarray, train: np.ndarray, k: int = 3) -> tuple[np.ndarray, np.ndarray]:
     """Each of ``rows``'s ``k`` most similar train rows (similarities, store rows)."""
-    from classify.knn import neighbours
-
     sims, pos = neighbours(X[train], X[rows], min(k, len(train)))
     return sims, train[pos]
 
@@ -257,8 +253,6 @@ def audit(store: str | os.PathLike, feature: str | None = None, k: int = K, top:
 
     ``misclassified``: a model's mistakes (``{"path", "true", "predicted"}``), each given its
     nearest train images; ``map_points``: rows on the 2-D map (0: no map)."""
-    from store import read_features, read_index, read_info, resolve_feature
-
     t0 = time.perf_counter()
     info = read_info(store)
     key = resolve_feature(info, feature)
@@ -351,8 +345,6 @@ def _drop_self(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 
 def write_audit(result: dict, out_dir: str | os.PathLike) -> Path:
-    from common.files import atomic_write
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "audit.json"

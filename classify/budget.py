@@ -15,6 +15,7 @@ import time
 import numpy as np
 
 from common.errors import BadInput
+from store import read_info
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smh])")
@@ -65,8 +66,6 @@ def auto_allowance(backbone: str, images: int, feature_sets: int) -> float:
 
 def store_allowance(store: str, allow_partial: bool = False) -> float:
     """:func:`auto_allowance` of a store's own extraction (its backbone, rows and feature sets)."""
-    from store import read_info
-
     info = read_info(store, allow_partial=allow_partial)
     return auto_allowance(str(info.spec.get("backbone", "")), info.n_rows, len(info.features))
 

@@ -10,7 +10,9 @@ import logging
 import sys
 from pathlib import Path
 
+from classify import progress
 from classify.config import ClassifyConfig, config_from_values
+from classify.engine import parallel_engine
 from common import options
 from common.errors import BadInput
 
@@ -23,7 +25,8 @@ DESCRIPTION = ("Fit the classifier zoo on a feature store's train split, compare
 class _Renamed(argparse.Action):
     """An old spelling, refused with the new one named (a count of views is extract's --views K)."""
 
-    def __call__(self, parser, namespace, values, option_string=None):  # noqa: ANN001
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: object,
+                 option_string: str | None = None) -> None:
         parser.error("classify --views is now --train-on-views auto|on|off|both, as in `run` "
                      "(--views K, a count, is extraction's)")
 
@@ -40,8 +43,7 @@ def config_from_args(args: argparse.Namespace) -> ClassifyConfig:
 
 
 def main(args: argparse.Namespace) -> int:
-    from classify import progress
-    from classify.engine import parallel_engine
+    # scikit-learn: imported when the command runs, not when pipeline.py builds its parser
     from classify.report import markdown_table
     from classify.train import classify
 
@@ -93,7 +95,7 @@ def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.Argu
 
 
 def main_audit(args: argparse.Namespace) -> int:
-    from classify.audit import audit, write_audit
+    from classify.audit import audit, write_audit  # numpy and scikit-learn, as in main()
 
     if args.k < 1:
         raise BadInput(f"--k {args.k}: expected an integer >= 1")

@@ -37,7 +37,7 @@ def _problem(check: Any, value: Any) -> str | None:
 def _protocol(value: str) -> str | None:
     if value == "auto":
         return None
-    from classify.protocol import check_spec
+    from classify.protocol import check_spec  # scikit-learn: only when a protocol is given
 
     return _problem(check_spec, value)
 
@@ -51,7 +51,7 @@ def _preprocess(value: str) -> str | None:
 def _budget(value: str) -> str | None:
     if value.strip().lower() in ("auto", "none"):
         return None
-    from classify.budget import parse_budget
+    from classify.budget import parse_budget  # numpy and h5py: only when a time is given
 
     return _problem(parse_budget, value)
 

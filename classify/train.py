@@ -25,17 +25,19 @@ from classify import protocol as protocols
 from classify.config import METRICS, TTA_CHOICES, VIEWS_CHOICES, ClassifyConfig  # noqa: F401 - re-exported
 from classify.evaluate import ModelResult, chosen_params, evaluate
 from classify.features import FeatureSet, load_features
+from classify.fewshot import few_shot_curve
 from classify.inputs import final_step as _final
 from classify.inputs import fit_params, model_input, training_arrays  # noqa: F401 - also imported from here
 from classify.knn import SweptKNN
 from classify.linear_probe import LinearProbe
-from classify.models import Build, build_model, candidate, get_entry, resolve_models
+from classify.models import GFLOPS_REF, Build, build_model, candidate, get_entry, resolve_models
 from classify.persist import MODEL_SUFFIX, SavedModel, save_model
 from classify.preprocess import parse_preprocess
 from classify.report import write_reports
 from classify.torch_heads import TorchHead
 from common.files import safe_name
 from common.interrupt import StopAfterCurrent
+from store import read_info
 
 log = logging.getLogger(__name__)
 
@@ -120,8 +122,6 @@ def reference_total_s(name: str, protocol: protocols.Protocol, *, seed: int, job
                       final_fit: str) -> float:
     """A model's whole estimated cost on the reference machine (its rate and cores, whatever this
     machine's), so that ``--budget auto`` chooses the same models everywhere."""
-    from classify.models import GFLOPS_REF
-
     cand = candidate(name, Build(seed=seed, jobs=jobs, protocol=protocol))
     cores = 1 if jobs == 1 else REFERENCE_CORES
     return _total_s(cand, budgets.estimate_seconds(cand.cost, GFLOPS_REF), protocol.n_rows, select, final_fit, jobs,
@@ -343,8 +343,6 @@ def classify(cfg: ClassifyConfig, allowance: tuple[float, Sequence[str]] | None 
     if tensorboard is not None and not any(get_entry(n).uses_torch for n in names):
         log.warning("--tensorboard: none of %s trains a torch head; nothing will be logged", names)
     if views == "auto":
-        from store import read_info
-
         views = "on" if read_info(store_path, allow_partial=allow_partial).views else "off"
     view_modes = {"on": [True], "off": [False], "both": [False, True]}[views]
     tta_modes = {"none": [None], "flip": ["flip"], "both": [None, "flip"]}[tta]
@@ -404,8 +402,6 @@ def classify(cfg: ClassifyConfig, allowance: tuple[float, Sequence[str]] | None 
                 log.warning("interrupted after %s: %d results kept in %s; rerun to continue", label, len(results), out)
                 raise KeyboardInterrupt
     if cfg.few_shot:
-        from classify.fewshot import few_shot_curve
-
         t = time.perf_counter()
         meta["few_shot"] = few_shot_curve(data, seed=seed)
         meta["few_shot_s"] = time.perf_counter() - t

@@ -12,6 +12,9 @@ import logging
 import time
 from pathlib import Path
 
+from classify.audit import audit, write_audit
+from classify.ranking import best_single, rank_rows
+
 log = logging.getLogger(__name__)
 
 AUDIT_FILE = "audit.json"
@@ -19,9 +22,6 @@ AUDIT_FILE = "audit.json"
 
 def audit_best(rows: list[dict], config: dict, out: Path) -> dict | None:
     """The audit of the best single row's store and feature set (None when no row has one)."""
-    from classify.audit import audit
-    from classify.ranking import best_single, rank_rows
-
     best = best_single(rank_rows(rows, config.get("metric") or "accuracy"))
     if best is None or not best.store or not Path(best.store).is_file():
         return None
@@ -39,8 +39,6 @@ def audit_best(rows: list[dict], config: dict, out: Path) -> dict | None:
 
 def write_run_audit(audits: dict[str, dict], out: Path) -> Path | None:
     """``RUN_DIR/report/audit.json``: one audit, or ``{"datasets": {name: audit}}`` for several."""
-    from classify.audit import write_audit
-
     if not audits:
         return None
     body = audits[""] if list(audits) == [""] else {"datasets": audits}

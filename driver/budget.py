@@ -37,6 +37,7 @@ from classify.budget import (  # noqa: F401 - the budget constants are re-export
     fmt_seconds,
     parse_budget,
 )
+from classify.models import resolve_models
 
 
 @dataclass
@@ -91,7 +92,5 @@ class RunBudget:
 
 def first_pass(models: tuple[str, ...]) -> list[str]:
     """The fast models among ``models`` (names or "default"/"all"), in the zoo's order."""
-    from classify.models import resolve_models
-
     chosen = resolve_models(list(models))
     return [m for m in chosen if m in FIRST_PASS] or chosen[:1]

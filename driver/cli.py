@@ -6,10 +6,13 @@ import argparse
 import logging
 import sys
 
+from classify import progress as classify_progress
 from classify.config import ClassifyOptions
+from classify.engine import parallel_engine
 from common import options
 from driver.config import RunConfig, load_file, resolve
 from extract.config import ExtractOptions
+from report.cli import publish
 
 log = logging.getLogger(__name__)
 
@@ -31,10 +34,7 @@ def flag_values(args: argparse.Namespace) -> dict:
 
 
 def main_run(args: argparse.Namespace) -> int:
-    from classify import progress as classify_progress
-    from classify.engine import parallel_engine
-    from driver.run import run
-    from report.cli import publish
+    from driver.run import run  # every stage, numpy and scikit-learn: not for pipeline.py's parser
 
     file_values = load_file(args.config) if args.config else {}
     cfg = resolve(file_values, flag_values(args), source=args.config or "")
@@ -55,7 +55,7 @@ def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.Argu
 
 
 def main_predict(args: argparse.Namespace) -> int:
-    from driver.predict import predict
+    from driver.predict import predict  # numpy, h5py and scikit-learn, as run
 
     res = predict(args.model, args.images, args.out, features=args.features, weights_file=args.weights,
                   progress=not args.quiet and sys.stderr.isatty(), tta=args.tta != "none")

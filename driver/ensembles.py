@@ -8,6 +8,12 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
+from classify import protocol as protocols
+from classify import ranking
+from classify.ensembles import concat_features, has_proba, soft_vote
+from classify.features import load_features
+from classify.train import fit_one, plan_model
+from driver.budget import RunBudget
 from driver.config import RunConfig
 from store.rows import ResultRow
 
@@ -20,8 +26,6 @@ def _key(backbone: str, feature: str, model: str) -> tuple[str, str, str]:
 
 def best_of_each_backbone(entries: list, by_key: dict) -> list[dict]:
     """The best-ranked single model with probabilities of each backbone, in rank order."""
-    from classify.ensembles import has_proba
-
     firsts: dict[str, dict] = {}
     for e in entries:
         row = by_key.get(_key(e.backbone, e.feature, e.model))
@@ -36,11 +40,6 @@ def _tagged(row: dict, dataset: str) -> dict:
 
 
 def ensemble_rows(cfg: RunConfig, rows: list[dict], out_dir: Path, dataset: str) -> list[dict]:
-    from classify import ranking
-    from classify.ensembles import concat_features, soft_vote
-    from classify.features import load_features
-    from classify.train import fit_one
-
     if not rows:
         return []
     entries = ranking.rank_rows(rows, cfg.classify.metric)
@@ -88,19 +87,12 @@ def ensemble_rows(cfg: RunConfig, rows: list[dict], out_dir: Path, dataset: str)
         log.warning("concatenated feature sets skipped: %s", e)
         return extra_rows
     members = [f"{bb} {ff}" for bb, ff in sets]
-    from driver.budget import RunBudget
-
     auto = RunBudget.parse(cfg.classify.budget).auto
     for name in dict.fromkeys([best.model.split("+")[0], "logreg"]):
         log.info("concat %s: %s on %s (%d-d)%s", " + ".join(members), name, backbone, cat.dim,
                  "; approximated under --budget auto" if auto else "")
         plan = None
         if auto:  # the cheap variant (logreg: 4 Cs, no refinement): 5.1 s -> ~2.5 s on dtd10's 2560-d pair
-            from dataclasses import replace
-
-            from classify import protocol as protocols
-            from classify.train import plan_model
-
             full = plan_model(name, protocols.choose(len(cat.train), cat.dim, len(cat.class_names)), seed=cfg.classify.seed,
                               jobs=cfg.classify.jobs, budget_s=None, select=select, final_fit=cfg.classify.final_fit)
             plan = replace(full, build=replace(full.build, approximate=True), note="approximated under --budget auto")

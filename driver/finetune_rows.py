@@ -24,6 +24,9 @@ from pathlib import Path
 from common.files import safe_name
 from driver.budget import DEFAULT_S_PER_IMAGE, RunBudget
 from driver.config import RunConfig
+from extract.devices import pick_device
+from finetune.config import FinetuneConfig
+from finetune.results import result_row
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +43,6 @@ def wanted(mode: str, device: str) -> str | None:
         return "--finetune off"
     if mode == "on":
         return None
-    from extract.devices import pick_device
-
     if pick_device(device).type == "cuda":
         return None
     return ("--finetune auto fine-tunes on a GPU only: on a CPU the recipe cost minutes and kept the probe's "
@@ -60,9 +61,7 @@ def warm_start_row(rows: list[dict], backbone: str) -> dict | None:
 def finetune_row(cfg: RunConfig, data: str, dataset: str, rows: list[dict], stores: list[dict], out_dir: Path,
                  budget: RunBudget) -> tuple[list[dict], list[dict]]:
     """([the fine-tuned row], [why it was skipped]) for the first backbone the run classified."""
-    from finetune.config import FinetuneConfig
-    from finetune.results import result_row
-    from finetune.train import finetune
+    from finetune.train import finetune  # torch: only when the run fine-tunes
 
     tag = {"dataset": dataset} if dataset else {}
     if not stores:

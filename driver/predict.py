@@ -15,7 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from classify.evaluate import predict_tta
+from classify.persist import SavedModel, load_model
 from common.errors import BadInput
+from common.files import atomic_write
+from extract.images import DEFAULT_MAX_PIXELS
+from extract.rows import ImageRows, collate
+from extract.runner import ExtractConfig, execute, plan
+from extract.sources import from_files
+from extract.transforms import TransformSpec
+from finetune.results import softmax
+from store import read_flip, read_info, read_rows, resolve_feature
 
 log = logging.getLogger(__name__)
 SPEC_KEYS = ("backbone", "weights", "weights_sha256", "transform", "precision", "draft", "fold_bn", "runtime",
@@ -26,10 +36,8 @@ class MismatchError(BadInput):
     """Features made another way than the model's training features."""
 
 
-def check_store_matches(saved, store: str) -> str:  # noqa: ANN001 - classify.persist.SavedModel
+def check_store_matches(saved: SavedModel, store: str) -> str:
     """The feature key to use from ``store``; MismatchError if it was made differently."""
-    from store import read_info, resolve_feature
-
     info = read_info(store, allow_partial=False)
     diff = [k for k in SPEC_KEYS if info.spec.get(k) != saved.spec.get(k)]
     if diff:
@@ -43,11 +51,9 @@ def check_store_matches(saved, store: str) -> str:  # noqa: ANN001 - classify.pe
     return resolve_feature(info, saved.feature)
 
 
-def _extract_for(saved, files: list[str], work: Path, weights_file: str | None, progress: bool,  # noqa: ANN001
+def _extract_for(saved: SavedModel, files: list[str], work: Path, weights_file: str | None, progress: bool,
                  flip: bool) -> Path:
-    from extract.hooks import Tap
-    from extract.runner import ExtractConfig, execute, plan
-    from extract.sources import from_files
+    from extract.hooks import Tap  # torch: only when images are extracted (not for --features F.h5)
 
     layer, pool = saved.feature.rsplit("/", 1)
     spec = saved.spec
@@ -77,12 +83,10 @@ def _extract_for(saved, files: list[str], work: Path, weights_file: str | None, 
     return Path(cfg.out)
 
 
-def feature_store(saved, inputs: list[str], features: str | None, work: Path, *,  # noqa: ANN001
+def feature_store(saved: SavedModel, inputs: list[str], features: str | None, work: Path, *,
                   weights_file: str | None, progress: bool, flip: bool) -> tuple[str, str, list]:
     """(store, feature key, unreadable images): the given store, checked against the model, or
     the new images extracted into ``work`` exactly as the training features were."""
-    from store import read_info
-
     if features:
         key = check_store_matches(saved, features)
         if flip and not read_info(features).flip:
@@ -95,11 +99,8 @@ def feature_store(saved, inputs: list[str], features: str | None, work: Path, *,
     return store, saved.feature, read_info(store).errors
 
 
-def classify_rows(saved, store: str, key: str, flip: bool) -> tuple[dict, np.ndarray, np.ndarray | None]:  # noqa: ANN001
+def classify_rows(saved: SavedModel, store: str, key: str, flip: bool) -> tuple[dict, np.ndarray, np.ndarray | None]:
     """(rows read, predictions, probabilities or None) of the model on every row of ``store``."""
-    from classify.evaluate import predict_tta
-    from store import read_flip, read_rows
-
     data = read_rows(store, feature=key)
     expected = getattr(saved.model, "n_features_in_", None)
     if expected is not None and data["X"].shape[1] != expected:
@@ -111,7 +112,7 @@ def classify_rows(saved, store: str, key: str, flip: bool) -> tuple[dict, np.nda
     return data, pred, proba
 
 
-def predictions_csv(saved, paths: list[str], pred: np.ndarray, proba: np.ndarray | None,  # noqa: ANN001
+def predictions_csv(saved: SavedModel | _Finetuned, paths: list[str], pred: np.ndarray, proba: np.ndarray | None,
                     errors: list) -> str:
     """``path, predicted, p_<class>..., error``: one row per image, then one per unreadable file."""
     classes, names = list(np.asarray(saved.model.classes_)), saved.class_names
@@ -135,9 +136,6 @@ def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str |
 
     A model saved with flip TTA averages each image's center and mirrored crops, as it was
     scored in classify, unless ``tta`` is False."""
-    from classify.persist import load_model
-    from common.files import atomic_write
-
     if str(model_path).endswith(".pt"):
         return predict_finetuned(model_path, inputs, out_csv, features=features)
     saved = load_model(model_path)
@@ -170,14 +168,8 @@ def predict_finetuned(model_path: str, inputs: list[str], out_csv: str, *, featu
     import torch
     from torch.utils.data import DataLoader
 
-    from common.files import atomic_write
-    from extract.images import DEFAULT_MAX_PIXELS
     from extract.preprocess import build_transform
-    from extract.rows import ImageRows, collate
-    from extract.sources import from_files
-    from extract.transforms import TransformSpec
     from finetune.checkpoint import load_finetuned
-    from finetune.results import softmax
 
     if features:
         raise BadInput(f"--features {features}: a fine-tuned network {model_path} reads images, not a feature store")

@@ -10,29 +10,41 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import shutil
 import sys
 import time
 from pathlib import Path
 
-from common.files import safe_name
+from classify.budget import FIRST_PASS
+from classify.finished import FINISHED_DIR
+from classify.models import resolve_models
+from classify.train import classify
+from common.files import atomic_write, safe_name
+from driver.audit import AUDIT_FILE, audit_best, write_run_audit
 from driver.budget import RunBudget
-from driver.config import RunConfig
+from driver.budget import first_pass as first_pass_models
+from driver.config import RunConfig, dataset_names
+from driver.ensembles import ensemble_rows
+from driver.finetune_rows import finetune_row
+from extract.plan import Plan
+from extract.ray_engine import extract_ray
+from extract.runner import execute, plan
+from extract.sources import build_manifest
+from store import read_info
+from store.results import write_run
+from store.rows import ResultRow
+from store.write import store_status
 
 log = logging.getLogger(__name__)
 
 
 def write_json(path: Path, data: object) -> None:
     """Atomic: a reader never sees half a file, and a crash keeps the previous version."""
-    from common.files import atomic_write
-
     atomic_write(path, json.dumps(data, indent=2, default=str))
 
 
-def plan_stores(cfg: RunConfig, data: str, progress: bool) -> list[tuple[str, object, Path]]:
+def plan_stores(cfg: RunConfig, data: str, progress: bool) -> list[tuple[str, Plan, Path]]:
     """(backbone, extract plan, store path) per backbone: one manifest, no model built yet."""
-    from extract.runner import plan
-    from extract.sources import build_manifest
-
     ext = cfg.extract
     manifest = build_manifest(data, ext.image_root, ext.allow_outside_root)
     cfg.feature_dir.mkdir(parents=True, exist_ok=True)
@@ -45,23 +57,17 @@ def plan_stores(cfg: RunConfig, data: str, progress: bool) -> list[tuple[str, ob
     return planned
 
 
-def is_cached(p: object, store: Path) -> bool:
-    from store.write import store_status
-
+def is_cached(p: Plan, store: Path) -> bool:
     try:
         return store_status(store, p.cache_key, p.spec) == "hit"
     except (OSError, ValueError):
         return False
 
 
-def extract_one(name: str, p: object, store: Path) -> dict:
+def extract_one(name: str, p: Plan, store: Path) -> dict:
     """Extract (or reuse) one backbone's store; its record for extraction.json."""
-    from extract.runner import execute
-
     ext = p.cfg
     if ext.engine == "ray":
-        from extract.ray_engine import extract_ray
-
         summary = extract_ray(dataclasses.replace(ext, out=str(store), workers=None), address=ext.address,
                               workers=ext.workers or 2, gpus_per_worker=ext.gpus_per_worker,
                               cpus_per_worker=ext.cpus_per_worker)
@@ -77,8 +83,6 @@ def extract_one(name: str, p: object, store: Path) -> dict:
 
 def given_store(path: str, allow_partial: bool) -> dict:
     """``run --features F.h5``: a store made elsewhere, as extract_one's record (nothing extracted)."""
-    from store import read_info
-
     info = read_info(path, allow_partial=allow_partial)
     return {
         "backbone": str(info.spec.get("backbone") or Path(path).stem), "store": str(Path(info.path).resolve()),
@@ -100,13 +104,6 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
     With a run ``budget``, each feature set's zoo gets an equal share of what is left, counting
     ``sets_after`` feature sets still to come after these stores. ``first_pass``: only
     ``models``, no few-shot curve, the seconds recorded for the budget's estimates."""
-    import shutil
-
-    from classify.budget import FIRST_PASS
-    from classify.finished import FINISHED_DIR
-    from classify.train import classify
-    from store.rows import ResultRow
-
     cls = cfg.classify
 
     results, skipped, few_shot = [], [], []
@@ -152,11 +149,9 @@ def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, bu
     """Extract and classify backbone by backbone, in ``--backbones`` order, then the ``given``
     stores (``--features``) -> (store records, result rows, skipped, few-shot curves). Under a
     budget, the two passes of :mod:`driver.budget`."""
-    from driver.budget import first_pass
-
     planned = plan_stores(cfg, data, progress) if data is not None else []
     sets_per_backbone = max(len(cfg.extract.layers) * len(cfg.extract.pools), 1)  # until the first store says
-    fast = first_pass(cfg.classify.models) if budget.total_s is not None else None
+    fast = first_pass_models(cfg.classify.models) if budget.total_s is not None else None
     recs, rows, skipped, curves = [], [], [], []
     for path in given:
         rec = {**extra, **given_store(path, cfg.classify.allow_partial)}
@@ -195,8 +190,6 @@ def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, bu
 
 def run_audit(rows: list[dict], cfg: RunConfig, out: Path) -> dict | None:
     """The best model's audit; one that cannot be made is a warning, never the run's failure."""
-    from driver.audit import audit_best
-
     try:
         return audit_best(rows, cfg.to_dict(), out)
     except (ValueError, OSError, MemoryError) as e:
@@ -205,11 +198,6 @@ def run_audit(rows: list[dict], cfg: RunConfig, out: Path) -> dict | None:
 
 
 def run(cfg: RunConfig, progress: bool = True) -> dict:
-    from classify.models import resolve_models
-    from driver.config import dataset_names
-    from driver.ensembles import ensemble_rows
-    from driver.finetune_rows import finetune_row
-
     resolve_models(list(cfg.classify.models))  # an unknown model fails before anything is extracted
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -253,9 +241,6 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     summary = {"config": cfg.to_dict(), "budget_s": budget.total_s, "extraction": stores, "results": results, "skipped": skipped,
                "few_shot": few_shot, **({"datasets": dict(zip(names, cfg.data))} if multi else {}),
                "seconds": time.perf_counter() - t0, "phases": phases}
-    from driver.audit import AUDIT_FILE, write_run_audit
-    from store.results import write_run
-
     if not write_run_audit(audits, out):
         (out / "report" / AUDIT_FILE).unlink(missing_ok=True)  # an earlier run's audit would describe other rows
     write_run(out, summary)  # rows other producers added (finetune --run-dir) are kept

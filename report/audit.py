@@ -12,6 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -22,6 +23,9 @@ from report.images import load_tile
 from report.plots import Plot
 from report.results import Run
 from report.stores import image_file
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +150,7 @@ def audit_view(audit: dict, run: Run, root: Path | None, prefix: str = "") -> Au
 def _plots(audit: dict, root: Path | None, prefix: str, dups: list[dict]) -> list[Plot]:
     out: list[Plot] = []
 
-    def add(name: str, title: str, caption: str, fig) -> None:  # noqa: ANN001 - a Figure or None
+    def add(name: str, title: str, caption: str, fig: Figure | None) -> None:
         if fig is not None:
             out.append(Plot(prefix + name, title, caption, P.to_png(fig)))
 

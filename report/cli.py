@@ -7,7 +7,7 @@ import argparse
 
 def publish(run_dir: str, tensorboard: str | None = None, top: int = 5) -> dict:
     """Build the report, log to TensorBoard if asked, and print the leaderboard's top rows."""
-    from report.build import build_report, excerpt
+    from report.build import build_report, excerpt  # matplotlib: not for pipeline.py's parser
     from report.tb import log_misclassified
 
     paths = build_report(run_dir)

@@ -17,7 +17,7 @@ from classify.ranking import Entry
 from report.audit import AuditView
 from report.plots import Plot
 from report.provenance import Extraction, environment_line, feature_rows, forward_pass_line, plural, skipped_files
-from report.results import Run
+from report.results import Run, across_datasets, ensemble_verdicts
 from store.splits import VAL_HOLDOUT as HOLDOUT
 
 TITLE = "Transfer-learning comparison"
@@ -223,8 +223,6 @@ def few_shot_note(run: Run) -> str:
 
 
 def across_table(run: Run) -> tuple[list[str], list[list[str]]]:
-    from report.results import across_datasets
-
     rows = across_datasets(run)
     names = run.datasets
     split = {n: next((r["split"][n] for r in rows), "val") for n in names}
@@ -249,8 +247,6 @@ def across_note(run: Run) -> str:
 
 
 def ensemble_notes(run: Run) -> list[str]:
-    from report.results import ensemble_verdicts
-
     out = []
     for v in ensemble_verdicts(run):
         e, ref = v["entry"], v["best"]

@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 from report import plots as P
+from report.build import misclassified_tiles
 from report.results import Run, as_run
 from report.stores import load_store
 
@@ -17,8 +18,6 @@ def log_misclassified(run_dir_or_results: str | os.PathLike | dict | Run, log_di
     Returns how many images it shows (0 writes nothing). torch is imported here only, so the
     report itself works without it.
     """
-    from report.build import misclassified_tiles
-
     run = as_run(run_dir_or_results if isinstance(run_dir_or_results, (dict, Run)) else Path(run_dir_or_results))
     best = run.best
     if best is None:
