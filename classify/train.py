@@ -299,8 +299,6 @@ def run_classify(store_path: str | os.PathLike, *, out_dir: str | os.PathLike,
     ``views`` is accepted for ``train_on_views``), checked before any data is read."""
     if "views" in options:
         options["train_on_views"] = options.pop("views")
-    if isinstance(options.get("models"), str):
-        options["models"] = tuple(m.strip() for m in str(options["models"]).split(",") if m.strip())
     for key in ("budget", "tensorboard"):
         if options.get(key) is not None and not isinstance(options[key], str):
             options[key] = str(options[key])

@@ -66,6 +66,12 @@ def address_option() -> Any:
                   group="engine")
 
 
+def fraction_range(value: tuple[float, float]) -> str | None:
+    """The check of a MIN,MAX area range (RandomResizedCrop's scale)."""
+    lo, hi = value
+    return None if 0 < lo <= hi <= 1 else "expected 0 < min <= max <= 1 (fractions of the image area)"
+
+
 def declared(cls: type) -> list[tuple[dataclasses.Field, Opt]]:
     """The options of a config dataclass, in declaration order."""
     return [(f, f.metadata["option"]) for f in fields(cls) if "option" in f.metadata]

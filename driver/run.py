@@ -156,11 +156,11 @@ def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, bu
     for path in given:
         rec = {**extra, **given_store(path, cfg.classify.allow_partial)}
         recs.append(rec)
-        r, s, c = classify_all(cfg, [rec], cls_dir, name, budget if budget.auto else None,
-                               first_pass=False) if fast is None else ([], [], [])
-        if fast is not None:
+        if fast is None:
+            r, s, c = classify_all(cfg, [rec], cls_dir, name, budget if budget.auto else None)
+            rows, skipped, curves = rows + r, skipped + s, curves + c
+        else:  # its second pass comes with the extracted stores' below
             classify_all(cfg, [rec], cls_dir, name, budget, models=fast, first_pass=True)
-        rows, skipped, curves = rows + r, skipped + s, curves + c
     for i, (backbone, p, store) in enumerate(planned):
         cached = is_cached(p, store)
         why = budget.skip_reason(backbone, len(p.manifest), cached, sets_per_backbone) if recs else None

@@ -24,11 +24,6 @@ DEFAULT_VIEW_SCALE = (0.08, 1.0)  # torchvision RandomResizedCrop's area range
 DEFAULT_MAX_PIXELS = 178_956_970  # PIL's decompression-bomb limit
 
 
-def _view_scale(value: tuple[float, float]) -> str | None:
-    lo, hi = value
-    return None if 0 < lo <= hi <= 1 else "expected 0 < min <= max <= 1 (fractions of the image area)"
-
-
 def _shard(value: str) -> str | None:
     try:
         k, n = (int(x) for x in value.split("/"))
@@ -56,7 +51,7 @@ class ExtractOptions:
                         help="also store K seeded RandomResizedCrop+flip views of every train image, and every "
                              "image's mirrored crop (classify trains on the views)")
     view_seed: int = option(0, type=int, low=0, help="seed of the views", group="augmented views")
-    view_scale: tuple[float, float] = option(DEFAULT_VIEW_SCALE, kind="pair", check=_view_scale,
+    view_scale: tuple[float, float] = option(DEFAULT_VIEW_SCALE, kind="pair", check=options.fraction_range,
                                              group="augmented views",
                                              help="area range of the view crops as fractions of the image "
                                                   "(torchvision's)")

@@ -29,11 +29,6 @@ def _unfreeze(value: str) -> str | None:
         "expected 'all' or a number of blocks >= 1"
 
 
-def _crop_scale(value: tuple[float, float]) -> str | None:
-    lo, hi = value
-    return None if 0 < lo <= hi <= 1 else "expected 0 < min <= max <= 1"
-
-
 BLOCKS_RULE = ("blocks: the model's top-level children in order, an nn.Sequential/nn.ModuleList child opened one "
                "level into its items, parameter-free ones skipped, the head excluded (it always trains)")
 
@@ -76,7 +71,7 @@ class FinetuneConfig:
                             help="unfrozen BatchNorm layers use and update batch statistics (off: all BatchNorm "
                                  "layers keep their pretrained running statistics; small batches make batch ones "
                                  "noisy)")
-    crop_scale: tuple[float, float] = option((0.08, 1.0), kind="pair", check=_crop_scale, group="optimization",
+    crop_scale: tuple[float, float] = option((0.08, 1.0), kind="pair", check=options.fraction_range, group="optimization",
                                              help="RandomResizedCrop area range of the training crops "
                                                   "(torchvision's)")
     batch_size: int = option(32, type=int, low=1, group="optimization", help="images per step")
