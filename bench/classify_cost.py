@@ -19,7 +19,7 @@ def zoo_vs_backbone_epoch(store: Path, data: Path, jobs: int, epoch_images: int 
     from torchvision import datasets
     from torchvision import transforms as T
 
-    from classify.train import run_classify
+    from classify.job import run_classify
 
     section("5. Classifying cached features vs re-running the backbone")
     with tempfile.TemporaryDirectory() as d:

@@ -76,7 +76,7 @@ def store_for(work: Path, rows: int, dim: int = 1280, classes: int = 100, dtype:
 
 def fixed_overhead_gb() -> float:
     """Peak RSS of a process that only imports what classify imports and runs one matmul."""
-    code = ("import torch, torch._dynamo, sklearn, h5py; import classify.train, classify.linear_probe; "
+    code = ("import torch, torch._dynamo, sklearn, h5py; import classify.job, classify.linear_probe; "
             "torch.randn(8192, 1280) @ torch.randn(1280, 100)")
     _, rss, _, _ = run([PY, "-c", code])
     return rss

@@ -100,10 +100,11 @@ def resplit(sets: list, seed: int, per_class: int | None) -> list:
 
 
 def probe(data, final_fit: str, seed: int, out: Path):  # noqa: ANN001, ANN201
-    from classify.train import fit_one
+    from classify.fit import fit
+    from classify.plan import Shape, plan_one
 
     t = time.perf_counter()
-    [res] = fit_one("logreg", data, out_dir=out, seed=seed, select="cv", save=False, final_fit=final_fit)
+    [res] = fit(plan_one("logreg", Shape.of(data), seed=seed, select="cv", final_fit=final_fit), data)
     return res, time.perf_counter() - t
 
 

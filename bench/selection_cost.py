@@ -31,7 +31,7 @@ def main() -> None:
     import synthetic
 
     from classify import progress
-    from classify.train import run_classify
+    from classify.job import run_classify
 
     progress.set_enabled(False)
     print(f"{'rows':>7} {'val s':>8} {'cv s':>8} {'cv/val':>7}  cv folds (mean ± sd) per model")

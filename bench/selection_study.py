@@ -11,7 +11,7 @@ neither selection sees:
 
 Features come from one EfficientNet-Lite0 store per dataset (extracted once, reused from the
 cache) at four layers (the classifier input, the last conv stage, and the middle blocks 10 and
-6, where rows differ more). Each draw runs the default zoo on every layer (``fit_one`` with
+6, where rows differ more). Each draw runs the default zoo on every layer (``classify.fit.fit`` with
 ``select="cv"``, so val and CV scores come from the same fits), ranks the rows by val and by CV
 as the report does, and compares the rank-1 row's test accuracy with the best row's and with
 the seed tutorials' loop: a plain scikit-learn ``LogisticRegression`` on the classifier input,
@@ -104,8 +104,10 @@ STUDY_SETS: dict = {}
 def one_draw(store: str, index: dict, X: dict, parts: tuple, out: Path, jobs: int) -> dict:
     from sklearn.linear_model import LogisticRegression
 
+    from classify.fit import fit
     from classify.models import DEFAULT_MODELS
-    from classify.train import fit_one
+    from classify.outputs import save_files
+    from classify.plan import Shape, plan_one
     from report.results import parse_results
 
     rows = []
@@ -114,13 +116,14 @@ def one_draw(store: str, index: dict, X: dict, parts: tuple, out: Path, jobs: in
         STUDY_SETS[key] = fs
         (out / key.replace("/", "_") / "models").mkdir(parents=True, exist_ok=True)
         for name in DEFAULT_MODELS:
-            for r in fit_one(name, fs, out_dir=out / key.replace("/", "_"), jobs=jobs, seed=0, select="cv"):
-                rows.append({"backbone": "efficientnet_lite0", "feature": key, "store": store, **r.to_dict()})
+            for r in fit(plan_one(name, Shape.of(fs), jobs=jobs, seed=0, select="cv"), fs):
+                r = save_files(out / key.replace("/", "_"), r)
+                rows.append({**r.to_dict(), "backbone": "efficientnet_lite0", "feature": key, "store": store})
     rows_val = [{**r, "extra": {k: v for k, v in r["extra"].items() if k != "cv"}} for r in rows]
     ranked = {}
     for sel, rs in (("cv", rows), ("val", rows_val)):
         run = parse_results({"results": rs}, out)
-        tied = [next(r for r in rs if (r["feature"], r["model"]) == (e.feature, e.model)) for e in run.entries
+        tied = [next(r for r in rs if (r["feature"], r["model"]) == (e.feature, e.model)) for e in run.rows
                 if e.tied]
         vote = soft_vote_of(tied, index, parts)
         ranked[sel] = parse_results({"results": rs + ([vote] if vote else [])}, out)
@@ -132,10 +135,10 @@ def one_draw(store: str, index: dict, X: dict, parts: tuple, out: Path, jobs: in
     seed_acc = float(np.mean(seed_lr.predict(X[default][te]) == index["y"][te]))
 
     def summary(run) -> dict:
-        best = run.entries[0]
+        best = run.rows[0]
         tied = run.tied_group
-        vote = next((e for e in run.entries if e.kind == "soft-vote"), None)
-        single = next(e for e in run.entries if e.kind == "model")
+        vote = next((e for e in run.rows if e.kind == "soft-vote"), None)
+        single = next(e for e in run.rows if e.kind == "model")
         return {"rank1": f"{best.model} on {best.feature}", "rank1_test": best.test["accuracy"],
                 "single_rank1": f"{single.model} on {single.feature}", "single_rank1_test": single.test["accuracy"],
                 "vote_test": vote.test["accuracy"] if vote else None, "vote_rank": vote.rank if vote else None,

@@ -27,8 +27,8 @@ from threadpoolctl import threadpool_limits  # noqa: E402
 
 from classify.evaluate import evaluate  # noqa: E402
 from classify.features import load_features  # noqa: E402
+from classify.model_inputs import fit_params, training_arrays  # noqa: E402
 from classify.models import build_model, resolve_models  # noqa: E402
-from classify.train import fit_params, training_arrays  # noqa: E402
 
 
 def _ints(text: str) -> list[int]:

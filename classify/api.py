@@ -1,45 +1,144 @@
-"""``compare``: the classifier zoo on one feature store, results in memory, for notebooks."""
+"""``compare``: the classifier zoo on a feature store or on any embeddings, results in memory.
+
+    board = compare("features.h5")                      # a store made by extract
+    board = compare(X, y, splits=splits)                # arrays made anywhere
+    board.best.predict(X_new); board.to_pandas(); board.save("out/")
+
+Nothing is written: :meth:`~classify.leaderboard.Leaderboard.save` writes what
+``pipeline.py classify --out`` writes, when asked.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Sequence
-from dataclasses import replace
+from typing import Any
 
-from classify.evaluate import ModelResult
-from classify.persist import load_model
-from classify.train import run_classify
+import numpy as np
 
+from classify.budget import parse_budget
+from classify.config import ClassifyOptions
+from classify.features import FeatureSet, Split, load_features, nonfinite_rows
+from classify.job import default_budget
+from classify.leaderboard import Leaderboard
+from classify.models import resolve_models
+from classify.plan import Budget, Shape, plan_zoo, views_mode
+from classify.zoo import compare_zoo
+from common.errors import BadInput
+from store import read_info, splits
+from store.splits import HOLDOUT_FRACTION, HOLDOUT_SEED
 
-def compare(features: str | os.PathLike, models: str | Sequence[str] = "default", *, feature: str | None = None,
-            out_dir: str | os.PathLike | None = None, **options: object) -> list[ModelResult]:
-    """Fit and score ``models`` (names, ``"default"``, ``"all"``) on one feature set of a store.
-
-    Returns one :class:`~classify.evaluate.ModelResult` per model and variant, each with its
-    fitted ``estimator``, ``val``/``test`` scores (accuracy with its Wilson interval, per-class
-    accuracy, confusion matrix, misclassified images...) and, under ``select="cv"``, its
-    repeated-CV score in ``extra["cv"]``. Nothing is written unless ``out_dir`` is given (then
-    models, results.json, metrics.json and summary.md go there, as ``pipeline.py classify --out``, and a rerun
-    into the same ``out_dir`` reuses what an earlier one finished, its estimators loaded from their
-    saved files; ``resume=False`` fits them again).
-    ``options`` are :class:`~classify.config.ClassifyOptions`' fields, with their defaults
-    (``select``, ``jobs``, ``seed``, ``train_on_views``, ``tta``, ``protocol``, ``budget``,
-    ``preprocess``...), except ``few_shot``: off unless ``out_dir`` is given, since the curve is
-    written to the results file, not returned."""
-    options.setdefault("few_shot", out_dir is not None)
-    if out_dir is not None:
-        results = run_classify(features, out_dir=out_dir, feature=feature, models=models, **options)
-        return [_with_estimator(r) for r in results]
-    with tempfile.TemporaryDirectory(prefix="featcache-compare-") as tmp:
-        results = run_classify(features, out_dir=tmp, feature=feature, models=models, **options)
-    return [replace(r, model_path=None, extra={k: ({kk: vv for kk, vv in v.items() if kk != "oof"}
-                                                   if k == "cv" else v) for k, v in r.extra.items()})
-            for r in results]
+ARRAYS = "embeddings"  # the backbone and feature names of rows fitted on plain arrays
 
 
-def _with_estimator(result: ModelResult) -> ModelResult:
-    """A result reused from an earlier run, with its estimator read back from its (verified) file."""
-    if result.estimator is not None or result.model_path is None:
-        return result
-    return replace(result, estimator=load_model(result.model_path).model)
+def _options(models: str | Sequence[str], options: dict) -> ClassifyOptions:
+    """Checked options (one clear error naming the first bad one), few-shot off unless asked."""
+    if "out_dir" in options:
+        raise BadInput("compare: out_dir= is gone; compare writes nothing: call .save(out_dir) on the leaderboard "
+                       "it returns")
+    options = {"few_shot": False, **options}
+    if "views" in options:
+        options["train_on_views"] = options.pop("views")
+    unknown = sorted(set(options) - set(ClassifyOptions.__dataclass_fields__))
+    if unknown:
+        raise BadInput(f"compare: unknown option {unknown[0]}=; valid: "
+                       f"{', '.join(sorted(ClassifyOptions.__dataclass_fields__))}")
+    if isinstance(models, str):
+        models = tuple(m.strip() for m in models.split(",") if m.strip())
+    if isinstance(options.get("preprocess"), (list, tuple)):
+        options["preprocess"] = ",".join(options["preprocess"]) or "none"
+    opts = ClassifyOptions(models=tuple(models), **options)
+    resolve_models(list(opts.models))  # unknown names fail before any data is read
+    return opts
+
+
+def compare(data: str | os.PathLike | np.ndarray, y: Any = None, *, models: str | Sequence[str] = "default",
+            splits: Any = None, feature: str | None = None, **options: Any) -> Leaderboard:
+    """Fit and rank ``models`` (names, ``"default"``, ``"all"``) on a store's feature set, or on
+    arrays ``X`` (n, d) and ``y`` (n,) (integer or string labels; strings become the class names).
+
+    ``splits``: with arrays, each row's ``"train"``, ``"val"`` or ``"test"``; without it, every
+    row is train and val is a stratified 20% holdout of it (as for a store without a val split).
+    ``feature``: a store's feature set (default: its default). ``options`` are
+    :class:`~classify.config.ClassifyOptions`' fields with their defaults (``select``, ``jobs``,
+    ``seed``, ``metric``, ``budget``, ``preprocess``, ``few_shot`` (off here)...). On a store,
+    ``budget="auto"`` sizes the default zoo to its extraction as ``classify`` does; arrays have
+    no extraction to size against, so every model asked for runs.
+
+    Returns a :class:`~classify.leaderboard.Leaderboard` whose rows hold their fitted
+    estimators: ``.best`` predicts. Writes nothing."""
+    opts = _options(models, options)
+    if isinstance(data, (str, os.PathLike)):
+        if y is not None:
+            raise BadInput(f"compare({os.fspath(data)!r}, y=...): a store holds its labels; pass model names as "
+                           "models=[...]")
+        if splits is not None:
+            raise BadInput("compare: splits= applies to arrays; a store holds its own splits")
+        return _compare_store(os.fspath(data), feature, opts)
+    if feature is not None:
+        raise BadInput("compare: feature= names a store's feature set; arrays are one feature set")
+    fs = feature_set(data, y, splits)
+    seconds = None if opts.budget.strip().lower() in ("auto", "none") else parse_budget(opts.budget)
+    return compare_zoo(fs, plan_zoo(Shape.of(fs), opts, budget=Budget(seconds=seconds)))
+
+
+def _compare_store(path: str, feature: str | None, opts: ClassifyOptions) -> Leaderboard:
+    """As ``classify`` compares a store (the same views, budget and plan), without its files."""
+    info = read_info(path, allow_partial=opts.allow_partial)
+    views = views_mode(opts.train_on_views, bool(info.views))
+    data = load_features(path, feature, allow_partial=opts.allow_partial, views=views != "off",
+                         flip=opts.tta != "none")
+    budget = default_budget(opts.job(features=path, out="-"))
+    return compare_zoo(data, plan_zoo(Shape.of(data), opts, views=views, budget=budget))
+
+
+def feature_set(X: Any, y: Any, row_splits: Any = None) -> FeatureSet:
+    """Arrays as a feature set, every problem a :class:`BadInput` naming the argument."""
+    X = np.asarray(X)
+    if X.ndim != 2:
+        raise BadInput(f"compare: X must be 2-D (rows, features); got shape {X.shape}")
+    if not np.issubdtype(X.dtype, np.number) or np.issubdtype(X.dtype, np.complexfloating):
+        raise BadInput(f"compare: X must hold real numbers; got dtype {X.dtype}")
+    X = np.asarray(X, dtype=np.float32)
+    if y is None:
+        raise BadInput("compare: arrays need labels: compare(X, y)")
+    if isinstance(y, (str, bytes)) or not hasattr(y, "__len__"):
+        raise BadInput(f"compare: y must be an array of labels, got {type(y).__name__}")
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(X):
+        raise BadInput(f"compare: y has shape {y.shape}; expected ({len(X)},), one label per row of X")
+    bad = nonfinite_rows(X)
+    if bad:
+        raise BadInput(f"compare: {bad} rows of X hold NaN or infinite values")
+    class_names, codes = np.unique(y, return_inverse=True)
+    names = [str(c) for c in class_names]
+    if len(names) < 2:
+        raise BadInput(f"compare: y holds one class ({names[0]!r}); a classifier needs at least two")
+    where = np.full(len(y), "train", dtype=object) if row_splits is None else np.asarray(row_splits, dtype=object)
+    if where.shape != (len(X),):
+        raise BadInput(f"compare: splits has shape {where.shape}; expected ({len(X)},), one per row of X")
+    unknown = sorted(set(where.tolist()) - set(splits.SPLITS))
+    if unknown:
+        raise BadInput(f"compare: splits holds {unknown[0]!r}; expected train, val or test")
+    codes = codes.astype(np.int64)
+    small = [names[c] for c in range(len(names)) if np.sum(codes[where == "train"] == c) < 2]
+    if small and not np.any(where == "val"):
+        raise BadInput(f"compare: class {small[0]!r} has fewer than 2 train rows; a val holdout needs 2 of each "
+                       "(give more rows, or splits= with a val split)")
+    at, val_source = splits.assign(codes, where.astype(str), "compare: y", fraction=HOLDOUT_FRACTION,
+                                   seed=HOLDOUT_SEED)
+    paths = np.array([f"row{i}" for i in range(len(X))])
+
+    def part(name: str) -> Split:
+        i = at[name]
+        return Split(X[i], codes[i], paths[i], i)
+
+    train = part("train")
+    seen = set(train.y.tolist())
+    for name in ("val", "test"):
+        unseen = sorted(set(codes[at[name]].tolist()) - seen)
+        if unseen:
+            raise BadInput(f"compare: {name} holds class {names[unseen[0]]!r}, which has no train rows")
+    return FeatureSet(store="", feature=ARRAYS, class_names=names, spec={"backbone": ARRAYS}, cache_key="",
+                      complete=True, train=train, val=part("val"), test=part("test") if len(at["test"]) else None,
+                      val_source=val_source)

@@ -37,6 +37,7 @@ from classify.stats import canonical_order, images_key
 from common.errors import BadInput
 from common.files import atomic_write
 from store import read_features, read_index, read_info, resolve_feature
+from store.results import AUDIT_FILE
 from store.splits import assign
 
 K = 10
@@ -347,6 +348,6 @@ def _drop_self(sims: np.ndarray, idx: np.ndarray) -> tuple[np.ndarray, np.ndarra
 def write_audit(result: dict, out_dir: str | os.PathLike) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    path = out / "audit.json"
+    path = out / AUDIT_FILE
     atomic_write(path, json.dumps(result, indent=2))
     return path

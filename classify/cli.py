@@ -44,16 +44,16 @@ def config_from_args(args: argparse.Namespace) -> ClassifyConfig:
 
 def main(args: argparse.Namespace) -> int:
     # scikit-learn: imported when the command runs, not when pipeline.py builds its parser
-    from classify.report import markdown_table
-    from classify.train import classify
+    from classify.job import classify
+    from classify.table import console_text
 
     progress.set_enabled(False if getattr(args, "quiet", False) else None)
     cfg = config_from_args(args)
     with parallel_engine(cfg.engine, cfg.address):
-        results = classify(cfg)
-    print(markdown_table(results))
-    out = Path(cfg.out)
-    print(f"\nreports: {out / 'summary.md'}, {out / 'metrics.json'}, {out / 'metrics.csv'}; models: {out / 'models'}")
+        board = classify(cfg)
+    print(console_text(board.rows, board.skipped, board.seconds, cfg.out))  # stdout: the answer, and only it
+    log.info("reports: %s (summary.md, metrics.json, metrics.csv, results.json); models: %s", cfg.out,
+             Path(cfg.out) / "models")
     return 0
 
 

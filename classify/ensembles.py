@@ -80,18 +80,21 @@ class PrecomputedProba:
         return self.classes_[self.predict_proba(X).argmax(1)]
 
 
-def _member_proba(row: dict, split: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str], np.ndarray] | None:
-    """(proba, y, paths, class_names, classes) of a saved model on its own store's ``split``."""
-    saved = load_model(row["model_path"])
-    tta = (row.get("extra") or {}).get("tta")
-    data = load_features(row["store"], saved.feature, flip=tta == "flip")
+Member = tuple  # (probabilities, y, paths, class_names, classes) of one member on one split
+
+
+def _saved_proba(row: ResultRow, split: str) -> Member | None:
+    """A member that was not fitted in this process (resumed from an earlier run): its saved
+    model on its own store's ``split``, or on val its saved out-of-fold probabilities."""
+    saved = load_model(row.model_path)
+    tta = row.extra.get("tta")
+    data = load_features(row.store, saved.feature, flip=tta == "flip")
     s = data.val if split == "val" else data.test
     if s is None:
         return None
-    extra = row.get("extra") or {}
-    if split == "val" and extra.get("final_fit") == "train+val":
+    if split == "val" and row.refit:
         # The saved model has seen val; its out-of-fold probabilities have not (repeat 1).
-        oof = (extra.get("cv") or {}).get("oof")
+        oof = (row.cv or {}).get("oof")
         if not oof or not Path(oof).is_file():
             return None
         z = np.load(oof, allow_pickle=False)
@@ -103,8 +106,27 @@ def _member_proba(row: dict, split: str) -> tuple[np.ndarray, np.ndarray, np.nda
     return proba, s.y, s.paths, data.class_names, np.asarray(saved.model.classes_)
 
 
-def _vote_split(members: list[dict], split: str, member_proba: Callable) -> dict | None:
-    got = [member_proba(r, split) for r in members]
+def member_proba(row: ResultRow, split: str) -> Member | None:
+    """(proba, y, paths, class_names, classes) of one member on ``split``: the probabilities its fit
+    scored with, in memory (on val, a model refitted on train+val gives its out-of-fold ones)."""
+    fitted = row.fitted
+    if fitted is None:
+        return _saved_proba(row, split) if row.model_path else None
+    classes, names = np.asarray(fitted.estimator.classes_), fitted.saved.class_names
+    got = fitted.proba.get(split)
+    if got is None:
+        return None
+    proba, y, paths = got
+    if split == "val" and row.refit:
+        if fitted.oof is None:
+            return None
+        oof = fitted.oof.proba[0][_align(fitted.oof.paths, np.asarray(paths).astype(str), "oof")].astype(np.float64)
+        return oof / oof.sum(axis=1, keepdims=True), y, paths, names, fitted.oof.classes
+    return proba, y, paths, names, classes
+
+
+def _vote_split(members: list[ResultRow], split: str, proba_of: Callable) -> dict | None:
+    got = [proba_of(r, split) for r in members]
     if any(g is None for g in got):
         return None
     _, y, paths, class_names, classes = got[0]
@@ -118,12 +140,23 @@ def _vote_split(members: list[dict], split: str, member_proba: Callable) -> dict
                     paths=paths)
 
 
-def _vote_cv(members: list[dict]) -> dict | None:
-    """The members' out-of-fold probabilities averaged, scored fold by fold."""
-    files = [((r.get("extra") or {}).get("cv") or {}).get("oof") for r in members]
-    if not all(files) or not all(Path(f).is_file() for f in files):
+def _oof_of(row: ResultRow) -> dict | None:
+    """A member's out-of-fold record (proba, paths, y, fold, classes): in memory, else its saved file."""
+    if row.fitted is not None and row.fitted.oof is not None:
+        o = row.fitted.oof
+        return {"proba": o.proba, "paths": np.asarray(o.paths).astype(str), "y": o.y, "fold": o.fold,
+                "classes": o.classes}
+    path = (row.cv or {}).get("oof")
+    if not path or not Path(path).is_file():
         return None
-    loaded = [np.load(f, allow_pickle=False) for f in files]
+    return dict(np.load(path, allow_pickle=False))
+
+
+def _vote_cv(members: list[ResultRow]) -> dict | None:
+    """The members' out-of-fold probabilities averaged, scored fold by fold."""
+    loaded = [_oof_of(r) for r in members]
+    if any(z is None for z in loaded):
+        return None
     ref = loaded[0]
     paths, y, fold = ref["paths"], ref["y"], ref["fold"]
     total = np.zeros(ref["proba"].shape, dtype=np.float64)
@@ -148,32 +181,31 @@ def _vote_cv(members: list[dict]) -> dict | None:
             **stats.correctness(pred[0], y, [str(p) for p in paths])}
 
 
-def has_proba(row: dict) -> bool:
-    return (row.get("val") or {}).get("log_loss") is not None and bool(row.get("model_path"))
+def has_proba(row: ResultRow) -> bool:
+    return row.val.get("log_loss") is not None and (row.fitted is not None or bool(row.model_path))
 
 
-def soft_vote(members: list[dict], member_proba: Callable | None = None, feature: str = "tied group") -> dict | None:
-    """A results row (a :class:`store.rows.ResultRow`'s dict) for the average of ``members``'
-    probabilities (at most :data:`MAX_MEMBERS`).
+def soft_vote(members: list[ResultRow], proba_of: Callable | None = None, feature: str = "tied group"
+              ) -> ResultRow | None:
+    """The row of the average of ``members``' probabilities (at most :data:`MAX_MEMBERS`).
 
-    ``member_proba(row, split)`` -> (proba, y, paths, class_names, classes) scores one member
-    (default: its saved model on its own store)."""
-    member_proba = member_proba or _member_proba
+    ``proba_of(row, split)`` -> (proba, y, paths, class_names, classes) scores one member
+    (default: :func:`member_proba`, in memory)."""
+    proba_of = proba_of or member_proba
     members = [r for r in members if has_proba(r)][:MAX_MEMBERS]
     if len(members) < 2:
         return None
-    val = _vote_split(members, "val", member_proba)
-    test = _vote_split(members, "test", member_proba)
-    cv = _vote_cv(members) if all((r.get("extra") or {}).get("cv") for r in members) else None
-    if cv is None and any((r.get("extra") or {}).get("cv") for r in members):
+    val = _vote_split(members, "val", proba_of)
+    test = _vote_split(members, "test", proba_of)
+    cv = _vote_cv(members) if all(r.cv for r in members) else None
+    if cv is None and any(r.cv for r in members):
         log.warning("soft vote skipped: its members were ranked by CV, and their out-of-fold predictions "
                     "cannot be combined")
         return None
-    backbones = "+".join(dict.fromkeys(r["backbone"] for r in members))
-    labels = [f"{r['model']} on {r['backbone']} {r['feature']}" for r in members]
-    return to_jsonable(ResultRow(
+    backbones = "+".join(dict.fromkeys(r.backbone for r in members))
+    return ResultRow.from_dict(to_jsonable(ResultRow(
         backbone=backbones, feature=feature, model=f"soft-vote of {len(members)}", kind="soft-vote",
-        members=labels, store=members[0]["store"], val=val, test=test, fit_s=0.0,
-        params={"members": len(members)}, val_source=members[0].get("val_source") or "", model_path=None,
-        preprocess=[], extra={**({"cv": cv} if cv else {})},
-    ).to_dict())
+        members=[r.label for r in members], store=members[0].store, val=val, test=test, fit_s=0.0,
+        params={"members": len(members)}, val_source=members[0].val_source or "", model_path=None,
+        preprocess=[], extra={**({"cv": cv} if cv else {})}, dataset=members[0].dataset,
+    ).to_dict()), "soft vote")

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -29,32 +28,6 @@ from common.errors import BadInput
 from store.rows import ResultRow
 
 MAX_TOP_K = 5
-
-
-@dataclass
-class ModelResult:
-    """One model's run: what was chosen, how long it took, how it scored."""
-
-    model: str
-    feature: str
-    preprocess: list[str]
-    params: dict  # chosen by the sweep (best_params_) or by early stopping
-    fit_s: float
-    val: dict  # evaluate() on val
-    val_source: str  # "val split" or "holdout from train"
-    test: dict | None = None  # evaluate() on test, computed once
-    model_path: str | None = None
-    extra: dict = field(default_factory=dict)
-    estimator: Any = field(default=None, repr=False, compare=False)  # the fitted model (not serialized)
-
-    def to_dict(self) -> dict:
-        return to_jsonable({f.name: getattr(self, f.name) for f in fields(self) if f.name != "estimator"})
-
-    def row(self, backbone: str, store: str = "", dataset: str = "", **more: Any) -> ResultRow:
-        """This result as the row results.json holds (:class:`store.rows.ResultRow`): the scores
-        plus where they come from; ``more`` sets other row fields (``kind``, ``members``, ``feature``...)."""
-        return ResultRow.from_dict({**self.to_dict(), "backbone": backbone, "store": str(store), "dataset": dataset,
-                                    **more}, where=f"{self.model} on {backbone}")
 
 
 def to_jsonable(obj: Any) -> Any:
@@ -130,6 +103,13 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, class_names: list[str]
     misclassified rows, and each image's right/wrong as bits (for paired tests between models).
 
     ``X_flip``: score the average of each image's center and mirrored crops (flip TTA)."""
+    return evaluate_with_proba(model, X, y, class_names=class_names, paths=paths, X_flip=X_flip)[0]
+
+
+def evaluate_with_proba(model: Any, X: np.ndarray, y: np.ndarray, *, class_names: list[str],
+                        paths: np.ndarray | None = None, X_flip: np.ndarray | None = None
+                        ) -> tuple[dict, np.ndarray | None]:
+    """(:func:`evaluate`'s scores, the probabilities they came from): a soft vote reuses them."""
     start = time.perf_counter()
     pred, proba, scores = predict_tta(model, X, X_flip)
     predict_s = time.perf_counter() - start
@@ -159,9 +139,9 @@ def evaluate(model: Any, X: np.ndarray, y: np.ndarray, *, class_names: list[str]
          **({"confidence": float(proba[i].max())} if proba is not None else {})}
         for i in wrong
     ]
-    return to_jsonable(out)
+    return to_jsonable(out), proba
 
 
-def dumps(results: list[ResultRow | ModelResult], **meta: Any) -> str:
+def dumps(results: list[ResultRow], **meta: Any) -> str:
     """metrics.json: the run's metadata, then one entry per model (the rows of its results.json)."""
     return json.dumps(to_jsonable({**meta, "results": [r.to_dict() for r in results]}), indent=2)

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from classify import memory
+from classify.table import shown_path
 from common.errors import BadInput
 from store import StoreError, read_features, read_flip, read_index, read_info, read_views, resolve_feature, splits
 from store.splits import HOLDOUT_FRACTION, HOLDOUT_SEED, VAL_HOLDOUT, VAL_SPLIT  # noqa: F401 - re-exported
@@ -153,14 +154,15 @@ def load_features(path: str | os.PathLike, feature: str | None = None, *, allow_
     labeled = index["y"] >= 0
     ignored = int((~labeled | ~np.isin(index["split"], ["train", "val", "test"])).sum())
     if ignored:
-        log.warning("%s: %d rows are unlabeled or outside train/val/test; not used", info.path, ignored)
+        log.warning("%s: %d rows are unlabeled or outside train/val/test; not used", shown_path(info.path), ignored)
     if not info.complete:
-        log.warning("%s: incomplete store: using the %d of %d rows written so far", info.path, info.n_done, info.n_rows)
+        log.warning("%s: incomplete store: using the %d of %d rows written so far", shown_path(info.path), info.n_done,
+                    info.n_rows)
     _check_train(info.path, index["y"][labeled & (index["split"] == "train")], info.class_names)
     at, val_source = splits.assign(index["y"], index["split"], str(info.path), fraction=holdout, seed=holdout_seed)
     if val_source == VAL_HOLDOUT:
         log.info("%s: no val split; holding out %d of %d train rows (stratified, seed %d)",
-                 info.path, len(at["val"]), len(at["train"]) + len(at["val"]), holdout_seed)
+                 shown_path(info.path), len(at["val"]), len(at["train"]) + len(at["val"]), holdout_seed)
     n_rows = sum(len(at[s]) for s in ("train", "val", "test"))
     memory.check_fits(str(info.path), key, n_rows, info.features[key], np.dtype(info.dtype).itemsize,
                       view_values=len(at["train"]) * info.views * info.features[key] if views else 0)

@@ -160,7 +160,7 @@ class GroupedCalibratedClassifierCV(CalibratedClassifierCV):
     """CalibratedClassifierCV whose calibration folds keep each image's augmented views together.
 
     sklearn routes ``groups`` to this splitter only under metadata routing; here ``fit`` takes
-    them directly (``classify.inputs.fit_params`` passes them) and turns ``cv`` (a
+    them directly (``classify.model_inputs.fit_params`` passes them) and turns ``cv`` (a
     :class:`SmallDataKFold`) into its grouped folds for this fit only.
     """
 

@@ -21,9 +21,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 from joblib import Parallel, delayed
@@ -33,20 +32,18 @@ from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
 from classify import progress, stats
+from classify.config import FINAL_FIT_CHOICES, SELECT_CHOICES
 from classify.evaluate import predict_tta
 from classify.features import FeatureSet
-from classify.inputs import model_input
 from classify.knn import CosineKNN, SweptKNN
 from classify.linear_probe import LinearProbe
+from classify.model_inputs import fit_params, model_input
 from classify.splits import RepeatedSmallDataKFold
 from common.errors import BadInput
-from common.files import replace_atomically
 from common.interrupt import ignore_sigint_in_worker
 
 log = logging.getLogger(__name__)
 
-SELECT_CHOICES = ("auto", "val", "cv")
-FINAL_FIT_CHOICES = ("auto", "train", "train+val")
 CV_BELOW = 1_000  # val images under which --select auto scores by CV
 CV_POOL_MAX = 5_000  # ... unless train+val is bigger: at 10,500 rows CV made the zoo 7.3x slower (bench/selection_cost.py)
 FOLDS, REPEATS = 5, 2
@@ -76,7 +73,7 @@ def choose_final_fit(final_fit: str, select: str) -> str:
     return final_fit
 
 
-def refit_on_pool(model: object, data: FeatureSet, *, views: bool, fit_params: Callable) -> object:
+def refit_on_pool(model: object, data: FeatureSet, *, views: bool) -> object:
     """``frozen(model)`` fitted on every train and val image (and the train images' views): the
     protocol of the published linear probes (choose the configuration, refit on train+val, score
     test once). Val scores stay those of the train-only fit."""
@@ -168,13 +165,11 @@ def warm_workers(n_jobs: int) -> None:
 
 
 def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequence[str | None], seed: int,
-                   fit_params: Callable, folds: int = FOLDS, repeats: int = REPEATS, n_jobs: int = 1
+                   folds: int = FOLDS, repeats: int = REPEATS, n_jobs: int = 1
                    ) -> tuple[dict[str | None, tuple[dict, np.ndarray | None]], np.ndarray]:
     """Repeated stratified CV of ``frozen(model)`` over train+val, one fit per fold scored under each
     TTA setting -> {tta: (the ``cv`` record, out-of-fold probabilities (repeats, n, classes) in
-    pool order, or None for a model without predict_proba)}, and each image's fold per repeat.
-
-    ``fit_params(estimator, groups)`` says where groups go (classify.inputs.fit_params)."""
+    pool order, or None for a model without predict_proba)}, and each image's fold per repeat."""
     start = time.perf_counter()
     p = pool(data)
     classes = np.unique(p.y)
@@ -198,12 +193,12 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
     # thread took 1.3 s of a linear head's 0.15 s folds), and sent cheap models to the workers.
     wide, done = len(p) >= PARALLEL_FROM, []
     if n_jobs != 1 and not wide and len(splits) > 3:
-        done.append(_fold(model, p, *splits[0], views, ttas, fit_params))
+        done.append(_fold(model, p, *splits[0], views, ttas))
         t = time.perf_counter()
-        done.append(_fold(model, p, *splits[1], views, ttas, fit_params))
+        done.append(_fold(model, p, *splits[1], views, ttas))
         wide = time.perf_counter() - t >= PARALLEL_FOLD_S
     done += Parallel(n_jobs=n_jobs if wide else 1)(
-        delayed(_fold)(model, p, fit_idx, held, views, ttas, fit_params) for fit_idx, held in splits[len(done):])
+        delayed(_fold)(model, p, fit_idx, held, views, ttas) for fit_idx, held in splits[len(done):])
     for f, ((_, held), (est_classes, per_tta)) in enumerate(zip(splits, done)):
         r = f // k
         fold_of[r, held] = f % k
@@ -235,7 +230,7 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
 
 
 def _fold(model: object, p: Pool, fit_idx: np.ndarray, held: np.ndarray, views: bool,
-          ttas: Sequence[str | None], fit_params: Callable) -> tuple[np.ndarray, dict]:
+          ttas: Sequence[str | None]) -> tuple[np.ndarray, dict]:
     """Fit ``frozen(model)`` on one fold -> (its classes, {tta: (predictions, probabilities)} on the held-out images)."""
     ignore_sigint_in_worker()  # Ctrl-C is the parent's to handle: it finishes this model's CV first
     est = frozen(model)
@@ -248,12 +243,3 @@ def _fold(model: object, p: Pool, fit_idx: np.ndarray, held: np.ndarray, views: 
         pred, prob, _ = predict_tta(est, model_input(est, p.X[held]), flip)
         out[t] = (pred, prob)
     return np.asarray(est.classes_), out
-
-
-def save_oof(path: Path, data: FeatureSet, proba: np.ndarray, classes: np.ndarray, fold: np.ndarray) -> Path:
-    """The out-of-fold probabilities with the pool's paths, labels and fold ids, for soft-vote ensembles."""
-    p = pool(data)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    replace_atomically(path, lambda f: np.savez_compressed(f, proba=proba, paths=p.paths.astype(str), y=p.y,
-                                                           classes=classes, fold=fold))
-    return path

@@ -17,7 +17,6 @@ from classify.ranking import best_single, rank_rows
 
 log = logging.getLogger(__name__)
 
-AUDIT_FILE = "audit.json"
 
 
 def audit_best(rows: list[dict], config: dict, out: Path) -> dict | None:

@@ -9,6 +9,7 @@ import sys
 from classify import progress as classify_progress
 from classify.config import ClassifyOptions
 from classify.engine import parallel_engine
+from classify.table import shown_path
 from common import options
 from driver.config import RunConfig, load_file, resolve
 from extract.config import ExtractOptions
@@ -40,8 +41,8 @@ def main_run(args: argparse.Namespace) -> int:
     cfg = resolve(file_values, flag_values(args), source=args.config or "")
     classify_progress.set_enabled(False if args.quiet else None)
     with parallel_engine(cfg.classify.engine, cfg.classify.address):
-        run(cfg, progress=not args.quiet and sys.stderr.isatty())
-    publish(cfg.out, cfg.classify.tensorboard)
+        board = run(cfg, progress=not args.quiet and sys.stderr.isatty())
+    publish(board, cfg.classify.tensorboard)  # the run's leaderboard, in memory
     return 0
 
 
@@ -59,7 +60,7 @@ def main_predict(args: argparse.Namespace) -> int:
 
     res = predict(args.model, args.images, args.out, features=args.features, weights_file=args.weights,
                   progress=not args.quiet and sys.stderr.isatty(), tta=args.tta != "none")
-    print(f"wrote {res['rows']} predictions to {res['out']}" + (f"; {res['errors']} unreadable images listed with "
+    print(f"wrote {res['rows']} predictions to {shown_path(res['out'])}" + (f"; {res['errors']} unreadable images listed with "
                                                                  "their error" if res["errors"] else ""))
     return 0
 

@@ -1,18 +1,19 @@
 """The ensemble rows of one dataset's run: the two best feature sets concatenated, and the tied
 group's soft vote (:mod:`classify.ensembles`). Ranked by :mod:`classify.ranking`, as the report
-ranks, so "best" and "tied" mean the same here as there."""
+ranks, so "best" and "tied" mean the same here as there. Everything comes from the rows in
+memory: the members' probabilities and out-of-fold predictions their fits left, and the public
+plan and fit for the concatenated feature sets."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
-from pathlib import Path
 
-from classify import protocol as protocols
 from classify import ranking
 from classify.ensembles import concat_features, has_proba, soft_vote
 from classify.features import load_features
-from classify.train import fit_one, plan_model
+from classify.fit import fit
+from classify.plan import Shape, plan_one
 from driver.budget import RunBudget
 from driver.config import RunConfig
 from store.rows import ResultRow
@@ -20,63 +21,52 @@ from store.rows import ResultRow
 log = logging.getLogger(__name__)
 
 
-def _key(backbone: str, feature: str, model: str) -> tuple[str, str, str]:
-    return backbone, feature, model
-
-
-def best_of_each_backbone(entries: list, by_key: dict) -> list[dict]:
+def best_of_each_backbone(ranked: list[ResultRow], by_key: dict) -> list[ResultRow]:
     """The best-ranked single model with probabilities of each backbone, in rank order."""
-    firsts: dict[str, dict] = {}
-    for e in entries:
-        row = by_key.get(_key(e.backbone, e.feature, e.model))
+    firsts: dict[str, ResultRow] = {}
+    for e in ranked:
+        row = by_key.get(e.key)
         if e.kind == "model" and row is not None and e.backbone not in firsts and has_proba(row):
             firsts[e.backbone] = row
     return list(firsts.values())
 
 
-def _tagged(row: dict, dataset: str) -> dict:
-    """An ensemble's row (classify.ensembles builds it as a ResultRow) in this dataset."""
-    return replace(ResultRow.from_dict(row, "ensemble row"), dataset=dataset).to_dict()
+def _vote(members: list[ResultRow], dataset: str, feature: str, what: str) -> list[ResultRow]:
+    try:
+        vote = soft_vote(members, feature=feature)
+    except (ValueError, OSError) as e:
+        log.warning("soft vote of %s skipped: %s", what, e)
+        return []
+    if vote is None:
+        return []
+    log.info("soft vote of %s (%s): val %.3f", what, vote.backbone, vote.val["accuracy"])
+    return [replace(vote, dataset=dataset)]
 
 
-def ensemble_rows(cfg: RunConfig, rows: list[dict], out_dir: Path, dataset: str) -> list[dict]:
+def ensemble_rows(cfg: RunConfig, rows: list[ResultRow], dataset: str) -> list[ResultRow]:
     if not rows:
         return []
-    entries = ranking.rank_rows(rows, cfg.classify.metric)
-    by_key = {_key(r["backbone"], r["feature"], r["model"]): r for r in rows}
-    extra_rows: list[dict] = []
-
-    tied = [by_key[e.key] for e in ranking.tied_group(entries)]
-    try:
-        vote = soft_vote(tied)
-    except (ValueError, OSError) as e:
-        log.warning("soft vote of the tied group skipped: %s", e)
-        vote = None
-    if vote is not None:
-        extra_rows.append(_tagged(vote, dataset))
-        log.info("soft vote of %d tied rows: val %.3f", len(vote["members"]), vote["val"]["accuracy"])
+    ranked = ranking.rank_rows(rows, cfg.classify.metric)
+    by_key = {r.key: r for r in rows}
+    tied = [by_key[e.key] for e in ranking.tied_group(ranked)]
+    extra_rows = _vote(tied, dataset, "tied group", f"{len(tied)} tied rows")
     # The tied group often comes from one backbone; backbones trained at other resolutions and
     # depths err on other images, and their vote is what moved dtd10's test accuracy most
     # (bench/heldout_study.py).
-    firsts = best_of_each_backbone(entries, by_key)
-    keys = lambda group: {_key(r["backbone"], r["feature"], r["model"]) for r in group}  # noqa: E731
-    if len(firsts) >= 2 and keys(firsts) != keys(tied):
-        try:
-            across = soft_vote(firsts, feature="best of each backbone")
-        except (ValueError, OSError) as e:
-            log.warning("soft vote across backbones skipped: %s", e)
-            across = None
-        if across is not None:
-            extra_rows.append(_tagged(across, dataset))
-            log.info("soft vote of each backbone's best (%s): val %.3f", across["backbone"], across["val"]["accuracy"])
+    firsts = best_of_each_backbone(ranked, by_key)
+    if len(firsts) >= 2 and {r.key for r in firsts} != {r.key for r in tied}:
+        extra_rows += _vote(firsts, dataset, "best of each backbone", "each backbone's best")
+    return extra_rows + concat_rows(cfg, ranked, dataset)
 
-    sets = list(dict.fromkeys((e.backbone, e.feature) for e in entries))[:2]
+
+def concat_rows(cfg: RunConfig, ranked: list[ResultRow], dataset: str) -> list[ResultRow]:
+    """The two best feature sets side by side, fitted with rank 1's model type and logreg."""
+    sets = list(dict.fromkeys((e.backbone, e.feature) for e in ranked))[:2]
     if len(sets) < 2:
-        return extra_rows
-    best = entries[0]
-    flip = (by_key[_key(best.backbone, best.feature, best.model)].get("extra") or {}).get("tta") == "flip"
-    select = "cv" if best.cv else "val"
-    stores = {(r["backbone"], r["feature"]): r["store"] for r in rows}
+        return []
+    best = ranked[0]
+    flip = best.extra.get("tta") == "flip"
+    stores = {(r.backbone, r.feature): r.store for r in ranked}
     try:
         a, b = (load_features(stores[s], s[1], flip=flip) for s in sets)
         same = sets[0][0] == sets[1][0]
@@ -85,19 +75,17 @@ def ensemble_rows(cfg: RunConfig, rows: list[dict], out_dir: Path, dataset: str)
         cat = concat_features(a, b, feature)
     except (ValueError, OSError) as e:
         log.warning("concatenated feature sets skipped: %s", e)
-        return extra_rows
+        return []
     members = [f"{bb} {ff}" for bb, ff in sets]
     auto = RunBudget.parse(cfg.classify.budget).auto
+    out = []
     for name in dict.fromkeys([best.model.split("+")[0], "logreg"]):
         log.info("concat %s: %s on %s (%d-d)%s", " + ".join(members), name, backbone, cat.dim,
                  "; approximated under --budget auto" if auto else "")
-        plan = None
+        plan = plan_one(name, Shape.of(cat), cfg.classify, select="cv" if best.cv else "val",
+                        tta="flip" if flip else "none", tensorboard=None, preprocess=None, protocol="auto")
         if auto:  # the cheap variant (logreg: 4 Cs, no refinement): 5.1 s -> ~2.5 s on dtd10's 2560-d pair
-            full = plan_model(name, protocols.choose(len(cat.train), cat.dim, len(cat.class_names)), seed=cfg.classify.seed,
-                              jobs=cfg.classify.jobs, budget_s=None, select=select, final_fit=cfg.classify.final_fit)
-            plan = replace(full, build=replace(full.build, approximate=True), note="approximated under --budget auto")
-        for res in fit_one(name, cat, out_dir=out_dir, jobs=cfg.classify.jobs, seed=cfg.classify.seed, tta=["flip" if flip else None],
-                           select=select, save=False, final_fit=cfg.classify.final_fit, plan=plan):
-            extra_rows.append(res.row(backbone, str(a.store), dataset, feature=feature, kind="concat",
-                                      members=members).to_dict())
-    return extra_rows
+            plan = replace(plan, build=replace(plan.build, approximate=True), note="approximated under --budget auto")
+        out += [replace(r, backbone=backbone, store=str(a.store), dataset=dataset, feature=feature, kind="concat",
+                        members=members) for r in fit(plan, cat)]
+    return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from common.files import safe_name
@@ -26,7 +27,7 @@ from driver.budget import DEFAULT_S_PER_IMAGE, RunBudget
 from driver.config import RunConfig
 from extract.devices import pick_device
 from finetune.config import FinetuneConfig
-from finetune.results import result_row
+from store.rows import ResultRow
 
 log = logging.getLogger(__name__)
 
@@ -49,17 +50,17 @@ def wanted(mode: str, device: str) -> str | None:
             "head (dtd10, Lite0: 209 s, best epoch 0); --finetune on runs it anyway")
 
 
-def warm_start_row(rows: list[dict], backbone: str) -> dict | None:
+def warm_start_row(rows: list[ResultRow], backbone: str) -> ResultRow | None:
     """The run's logreg on ``backbone``'s default features (the classifier's input), if saved."""
     for r in rows:
-        if (r.get("kind", "model") == "model" and r["backbone"] == backbone and r.get("model") == "logreg"
-                and r.get("model_path") and str(r.get("feature", "")).split("/")[0].endswith(":in")):
+        if (r.kind == "model" and r.backbone == backbone and r.model == "logreg" and r.model_path
+                and r.feature.split("/")[0].endswith(":in")):
             return r
     return None
 
 
-def finetune_row(cfg: RunConfig, data: str, dataset: str, rows: list[dict], stores: list[dict], out_dir: Path,
-                 budget: RunBudget) -> tuple[list[dict], list[dict]]:
+def finetune_row(cfg: RunConfig, data: str, dataset: str, rows: list[ResultRow], stores: list[dict], out_dir: Path,
+                 budget: RunBudget) -> tuple[list[ResultRow], list[dict]]:
     """([the fine-tuned row], [why it was skipped]) for the first backbone the run classified."""
     from finetune.train import finetune  # torch: only when the run fine-tunes
 
@@ -88,7 +89,7 @@ def finetune_row(cfg: RunConfig, data: str, dataset: str, rows: list[dict], stor
     weights, weights_file = cfg.extract.weights, cfg.extract.weights_file
     ft_out = out_dir / safe_name(backbone)
     ft_cfg = FinetuneConfig(data=data, backbone=backbone, out=str(ft_out), weights=weights, weights_file=weights_file,
-                            warm_start=warm["model_path"] if warm else None, device=cfg.extract.device, seed=cfg.classify.seed,
+                            warm_start=warm.model_path if warm else None, device=cfg.extract.device, seed=cfg.classify.seed,
                             image_root=cfg.extract.image_root, resume=True, **RECIPE)
     log.info("fine-tuning %s: last %s blocks, %d epochs (%s)%s", backbone, RECIPE["unfreeze"], RECIPE["epochs"],
              "LP-FT from the run's logreg" if warm else "head trained first", f", estimate {est:.0f} s")
@@ -100,4 +101,4 @@ def finetune_row(cfg: RunConfig, data: str, dataset: str, rows: list[dict], stor
         log.info("%s: an earlier fine-tune with other settings; starting again (%s)", ft_out, e)
         shutil.rmtree(ft_out)
         result = finetune(ft_cfg)
-    return [result_row(result, backbone, rec["store"], dataset).to_dict()], []
+    return [replace(result, store=rec["store"], dataset=dataset)], []

@@ -10,28 +10,31 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import shutil
 import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from classify.budget import FIRST_PASS
-from classify.finished import FINISHED_DIR
+from classify.config import ClassifyOptions
+from classify.job import prepare
+from classify.leaderboard import Leaderboard
 from classify.models import resolve_models
-from classify.train import classify
+from classify.outputs import Writer
+from classify.plan import Budget
+from classify.zoo import compare_zoo
 from common.files import atomic_write, safe_name
-from driver.audit import AUDIT_FILE, audit_best, write_run_audit
+from driver.audit import audit_best, write_run_audit
 from driver.budget import RunBudget
 from driver.budget import first_pass as first_pass_models
 from driver.config import RunConfig, dataset_names
 from driver.ensembles import ensemble_rows
 from driver.finetune_rows import finetune_row
-from extract.plan import Plan
+from extract.plan import ExtractPlan
 from extract.ray_engine import extract_ray
 from extract.runner import execute, plan
 from extract.sources import build_manifest
 from store import read_info
-from store.results import write_run
+from store.results import AUDIT_FILE, write_run
 from store.rows import ResultRow
 from store.write import store_status
 
@@ -43,7 +46,7 @@ def write_json(path: Path, data: object) -> None:
     atomic_write(path, json.dumps(data, indent=2, default=str))
 
 
-def plan_stores(cfg: RunConfig, data: str, progress: bool) -> list[tuple[str, Plan, Path]]:
+def plan_stores(cfg: RunConfig, data: str, progress: bool) -> list[tuple[str, ExtractPlan, Path]]:
     """(backbone, extract plan, store path) per backbone: one manifest, no model built yet."""
     ext = cfg.extract
     manifest = build_manifest(data, ext.image_root, ext.allow_outside_root)
@@ -57,14 +60,14 @@ def plan_stores(cfg: RunConfig, data: str, progress: bool) -> list[tuple[str, Pl
     return planned
 
 
-def is_cached(p: Plan, store: Path) -> bool:
+def is_cached(p: ExtractPlan, store: Path) -> bool:
     try:
         return store_status(store, p.cache_key, p.spec) == "hit"
     except (OSError, ValueError):
         return False
 
 
-def extract_one(name: str, p: Plan, store: Path) -> dict:
+def extract_one(name: str, p: ExtractPlan, store: Path) -> dict:
     """Extract (or reuse) one backbone's store; its record for extraction.json."""
     ext = p.cfg
     if ext.engine == "ray":
@@ -96,99 +99,125 @@ def extract_all(cfg: RunConfig, data: str, progress: bool) -> list[dict]:
     return [extract_one(name, p, store) for name, p, store in plan_stores(cfg, data, progress)]
 
 
-def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str,
-                 budget: RunBudget | None = None, sets_after: int = 0, models: list[str] | None = None,
-                 first_pass: bool = False) -> tuple[list[dict], list[dict], list]:
-    """Every feature set of every store through the zoo -> (result rows, skipped models, few-shot curves).
+@dataclass(frozen=True)
+class Pass:
+    """Which zoo a pass of :func:`classify_all` runs: ``models`` (None: the run's), whether it is
+    the first pass of a time budget (fast models only, no few-shot curve, its seconds recorded),
+    how many feature sets come after these stores, and what an earlier pass fitted (by folder)."""
+
+    models: tuple[str, ...] | None = None
+    first: bool = False
+    sets_after: int = 0
+    reuse: dict = field(default_factory=dict)  # classify folder name -> its Writer's recorded rows
+
+
+@dataclass
+class Classified:
+    """What :func:`classify_all` returns, all in memory."""
+
+    rows: list[ResultRow] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+    few_shot: list[dict] = field(default_factory=list)
+    recorded: dict = field(default_factory=dict)  # classify folder name -> rows by ledger key (Pass.reuse)
+
+    def __iadd__(self, other: Classified) -> Classified:
+        self.rows += other.rows
+        self.skipped += other.skipped
+        self.few_shot += other.few_shot
+        self.recorded.update(other.recorded)
+        return self
+
+
+def zoo_budget(budget: RunBudget | None, rec: dict, cls: ClassifyOptions, todo: int) -> Budget:
+    """One feature set's budget: an equal share of what is left of a time budget, or under
+    ``--budget auto`` its backbone's allowance (sizing the default zoo only: models named on the
+    command line all run)."""
+    if budget is None:
+        return Budget()
+    auto = budget.auto and "all" not in cls.models and "default" in cls.models
+    return Budget(seconds=budget.share(todo),
+                  allowance_s=budget.allowance(rec["backbone"], rec["rows"] or 0, len(rec["features"])) if auto else None)
+
+
+def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str, budget: RunBudget | None = None,
+                 step: Pass = Pass()) -> Classified:
+    """Every feature set of every store through the zoo -> its rows, skipped models and few-shot
+    curves, in memory (each feature set's files are written under ``out`` as it goes).
 
     With a run ``budget``, each feature set's zoo gets an equal share of what is left, counting
-    ``sets_after`` feature sets still to come after these stores. ``first_pass``: only
-    ``models``, no few-shot curve, the seconds recorded for the budget's estimates."""
+    ``step.sets_after`` feature sets still to come after these stores."""
     cls = cfg.classify
-
-    results, skipped, few_shot = [], [], []
+    got = Classified()
     tag = {"dataset": dataset} if dataset else {}
-    todo = sum(len(rec["features"]) for rec in stores) + sets_after
+    todo = sum(len(rec["features"]) for rec in stores) + step.sets_after
     for rec in stores:
         for key in rec["features"]:
-            share = budget.share(todo) if budget is not None else None
             started = time.perf_counter()
             name = safe_name(f"{rec['backbone']}__{key}")
-            if first_pass and not cls.resume:  # --no-resume: nothing of an earlier run may be reused below
-                shutil.rmtree(out / name / FINISHED_DIR, ignore_errors=True)
             log.info("classifying %s%s %s with %s", f"{dataset}: " if dataset else "", rec["backbone"], key,
                      ",".join(cls.models))
             tb = str(Path(cls.tensorboard) / (f"{dataset}__" if dataset else "") / name) if cls.tensorboard else None
-            auto = None
-            if budget is not None and budget.auto and "all" not in cls.models and "default" in cls.models:
-                # sizes the default zoo only: models named on the command line all run
-                auto = (budget.allowance(rec["backbone"], rec["rows"] or 0, len(rec["features"])), FIRST_PASS)
             job = cls.job(features=rec["store"], out=str(out / name), feature=key, tensorboard=tb,
-                          models=tuple(models or cls.models), budget="none" if share is None else f"{share:.3f}",
-                          few_shot=cls.few_shot and not first_pass,
-                          resume=cls.resume or (budget is not None and not first_pass),
+                          models=tuple(step.models or cls.models), few_shot=cls.few_shot and not step.first,
                           allow_partial=cls.allow_partial and rec["status"] == "given")
-            res = classify(job, allowance=auto)
-            for r in res:  # classify's results as the run's rows (store.rows.ResultRow), with where they come from
-                row = (r.row(rec["backbone"], rec["store"], dataset) if not isinstance(r, dict) else
-                       ResultRow.from_dict({**tag, "backbone": rec["backbone"], "feature": key, "store": rec["store"], **r}))
-                results.append(row.to_dict())
-            metrics = out / name / "metrics.json"
-            meta = json.loads(metrics.read_text()) if metrics.is_file() else {}
-            skipped += [{**tag, "backbone": rec["backbone"], "feature": key, **s} for s in meta.get("skipped", [])]
-            if meta.get("few_shot"):
-                few_shot.append({**tag, "backbone": rec["backbone"], "feature": key, **meta["few_shot"]})
+            data, zoo = prepare(job, zoo_budget(budget, rec, cls, todo))
+            writer = Writer(out / name, data, resume=cls.resume, reuse=step.reuse.get(name))
+            (out / name / "models").mkdir(parents=True, exist_ok=True)
+            board = compare_zoo(data, zoo, writer)
+            got.rows += [dataclasses.replace(r, backbone=rec["backbone"], store=rec["store"], dataset=dataset)
+                         for r in board.rows]
+            got.skipped += [{**tag, "backbone": rec["backbone"], "feature": key, **s} for s in board.skipped]
+            got.few_shot += [{**c, **tag} for c in board.few_shot]
+            got.recorded[name] = writer.recorded
             todo -= 1
-            if first_pass:
+            if step.first:
                 budget.classify_s.append(time.perf_counter() - started)
-    return results, skipped, few_shot
+    return got
 
 
 def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, budget: RunBudget, progress: bool,
-                  extra: dict, given: tuple[str, ...] = ()) -> tuple[list[dict], list[dict], list[dict], list]:
+                  extra: dict, given: tuple[str, ...] = ()) -> tuple[list[dict], Classified]:
     """Extract and classify backbone by backbone, in ``--backbones`` order, then the ``given``
-    stores (``--features``) -> (store records, result rows, skipped, few-shot curves). Under a
-    budget, the two passes of :mod:`driver.budget`."""
+    stores (``--features``) -> (store records, what the zoo gave). Under a budget, the two passes
+    of :mod:`driver.budget`."""
     planned = plan_stores(cfg, data, progress) if data is not None else []
     sets_per_backbone = max(len(cfg.extract.layers) * len(cfg.extract.pools), 1)  # until the first store says
     fast = first_pass_models(cfg.classify.models) if budget.total_s is not None else None
-    recs, rows, skipped, curves = [], [], [], []
+    recs, got, first = [], Classified(), Classified()
+    auto = budget if budget.auto else None
     for path in given:
         rec = {**extra, **given_store(path, cfg.classify.allow_partial)}
         recs.append(rec)
         if fast is None:
-            r, s, c = classify_all(cfg, [rec], cls_dir, name, budget if budget.auto else None)
-            rows, skipped, curves = rows + r, skipped + s, curves + c
+            got += classify_all(cfg, [rec], cls_dir, name, auto)
         else:  # its second pass comes with the extracted stores' below
-            classify_all(cfg, [rec], cls_dir, name, budget, models=fast, first_pass=True)
+            first += classify_all(cfg, [rec], cls_dir, name, budget, Pass(tuple(fast), first=True))
     for i, (backbone, p, store) in enumerate(planned):
         cached = is_cached(p, store)
         why = budget.skip_reason(backbone, len(p.manifest), cached, sets_per_backbone) if recs else None
         if why:
             log.warning("%s skipped: %s", backbone, why)
-            skipped.append({**({"dataset": name} if name else {}), "kind": "backbone", "backbone": backbone,
-                            "model": "every model", "feature": "(not extracted)", "reason": why})
+            got.skipped.append({**({"dataset": name} if name else {}), "kind": "backbone", "backbone": backbone,
+                                "model": "every model", "feature": "(not extracted)", "reason": why})
             continue
         rec = {**extra, **extract_one(backbone, p, store)}
         budget.record_extraction(backbone, rec["rows"] or 0, rec["seconds"] or 0.0, rec["status"] != "hit")
         sets_per_backbone = max(len(rec["features"]), 1)
         recs.append(rec)
         if fast is None:
-            r, s, c = classify_all(cfg, [rec], cls_dir, name, budget if budget.auto else None)
-            rows, skipped, curves = rows + r, skipped + s, curves + c
+            got += classify_all(cfg, [rec], cls_dir, name, auto)
         else:
             log.info("first pass on %s under the budget: %s", backbone, ",".join(fast))
-            classify_all(cfg, [rec], cls_dir, name, budget, sets_after=sets_per_backbone * (len(planned) - i - 1),
-                         models=fast, first_pass=True)
+            first += classify_all(cfg, [rec], cls_dir, name, budget,
+                                  Pass(tuple(fast), first=True, sets_after=sets_per_backbone * (len(planned) - i - 1)))
     if fast is not None and recs:
         log.info("second pass: the rest of the zoo on %d feature sets, %s left", sum(len(r["features"]) for r in recs),
                  f"{budget.left():.0f} s")
-        r, s, c = classify_all(cfg, recs, cls_dir, name, budget)
-        rows, skipped, curves = rows + r, skipped + s, curves + c
-    return recs, rows, skipped, curves
+        got += classify_all(cfg, recs, cls_dir, name, budget, Pass(reuse=first.recorded))
+    return recs, got
 
 
-def run_audit(rows: list[dict], cfg: RunConfig, out: Path) -> dict | None:
+def run_audit(rows: list[ResultRow], cfg: RunConfig, out: Path) -> dict | None:
     """The best model's audit; one that cannot be made is a warning, never the run's failure."""
     try:
         return audit_best(rows, cfg.to_dict(), out)
@@ -197,7 +226,9 @@ def run_audit(rows: list[dict], cfg: RunConfig, out: Path) -> dict | None:
         return None
 
 
-def run(cfg: RunConfig, progress: bool = True) -> dict:
+def run(cfg: RunConfig, progress: bool = True) -> Leaderboard:
+    """Extract, classify every feature set, add the ensembles (and the fine-tuned row), audit the
+    best; results.json written. Returns the run's leaderboard, built in memory."""
     resolve_models(list(cfg.classify.models))  # an unknown model fails before anything is extracted
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -213,20 +244,21 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
     for i, (data, name) in enumerate(groups):
         cls_dir = out / "classify" / safe_name(name) if multi else out / "classify"
         t = time.perf_counter()
-        recs, rows, skip, curves = run_backbones(cfg, data, name, cls_dir, budget, progress,
-                                                 {"dataset": name, "data": data} if multi else {},
-                                                 given=cfg.features if i == 0 else ())
+        recs, got = run_backbones(cfg, data, name, cls_dir, budget, progress,
+                                  {"dataset": name, "data": data} if multi else {},
+                                  given=cfg.features if i == 0 else ())
+        rows, skip = got.rows, got.skipped
         phases["extract_and_classify_s"] += time.perf_counter() - t
         stores += recs
         write_json(out / "extraction.json", stores)
         t = time.perf_counter()
         if cfg.ensembles:
-            rows += ensemble_rows(cfg, rows, cls_dir / "ensembles", name)
+            rows += ensemble_rows(cfg, rows, name)
         phases["ensembles_s"] += time.perf_counter() - t
         t = time.perf_counter()
         tuned, why = finetune_row(cfg, data, name, rows, recs, cls_dir / "finetune", budget)
         phases["finetune_s"] += time.perf_counter() - t
-        rows += tuned  # after the ensembles: a vote reads its members' saved feature models
+        rows += tuned
         skip += why
         t = time.perf_counter()
         if cfg.audit:
@@ -236,12 +268,13 @@ def run(cfg: RunConfig, progress: bool = True) -> dict:
         phases["audit_s"] += time.perf_counter() - t
         results += rows
         skipped += skip
-        few_shot += curves
-    results = [{**r, "producer": "run"} for r in results]
-    summary = {"config": cfg.to_dict(), "budget_s": budget.total_s, "extraction": stores, "results": results, "skipped": skipped,
-               "few_shot": few_shot, **({"datasets": dict(zip(names, cfg.data))} if multi else {}),
-               "seconds": time.perf_counter() - t0, "phases": phases}
+        few_shot += got.few_shot
+    board = Leaderboard.ranked(
+        [dataclasses.replace(r, producer="run") for r in results], cfg.classify.metric, config=cfg.to_dict(),
+        extraction=stores, skipped=skipped, few_shot=few_shot, seconds=time.perf_counter() - t0, dir=out,
+        more={"budget_s": budget.total_s, **({"datasets": dict(zip(names, cfg.data))} if multi else {}),
+              "phases": phases})
     if not write_run_audit(audits, out):
         (out / "report" / AUDIT_FILE).unlink(missing_ok=True)  # an earlier run's audit would describe other rows
-    write_run(out, summary)  # rows other producers added (finetune --run-dir) are kept
-    return summary
+    write_run(out, board.to_results())  # rows other producers added (finetune --run-dir) are kept
+    return board

@@ -1,4 +1,4 @@
-"""A planned job: the :class:`Plan` type and what reads it without running it.
+"""A planned job: the :class:`ExtractPlan` type and what reads it without running it.
 
 The runner makes plans (``extract.runner.plan``) and executes them; the runtimes
 (``extract.runtime``), the Ray engine and shard merges only read them, so they import this
@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 
 @dataclass
-class Plan:
+class ExtractPlan:
     """A resolved job: everything known before the first image is read (the model itself is built
     only when the job has rows to extract; :meth:`model`)."""
 
@@ -88,7 +88,7 @@ def _check_same_facts(cached: ModelFacts, built: ModelFacts) -> None:
                            f"(in {', '.join(diff)}); delete that folder and run again")
 
 
-def with_runtime(p: Plan, runtime: str) -> Plan:
+def with_runtime(p: ExtractPlan, runtime: str) -> ExtractPlan:
     """The same job on another runtime (its spec and cache key follow)."""
     spec = cache_spec(p.cfg, p.facts, p.full_manifest or p.manifest, p.precision, runtime, p.spec.get("calibration"))
     if "shard" in p.spec:
@@ -96,7 +96,7 @@ def with_runtime(p: Plan, runtime: str) -> Plan:
     return dataclasses.replace(p, runtime=runtime, spec=spec)
 
 
-def image_rows(p: Plan, pending: np.ndarray) -> ImageRows:
+def image_rows(p: ExtractPlan, pending: np.ndarray) -> ImageRows:
     """The job's pending rows as decoded uint8 crops (and views), as every engine reads them."""
     spec, cfg = p.facts.transform, p.cfg
     draft = max(spec.resize, spec.crop) if cfg.draft else None

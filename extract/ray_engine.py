@@ -26,7 +26,7 @@ import numpy as np
 from common.errors import BadInput
 from extract import openvino_runtime as ovr
 from extract.images import ImageError, load_image
-from extract.plan import Plan
+from extract.plan import ExtractPlan
 from extract.runner import ExtractConfig, ExtractSummary, make_summary, plan, provenance_of
 from extract.runtime import network_bytes
 from extract.transforms import CenterCrop, TransformSpec
@@ -102,7 +102,7 @@ class _Extractor:
         return out
 def extract_ray(cfg: ExtractConfig, *, address: str | None = None, workers: int = 2, gpus_per_worker: float = 0,
                 cpus_per_worker: float = 1) -> ExtractSummary:
-    """Plan locally (validates everything before the cluster is touched), then run the rows on Ray."""
+    """ExtractPlan locally (validates everything before the cluster is touched), then run the rows on Ray."""
     if cfg.views:
         raise BadInput("--views with --engine ray is not supported; extract views with the local engine "
                          "(or --shard K/N on each machine)")
@@ -126,7 +126,7 @@ def extract_ray(cfg: ExtractConfig, *, address: str | None = None, workers: int 
     return make_summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p)
 
 
-def _run_on_ray(p: Plan, writer, network, address: str | None, workers: int, gpus: float,  # noqa: ANN001
+def _run_on_ray(p: ExtractPlan, writer, network, address: str | None, workers: int, gpus: float,  # noqa: ANN001
                 cpus: float) -> int:
     try:
         import ray

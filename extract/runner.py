@@ -24,13 +24,14 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from classify.table import shown_path
 from common.interrupt import StopAfterCurrent
 from extract import costs
 from extract.config import ExtractConfig, ExtractOptions  # noqa: F401 - the API names them here too
 from extract.devices import device_type, resolve_device, resolve_precision, resolve_runtime
 from extract.loaders import default_workers, make_loader, resolve_loader
 from extract.modelcache import ModelFacts, load_facts, request_key, save_facts, versions
-from extract.plan import Plan, build_module, image_rows, with_runtime  # noqa: F401 - the API names them here too
+from extract.plan import ExtractPlan, build_module, image_rows, with_runtime  # noqa: F401 - the API names them here too
 from extract.quantize import calibration_rows, calibration_spec
 from extract.rows import collate, collate_views
 from extract.runtime import open_runtime
@@ -62,15 +63,15 @@ class ExtractSummary:
 
     def line(self) -> str:
         if self.status == "hit":
-            return f"cache hit: {self.store} already holds these {self.rows} rows ({self.file_mb:.1f} MB)"
+            return f"cache hit: {shown_path(self.store)} already holds these {self.rows} rows ({self.file_mb:.1f} MB)"
         what = "resumed" if self.status == "resume" else "wrote"
         views = f" with {self.views} augmented views each of the train rows and every row's mirror" if self.views else ""
         how = f" [{self.runtime} {self.precision}]" if self.runtime else ""
-        return (f"{what} {self.written} rows of {self.rows}{views} to {self.store} in {self.seconds:.1f} s "
+        return (f"{what} {self.written} rows of {self.rows}{views} to {shown_path(self.store)} in {self.seconds:.1f} s "
                 f"({self.images_per_s:.1f} img/s, {self.file_mb:.1f} MB){how}; skipped {self.skipped} unreadable")
 
 
-def provenance_of(p: Plan) -> dict:
+def provenance_of(p: ExtractPlan) -> dict:
     v = versions()
     return {
         **p.facts.provenance(),
@@ -106,7 +107,7 @@ def _facts(cfg: ExtractConfig, backbone) -> tuple[ModelFacts, object | None]:  #
     return facts, bb
 
 
-def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone=None) -> Plan:  # noqa: ANN001
+def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone=None) -> ExtractPlan:  # noqa: ANN001
     """Validate options, list the images, learn the backbone's facts; read no image yet.
 
     ``backbone``: an ``extract.backbones.Backbone`` to use instead of building ``cfg.backbone``
@@ -123,7 +124,7 @@ def plan(cfg: ExtractConfig, manifest: Manifest | None = None, backbone=None) ->
     full = manifest
     if cfg.shard:
         manifest, spec["shard"] = shard_manifest(manifest, *parse_shard(cfg.shard))
-    return Plan(cfg, device, runtime, precision, manifest, facts, spec, bb, full, custom=backbone is not None)
+    return ExtractPlan(cfg, device, runtime, precision, manifest, facts, spec, bb, full, custom=backbone is not None)
 
 
 def _calibration(cfg: ExtractConfig, manifest: Manifest, facts: ModelFacts) -> dict:
@@ -137,7 +138,7 @@ def extract(cfg: ExtractConfig, manifest: Manifest | None = None, backbone=None)
     return execute(plan(cfg, manifest, backbone))
 
 
-def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
+def execute(p: ExtractPlan, out: str | os.PathLike | None = None) -> ExtractSummary:
     """Write a planned job to ``out`` (default: the config's ``out``)."""
     out = Path(out or p.cfg.out)
     t0 = time.perf_counter()
@@ -156,7 +157,7 @@ def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
                                     compression=p.cfg.compression, overwrite=p.cfg.overwrite,
                                     views=view_layout(p.cfg, p.manifest), blobs=opened.blobs)
             log.info("%s %s: %d of %d rows to extract (%s, %s)", "resuming" if writer.status == "resume" else "writing",
-                     out, len(writer.pending), len(p.manifest), p.runtime, p.precision)
+                     shown_path(out), len(writer.pending), len(p.manifest), p.runtime, p.precision)
             try:
                 written = _run_loop(p, opened.runtime, writer)
                 path = writer.finish()
@@ -165,7 +166,7 @@ def execute(p: Plan, out: str | os.PathLike | None = None) -> ExtractSummary:
     return make_summary(path, writer.status, len(p.manifest), written, time.perf_counter() - t0, p)
 
 
-def preflight(p: Plan, out: Path, status: str) -> None:
+def preflight(p: ExtractPlan, out: Path, status: str) -> None:
     """Refuse a job whose features cannot fit on the store's disk, before any network is prepared."""
     n = len(p.manifest)
     layout = view_layout(p.cfg, p.manifest)
@@ -226,7 +227,7 @@ def batch_features(batch: tuple, runtime, k_views: int, with_views: bool) -> tup
     return feats, flips, (np.asarray(view_rows), {k: v[2 * n:].reshape(m, k_views, -1) for k, v in out.items()})
 
 
-def _run_loop(p: Plan, runtime, writer) -> int:  # noqa: ANN001
+def _run_loop(p: ExtractPlan, runtime, writer) -> int:  # noqa: ANN001
     cfg, manifest = p.cfg, p.manifest
     layout = view_layout(cfg, manifest)
     dataset = image_rows(p, writer.pending)
@@ -260,7 +261,7 @@ def _run_loop(p: Plan, runtime, writer) -> int:  # noqa: ANN001
     return written
 
 
-def make_summary(path: Path, status: str, rows: int, written: int, seconds: float, p: Plan) -> ExtractSummary:
+def make_summary(path: Path, status: str, rows: int, written: int, seconds: float, p: ExtractPlan) -> ExtractSummary:
     info = read_info(path, allow_partial=False)
     return ExtractSummary(
         store=str(path), status=status, rows=rows, written=written, skipped=len(info.errors),

@@ -29,7 +29,7 @@ from extract import costs
 from extract import openvino_runtime as ovr
 from extract import quantize as q
 from extract.modelcache import digest, find_network, read_meta, save_network, versions
-from extract.plan import Plan, image_rows, with_runtime
+from extract.plan import ExtractPlan, image_rows, with_runtime
 from extract.rows import collate
 from extract.version import __version__
 from store import Manifest, StoreError, partial_path, read_blob, read_info
@@ -40,14 +40,14 @@ INT8_BLOBS = ("openvino_int8.xml", "openvino_int8.bin")
 
 @dataclass
 class Opened:
-    plan: Plan  # the plan the runtime runs (another one after a fallback to torch)
+    plan: ExtractPlan  # the plan the runtime runs (another one after a fallback to torch)
     runtime: object  # TorchRuntime | OpenVINORuntime
     provenance: dict = field(default_factory=dict)
     blobs: dict[str, bytes] = field(default_factory=dict)
 
 
 @contextlib.contextmanager
-def open_runtime(p: Plan, out: Path | None = None, status: str = "new") -> Iterator[Opened]:
+def open_runtime(p: ExtractPlan, out: Path | None = None, status: str = "new") -> Iterator[Opened]:
     """The plan's runtime, ready to call; closed (hooks removed) on exit."""
     if p.runtime == "openvino":
         try:
@@ -68,7 +68,7 @@ class _Fallback(Exception):
     pass
 
 
-def _open_torch(p: Plan) -> Opened:
+def _open_torch(p: ExtractPlan) -> Opened:
     from extract.build import taps_of
     from extract.torch_runtime import TorchRuntime
 
@@ -77,7 +77,7 @@ def _open_torch(p: Plan) -> Opened:
                                   p.cfg.batch_size, p.cfg.channels_last))
 
 
-def network_key(p: Plan) -> str:
+def network_key(p: ExtractPlan) -> str:
     f = p.facts
     v = versions()
     return digest({"backbone": f.backbone, "weights": f.weights, "weights_sha256": f.weights_sha256,
@@ -86,12 +86,12 @@ def network_key(p: Plan) -> str:
                    "torch": v.get("torch"), "openvino": v.get("openvino"), "tool": __version__})
 
 
-def _cacheable(p: Plan) -> bool:
+def _cacheable(p: ExtractPlan) -> bool:
     """Random weights are another network each build, and a caller's own Backbone object is not known by name."""
     return p.facts.weights_sha256 is not None and not p.custom
 
 
-def float_network(p: Plan):  # noqa: ANN201 - (openvino.Model, cache folder | None)
+def float_network(p: ExtractPlan):  # noqa: ANN201 - (openvino.Model, cache folder | None)
     """The float32 OpenVINO network of the plan's hooked backbone."""
     key, name = network_key(p), p.facts.backbone
     if _cacheable(p):
@@ -117,7 +117,7 @@ def float_network(p: Plan):  # noqa: ANN201 - (openvino.Model, cache folder | No
     return net, folder
 
 
-def _open_openvino(p: Plan, out: Path | None, status: str) -> Opened:
+def _open_openvino(p: ExtractPlan, out: Path | None, status: str) -> Opened:
     ovr.check_precision(p.precision)
     keys = [f.key for f in p.facts.features]
     provenance = {"openvino_network": network_key(p)[:20]}
@@ -132,7 +132,7 @@ def _open_openvino(p: Plan, out: Path | None, status: str) -> Opened:
     return Opened(p, ovr.OpenVINORuntime(compiled, keys, p.cfg.batch_size), provenance, blobs)
 
 
-def network_bytes(p: Plan, out: Path | None = None, status: str = "new"):  # noqa: ANN201
+def network_bytes(p: ExtractPlan, out: Path | None = None, status: str = "new"):  # noqa: ANN201
     """((model.xml, model.bin) bytes, provenance, blobs to embed) of the plan's OpenVINO network, for
     engines that ship it to their workers (Ray)."""
     ovr.check_precision(p.precision)
@@ -152,7 +152,7 @@ def network_bytes(p: Plan, out: Path | None = None, status: str = "new"):  # noq
 # --------------------------------------------------------------------------- int8
 
 
-def int8_key(p: Plan) -> str:
+def int8_key(p: ExtractPlan) -> str:
     return digest({"float": network_key(p), "calibration": p.spec["calibration"], "nncf": versions().get("nncf")})
 
 
@@ -168,7 +168,7 @@ def _embedded(store: Path, calibration: dict) -> tuple[bytes, bytes] | None:
     return (xml, weights) if xml is not None and weights is not None else None
 
 
-def int8_network(p: Plan, out: Path | None, status: str):  # noqa: ANN201
+def int8_network(p: ExtractPlan, out: Path | None, status: str):  # noqa: ANN201
     """(openvino.Model, blobs to embed, quality check) of the plan's int8 network."""
     calibration, key, name = p.spec["calibration"], int8_key(p), p.facts.backbone + "-int8"
     sources = [partial_path(out)] if out is not None and status == "resume" else []
@@ -202,7 +202,7 @@ def int8_network(p: Plan, out: Path | None, status: str):  # noqa: ANN201
     return ovr.from_bytes(xml, weights), dict(zip(INT8_BLOBS, (xml, weights))), check
 
 
-def _quantize(p: Plan):  # noqa: ANN202 - (openvino.Model, check)
+def _quantize(p: ExtractPlan):  # noqa: ANN202 - (openvino.Model, check)
     """NNCF on the job's calibration images; then both networks on them, compared."""
     manifest = p.full_manifest or p.manifest
     rows = q.calibration_rows(manifest)
@@ -226,6 +226,6 @@ def _quantize(p: Plan):  # noqa: ANN202 - (openvino.Model, check)
     return qnet, json.loads(json.dumps(check))
 
 
-def _without_views(p: Plan, manifest: Manifest) -> Plan:
+def _without_views(p: ExtractPlan, manifest: Manifest) -> ExtractPlan:
     """The plan reading ``manifest``'s plain center crops (calibration needs no views)."""
     return dataclasses.replace(p, manifest=manifest, cfg=dataclasses.replace(p.cfg, views=0, flip=False))

@@ -12,10 +12,11 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from classify.evaluate import ModelResult, evaluate, to_jsonable
+from classify.evaluate import evaluate, to_jsonable
 from common.errors import BadInput
 from store import results
 from store.results import RESULTS_FILE  # noqa: F401 - re-exported
@@ -54,9 +55,9 @@ def score(logits: np.ndarray, y: np.ndarray, *, class_names: list[str], paths: n
     return out
 
 
-def result_row(result: ModelResult, backbone: str, store: str = "", dataset: str = "") -> ResultRow:
-    """One results.json row, as ``driver.run`` writes them."""
-    return result.row(backbone, store, dataset, feature=FEATURE)
+def result_row(**fields: Any) -> ResultRow:
+    """The fine-tuned network's leaderboard row (feature ``finetune``, no preprocessing)."""
+    return ResultRow.from_dict(to_jsonable({"feature": FEATURE, "preprocess": [], **fields}), "finetune row")
 
 
 def _link_store(row: ResultRow, extraction: object) -> ResultRow:

@@ -27,7 +27,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from classify.evaluate import ModelResult
 from common.errors import BadInput
 from common.files import atomic_write, sha256_file
 from extract.backbones import Backbone, create_backbone
@@ -42,6 +41,7 @@ from finetune.loop import Outputs, predict, train_epoch
 from finetune.model import HeadSite, find_head, param_groups, replace_head, set_trainable
 from finetune.results import append_rows, result_row, score
 from finetune.warmstart import init_head, load_warm_start
+from store.rows import ResultRow
 
 log = logging.getLogger(__name__)
 RESULT_FILE = "result.json"
@@ -252,7 +252,7 @@ def start_or_resume(job: Job, identity: dict) -> tuple[Progress, dict | None]:
     return progress, state
 
 
-def finetune(cfg: FinetuneConfig, on_epoch_end: Callable[[dict], None] | None = None) -> ModelResult:
+def finetune(cfg: FinetuneConfig, on_epoch_end: Callable[[dict], None] | None = None) -> ResultRow:
     """Run (or resume) the job, score the best epoch on val (and test once), write OUT/result.json.
 
     ``on_epoch_end(record)`` is called after each epoch's checkpoint is written.
@@ -278,7 +278,7 @@ def best_stage(cfg: FinetuneConfig, progress: Progress) -> int:
     return 0 if progress.best_epoch == 0 else 1 if progress.best_epoch <= cfg.head_epochs else 2
 
 
-def finish(job: Job, progress: Progress) -> ModelResult:
+def finish(job: Job, progress: Progress) -> ResultRow:
     """Load best.pt, score it with classify's evaluate(), save the result and append it to --run-dir."""
     cfg, splits = job.cfg, job.splits
     job.model.load_state_dict(ck.load_checkpoint(job.out / ck.BEST)["model"])
@@ -295,15 +295,14 @@ def finish(job: Job, progress: Progress) -> ModelResult:
               "schedule": cfg.schedule, "lr_head": cfg.head_lr, "lr_head_stage2": cfg.head_lr_stage2,
               "lr_backbone": cfg.head_lr_stage2 * cfg.backbone_lr_factor, "batch_size": cfg.batch_size,
               "warm_start": bool(cfg.warm_start), "train_bn": cfg.train_bn}
-    result = ModelResult(model=cfg.model_name, feature="finetune", preprocess=[], params=params,
-                         fit_s=progress.elapsed_s, val=scores["val"], val_source=splits.val_source,
-                         test=scores.get("test"), model_path=str((job.out / ck.BEST).resolve()),
-                         extra={"history": progress.history, "weights": job.backbone.weights,
-                                "head": job.site.name, "config": cfg.to_dict()})
-    row = result_row(result, job.backbone.name)
+    row = result_row(model=cfg.model_name, backbone=job.backbone.name, params=params, fit_s=progress.elapsed_s,
+                     val=scores["val"], val_source=splits.val_source, test=scores.get("test"),
+                     model_path=str((job.out / ck.BEST).resolve()),
+                     extra={"history": progress.history, "weights": job.backbone.weights,
+                            "head": job.site.name, "config": cfg.to_dict()})
     atomic_write(job.out / RESULT_FILE, json.dumps(row.to_dict(), indent=2) + "\n")
     if cfg.run_dir:
         append_rows(cfg.run_dir, [row])
-    log.info("%s: val acc %.4f (best epoch %d), %.1f s of training", cfg.model_name, result.val["accuracy"],
+    log.info("%s: val acc %.4f (best epoch %d), %.1f s of training", cfg.model_name, row.val["accuracy"],
              progress.best_epoch, progress.elapsed_s)
-    return result
+    return row

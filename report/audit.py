@@ -16,20 +16,21 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from classify.ranking import Entry
+from classify.leaderboard import Leaderboard
 from classify.stats import unpack
 from report import plots as P
 from report.images import load_tile
 from report.plots import Plot
-from report.results import Run
 from report.stores import image_file
+from store.rows import ResultRow
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+from store.results import AUDIT_FILE
+
 log = logging.getLogger(__name__)
 
-AUDIT_FILE = "audit.json"
 SHOWN = 8  # pairs, label issues, outliers and mistakes drawn
 LISTED = 10  # rows of each table
 LEAK_ROWS = 5  # leaderboard rows re-scored without the leaked images
@@ -61,7 +62,7 @@ def load_audits(run_dir: Path) -> dict[str, dict]:
     return {"": data}
 
 
-def without_leaks(entry: Entry, leaks: dict, split: str) -> dict | None:
+def without_leaks(entry: ResultRow, leaks: dict, split: str) -> dict | None:
     """``{"n", "dropped", "accuracy", "without"}``: the row's accuracy on ``split``, and once the
     images with a near-copy in a split it learnt from are dropped (``without`` None: none left)."""
     scores, info = entry.test if split == "test" else entry.val, leaks.get(split)
@@ -75,17 +76,17 @@ def without_leaks(entry: Entry, leaks: dict, split: str) -> dict | None:
             "without": float(right[keep].mean()) if keep.any() else None}
 
 
-def leak_table(run: Run, leaks: dict) -> tuple[list[str], list[str], list[list[str]]]:
+def leak_table(run: Leaderboard, leaks: dict) -> tuple[list[str], list[str], list[list[str]]]:
     """(notes, head, rows): each scored split's leaks, and the first rows' accuracy without them."""
     notes, head, cols = [], ["#", "model", "features"], []
     for split, source in (("val", "train"), ("test", "train or val")):
-        first = next((w for w in (without_leaks(e, leaks, split) for e in run.entries) if w), None)
+        first = next((w for w in (without_leaks(e, leaks, split) for e in run.rows) if w), None)
         if first is None:
             continue
         if not first["dropped"]:
             notes.append(f"No {split} image has a near-copy in {source}: the {split} scores are not inflated by leaks.")
             continue
-        e = next(e for e in run.entries if without_leaks(e, leaks, split))
+        e = next(e for e in run.rows if without_leaks(e, leaks, split))
         after = ("none is left" if first["without"] is None else
                  f"rank {e.rank} ({e.model} on {e.feature_set}) scores {first['without']:.3f} on the "
                  f"{first['n'] - first['dropped']} left instead of {first['accuracy']:.3f}")
@@ -94,7 +95,7 @@ def leak_table(run: Run, leaks: dict) -> tuple[list[str], list[str], list[list[s
         head += [f"{split} acc", f"{split} acc, leaks dropped"]
         cols.append(split)
     rows = []
-    for e in run.entries[:LEAK_ROWS] if cols else []:
+    for e in run.rows[:LEAK_ROWS] if cols else []:
         cells = [str(e.rank), e.model, e.feature_set]
         for split in cols:
             w = without_leaks(e, leaks, split)
@@ -112,7 +113,7 @@ def _tiles(root: Path | None, items: list[tuple[str, str]]) -> list:
     return [(load_tile(image_file(root, p)), caption) for p, caption in items]
 
 
-def audit_view(audit: dict, run: Run, root: Path | None, prefix: str = "") -> AuditView:
+def audit_view(audit: dict, run: Leaderboard, root: Path | None, prefix: str = "") -> AuditView:
     """The notes, tables and figures of one audit; ``root`` is where the store's image paths start."""
     c = audit.get("counts") or {}
     model = audit.get("model") or {}

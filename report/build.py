@@ -14,7 +14,8 @@ import logging
 import os
 from pathlib import Path
 
-from classify.ranking import Entry
+from classify.leaderboard import Leaderboard
+from classify.table import shown_path
 from common.files import atomic_write, safe_name
 from report import plots as P
 from report.audit import audit_view, load_audits
@@ -22,8 +23,9 @@ from report.images import Tile, load_tile
 from report.plots import Plot
 from report.provenance import Extraction, extractions
 from report.render import Section, leaderboard_table, markdown_table, misclassified_note, render_html, render_markdown
-from report.results import Run, across_datasets, as_run, leaderboard_rows, load_run
+from report.results import across_datasets, as_run, leaderboard_rows, load_run
 from report.stores import StoreFacts, image_file, load_store, load_stores, sample_paths
+from store.rows import ResultRow
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +38,7 @@ SORTED_BY = ("selection_score desc (cv_accuracy_mean under --select cv, else val
              "backbone's best) first when it is tied with the top score")
 
 
-def leaderboard_json(run: Run) -> str:
+def leaderboard_json(run: Leaderboard) -> str:
     rows = [{**r, "params": json.loads(r["params"]),
              **({"members": json.loads(r["members"])} if "members" in r else {})} for r in leaderboard_rows(run)]
     extra = {"few_shot": run.few_shot} if run.few_shot else {}
@@ -45,7 +47,7 @@ def leaderboard_json(run: Run) -> str:
     return json.dumps({"sorted_by": SORTED_BY, "rows": rows, **extra}, indent=2) + "\n"
 
 
-def leaderboard_csv(run: Run) -> str:
+def leaderboard_csv(run: Leaderboard) -> str:
     rows = leaderboard_rows(run)
     buf = io.StringIO()
     fields = list(dict.fromkeys(k for r in rows for k in r)) or ["rank", "backbone", "feature", "model", "val_accuracy"]
@@ -55,7 +57,7 @@ def leaderboard_csv(run: Run) -> str:
     return buf.getvalue()
 
 
-def misclassified_tiles(best: Entry, facts: StoreFacts | None) -> list[tuple[Tile, str]]:
+def misclassified_tiles(best: ResultRow, facts: StoreFacts | None) -> list[tuple[Tile, str]]:
     """Up to 16 mistakes, most confident first (the instructive ones), titled as tutorials do."""
     wrong = list(best.val.get("misclassified") or [])
     wrong.sort(key=lambda m: -(m.get("confidence") or 0.0))
@@ -68,7 +70,7 @@ def misclassified_tiles(best: Entry, facts: StoreFacts | None) -> list[tuple[Til
     return out
 
 
-def make_plots(run: Run, stores: dict[str, StoreFacts], prefix: str = "") -> tuple[list[Plot], dict[str, str]]:
+def make_plots(run: Leaderboard, stores: dict[str, StoreFacts], prefix: str = "") -> tuple[list[Plot], dict[str, str]]:
     """Every figure the data allows; a figure that cannot be drawn is left out, never an error.
     ``prefix`` keeps the file names of one dataset's figures apart from another's."""
     out: list[Plot] = []
@@ -80,8 +82,8 @@ def make_plots(run: Run, stores: dict[str, StoreFacts], prefix: str = "") -> tup
 
     add("accuracy_vs_fit_time.png", "Accuracy vs fit time",
         "Every classifier on every feature set; up and to the left is better. The ringed point is the best model.",
-        P.accuracy_vs_time_figure(run.entries))
-    best = run.best
+        P.accuracy_vs_time_figure(run.rows))
+    best = run.top
     if best is not None:
         facts = stores.get(best.store)
         add("confusion_matrix.png", "Confusion matrix of the best model",
@@ -107,15 +109,16 @@ def make_plots(run: Run, stores: dict[str, StoreFacts], prefix: str = "") -> tup
     return out, extra
 
 
-def _stores_and_extractions(run: Run) -> tuple[dict[str, StoreFacts], list[Extraction]]:
-    named = [str(r.get("store", "")) for r in run.extraction if isinstance(r, dict)] + [e.store for e in run.entries]
+def _stores_and_extractions(run: Leaderboard) -> tuple[dict[str, StoreFacts], list[Extraction]]:
+    named = [str(r.get("store", "")) for r in run.extraction if isinstance(r, dict)] + [e.store for e in run.rows]
     stores = load_stores(named, run.dir)
     return stores, extractions(run, stores)
 
 
-def build_report(run_dir: str | os.PathLike) -> dict[str, Path]:
-    """Write RUN_DIR/report/{report.md, report.html, leaderboard.json, leaderboard.csv, *.png}; return the paths."""
-    run = load_run(run_dir)
+def build_report(run_dir: str | os.PathLike | Leaderboard) -> dict[str, Path]:
+    """Write RUN_DIR/report/{report.md, report.html, leaderboard.json, leaderboard.csv, *.png}; return the paths.
+    ``run_dir`` may be the run's leaderboard in memory (``run`` passes its own)."""
+    run = run_dir if isinstance(run_dir, Leaderboard) else load_run(run_dir)
     out_dir = run.dir / REPORT_DIR
     out_dir.mkdir(exist_ok=True)
     stores, exs = _stores_and_extractions(run)
@@ -141,14 +144,15 @@ def build_report(run_dir: str | os.PathLike) -> dict[str, Path]:
     paths["leaderboard_csv"] = atomic_write(out_dir / "leaderboard.csv", leaderboard_csv(run))
     paths["md"] = atomic_write(out_dir / "report.md", render_markdown(run, exs, sections))
     paths["html"] = atomic_write(out_dir / "report.html", render_html(run, exs, sections))
-    log.info("report: %s", paths["html"])
+    log.info("report: %s", shown_path(paths["html"]))
     return paths
 
 
-def excerpt(run_dir_or_results: str | os.PathLike | dict, top: int = 5) -> str:
+def excerpt(run_dir_or_results: str | os.PathLike | dict | Leaderboard, top: int = 5) -> str:
     """The leaderboard's top rows as Markdown (best in bold), e.g. for a README."""
-    run = as_run(run_dir_or_results if isinstance(run_dir_or_results, dict) else Path(run_dir_or_results))
+    run = as_run(run_dir_or_results if isinstance(run_dir_or_results, (dict, Leaderboard))
+                 else Path(run_dir_or_results))
     head, rows = leaderboard_table(run, top=top)
-    more = len(run.entries) - len(rows)
+    more = len(run.rows) - len(rows)
     tail = f"\n\n({more} more rows in report/leaderboard.csv)" if more > 0 else ""
     return markdown_table(head, rows, bold_first=True) + tail

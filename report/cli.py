@@ -3,18 +3,31 @@
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+from classify.table import PROG, TOP, console_text
 
 
-def publish(run_dir: str, tensorboard: str | None = None, top: int = 5) -> dict:
-    """Build the report, log to TensorBoard if asked, and print the leaderboard's top rows."""
-    from report.build import build_report, excerpt  # matplotlib: not for pipeline.py's parser
+def prog() -> str:
+    """How the user called us, for the commands the summary prints."""
+    return "featcache" if Path(sys.argv[0] if sys.argv else "").stem == "featcache" else PROG
+
+
+def publish(run_dir: object, tensorboard: str | None = None, top: int = TOP) -> dict:
+    """Build the report, log to TensorBoard if asked, and print the answer: the summary and the
+    top ``top`` rows, at most 100 columns wide. This is all a run prints on stdout.
+    ``run_dir``: a run folder, or a run's :class:`~classify.leaderboard.Leaderboard` in memory."""
+    from report.build import build_report  # matplotlib: not for pipeline.py's parser
+    from report.results import as_run
     from report.tb import log_misclassified
 
-    paths = build_report(run_dir)
+    board = as_run(run_dir)
+    paths = build_report(board)
     if tensorboard:
         log_misclassified(run_dir, tensorboard)
-    print(excerpt(run_dir, top=top))
-    print(f"report: {paths['html']}  (also {paths['md']}, {paths['leaderboard_csv']})")
+    out = paths["html"].parent.parent
+    print(console_text(board.rows, board.skipped, board.seconds, out, top=top, prog=prog()))
     return paths
 
 
@@ -30,6 +43,6 @@ def add_subcommands(sub: argparse._SubParsersAction, parents: list[argparse.Argu
                                    "RUN_DIR/report/: report.html (one offline file), report.md, leaderboard.json/csv "
                                    "and the plots.")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a directory written by `pipeline.py run` or `classify --out`")
-    p.add_argument("--top", type=int, default=5, help="leaderboard rows to print (default 5)")
+    p.add_argument("--top", type=int, default=TOP, help=f"leaderboard rows to print (default {TOP})")
     p.add_argument("--tensorboard", metavar="LOG_DIR", help="also log the best model's misclassified images here")
     p.set_defaults(func=main_report)

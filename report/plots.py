@@ -17,8 +17,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
-from classify.ranking import Entry
+from classify import table as T
 from report.images import Tile
+from store.rows import ResultRow
 
 DPI = 100
 MAX_BARS = 40
@@ -55,7 +56,7 @@ def short(text: str, n: int = 18) -> str:
     return text if len(text) <= n else text[: n - 1] + "…"
 
 
-def confusion_figure(best: Entry) -> Figure | None:
+def confusion_figure(best: ResultRow) -> Figure | None:
     """Counts in each cell, colour by the share of the true class (rows), so small classes still show."""
     cm = best.val.get("confusion_matrix") or {}
     labels, matrix = cm.get("labels") or [], np.asarray(cm.get("matrix") or [], dtype=float)
@@ -88,7 +89,7 @@ MARKERS = "osD^vPXhp<>8d"
 LABEL_OFFSETS = ((5, 4), (5, -11), (5, 13), (5, -20))  # points: staggered so neighbours' names do not collide
 
 
-def _label_levels(points: Sequence[Entry], xs: Sequence[float], decades: float) -> list[int]:
+def _label_levels(points: Sequence[ResultRow], xs: Sequence[float], decades: float) -> list[int]:
     """Which LABEL_OFFSETS row each point's name goes on: a neighbour at the same accuracy
     less than ``decades`` to the left pushes it to the next row."""
     order = sorted(range(len(points)), key=lambda i: (points[i].val["accuracy"], xs[i]))
@@ -102,7 +103,13 @@ def _label_levels(points: Sequence[Entry], xs: Sequence[float], decades: float) 
     return levels
 
 
-def accuracy_vs_time_figure(entries: Sequence[Entry]) -> Figure | None:
+def set_label(e: ResultRow, tags: dict) -> str:
+    """A feature set's short name in a legend (``lite0``); an ensemble's with what it is."""
+    text = T.feature_text(e, tags)
+    return text if e.kind == "model" else f"{text} ({T.model_text(e)})"
+
+
+def accuracy_vs_time_figure(entries: Sequence[ResultRow]) -> Figure | None:
     """Every run as a point: fit time (log) against val accuracy; colour = feature set, marker = model."""
     points = [e for e in entries if isinstance(e.val.get("accuracy"), (int, float))]
     if not points:
@@ -133,7 +140,8 @@ def accuracy_vs_time_figure(entries: Sequence[Entry]) -> Figure | None:
     pad = max(0.015, (max(accs) - min(accs)) * 0.12)
     ax.set_ylim(max(0.0, min(accs) - pad), min(max(accs) + pad, 1.0 + pad / 2))
     ax.grid(True, which="both", alpha=0.25)
-    handles = [Line2D([], [], ls="", marker="o", color=colour[s], label=s) for s in sets]
+    tags, first = T.feature_tags(entries), {e.feature_set: e for e in reversed(points)}
+    handles = [Line2D([], [], ls="", marker="o", color=colour[s], label=set_label(first[s], tags)) for s in sets]
     handles += [Line2D([], [], ls="", marker="o", mfc="none", mec=BEST_COLOUR, ms=11, mew=1.8, label="best")]
     fig.legend(handles=handles, fontsize=8, title="feature set (colour)", title_fontsize=8, loc="outside right upper")
     fig.legend(handles=[Line2D([], [], ls="", marker=marker[m], color="#555555", label=m) for m in models],
@@ -142,7 +150,7 @@ def accuracy_vs_time_figure(entries: Sequence[Entry]) -> Figure | None:
     return fig
 
 
-def per_class_figure(best: Entry) -> Figure | None:
+def per_class_figure(best: ResultRow) -> Figure | None:
     """Horizontal bars (class names stay readable); with many classes, the weakest ones."""
     per = best.val.get("per_class_accuracy") or {}
     if not per:
@@ -237,7 +245,7 @@ def few_shot_figure(curves: Sequence[dict]) -> Figure | None:
         sd = np.array([p["sd"] for p in pts])
         colour = colours(feature_sets.index(f"{c['backbone']} {c['feature']}") % 10)
         style = "-" if m == "logreg" else "--"
-        ax.plot(xs, mean, style, marker="o", ms=4, color=colour, label=f"{m}, {short(c['backbone'], 18)} {c['feature']}")
+        ax.plot(xs, mean, style, marker="o", ms=4, color=colour, label=f"{m}, {short(T.short_backbone(c['backbone']), 18)} {T.short_layer(c['feature'])}")
         ax.fill_between(xs, mean - sd, mean + sd, color=colour, alpha=0.12, linewidth=0)
     ax.set_xscale("log", base=2)
     ticks = numeric + [top]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from report.results import Run
+from classify.leaderboard import Leaderboard
 from report.stores import StoreFacts
 
 SHA_PREFIX = 12
@@ -38,16 +38,16 @@ class Extraction:
         return {"hit": "cache hit", "resume": "resumed", "new": "extracted"}.get(status, status or "?")
 
 
-def extractions(run: Run, stores: dict[str, StoreFacts]) -> list[Extraction]:
+def extractions(run: Leaderboard, stores: dict[str, StoreFacts]) -> list[Extraction]:
     """One per extraction record; backbones seen only in results get a bare record."""
     out = [Extraction(str(r.get("backbone", "?")), r, stores.get(str(r.get("store", "")))
                       or StoreFacts(str(r.get("store", "")), None, None, None, "store not named"))
            for r in run.extraction if isinstance(r, dict)]
     known = {e.backbone for e in out}
-    for entry in run.entries:
+    for entry in run.rows:
         if entry.backbone not in known:
             known.add(entry.backbone)
-            feats = {e.feature: 0 for e in run.entries if e.backbone == entry.backbone}
+            feats = {e.feature: 0 for e in run.rows if e.backbone == entry.backbone}
             out.append(Extraction(entry.backbone, {"store": entry.store, "features": feats},
                                   stores.get(entry.store) or StoreFacts(entry.store, None, None, None, "not found")))
     return out

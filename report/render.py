@@ -10,14 +10,17 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
-from classify.ranking import Entry
+from classify import table as T
+from classify.leaderboard import Leaderboard
 from report.audit import AuditView
 from report.plots import Plot
 from report.provenance import Extraction, environment_line, feature_rows, forward_pass_line, plural, skipped_files
-from report.results import Run, across_datasets, ensemble_verdicts
+from report.results import across_datasets, ensemble_verdicts
+from store.rows import ResultRow
 from store.splits import VAL_HOLDOUT as HOLDOUT
 
 TITLE = "Transfer-learning comparison"
@@ -28,79 +31,23 @@ def fmt(x: Any, digits: int = 3) -> str:
     return "-" if x is None else f"{x:.{digits}f}" if isinstance(x, float) else str(x)
 
 
-def fmt_s(x: Any) -> str:
-    """Seconds with three significant digits: 0.00042 and 123 both stay readable."""
-    return "-" if not isinstance(x, (int, float)) else f"{x:.3g}"
-
-
-def params_text(params: dict) -> str:
-    return ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "-"
-
-
-def with_ci(x: Any, ci: list | None) -> str:
-    """``0.980 [0.895, 0.996]``: an accuracy and its 95% interval."""
-    return fmt(x) + (f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else "")
-
-
-def cv_text(cv: dict | None, ci: bool = True) -> str:
-    """``0.962 ± 0.035 [0.913, 0.983]``: mean ± sd over folds, and the Wilson interval of the
-    pooled out-of-fold accuracy (every image predicted once by a model that never saw it)."""
-    if not cv or cv.get("mean") is None:
-        return "-"
-    iv = cv.get("ci") if ci else None
-    return f"{cv['mean']:.3f} ± {cv.get('sd') or 0:.3f}" + (f" [{iv[0]:.3f}, {iv[1]:.3f}]" if iv else "")
-
-
-def versus_best(e: Entry) -> str:
-    """The paired test's verdict against rank 1, as the leaderboard shows it."""
-    if e.rank == 1:
-        return "best (vote of the tied)" if e.kind == "soft-vote" else "best"
-    if e.p_vs_best is None:
-        return "not paired"
-    return f"{'tied' if e.tied else 'worse'} (p={e.p_vs_best:.2g})"
-
-
-def leaderboard_table(run: Run, top: int | None = None) -> tuple[list[str], list[list[str]]]:
-    """Header and formatted rows, best first; CV, top-k and test columns only when some row has them.
-
-    Every accuracy carries its Wilson 95% interval; "vs #1" is the exact McNemar test against
-    rank 1 on the same images (tied: not significantly worse at the 5% level)."""
-    ks = run.top_ks
-    k = ks[-1] if ks and ks[-1] != "top1" else None
-    has_test = any(e.test for e in run.entries)
-    cv = run.selection == "cv"
-    cv_bal = cv and run.metric == "balanced_accuracy"
-    head = ["#", "backbone", "layer", "pooling", "model"] + (["cv acc (mean ± sd) [95% CI]"] if cv else []) \
-        + (["cv bal acc (mean ± sd)"] if cv_bal else []) \
-        + ["val acc [95% CI]", "vs #1", "bal acc", "macro-F1", "log loss"] \
-        + ([f"top-{k[3:]}"] if k else []) + (["test acc [95% CI]", "test bal acc"] if has_test else []) \
-        + ["fit s", "est. s", "predict s", "params"]
-    rows = []
-    for e in run.entries[:top]:
-        v = e.val
-        cells = [str(e.rank), e.backbone, e.layer, e.pooling, e.model] + ([cv_text(e.cv)] if cv else [])
-        if cv_bal:
-            b = (e.cv or {}).get("balanced_mean")
-            cells += [f"{fmt(b)} ± {fmt((e.cv or {}).get('balanced_sd'))}" if b is not None else "-"]
-        cells += [with_ci(v.get("accuracy"), e.val_ci), versus_best(e), fmt(v.get("balanced_accuracy")),
-                  fmt(v.get("macro_f1")), fmt(v.get("log_loss"))]
-        cells += [fmt((v.get("top_k") or {}).get(k))] if k else []
-        cells += [with_ci(e.test.get("accuracy") if e.test else None, e.test_ci),
-                  fmt(e.test.get("balanced_accuracy") if e.test else None)] if has_test else []
-        cells += [fmt_s(e.fit_s), fmt_s(e.estimate_s), fmt_s(v.get("predict_s")), params_text(e.params)]
-        rows.append(cells)
-    return head, rows
+def leaderboard_table(run: Leaderboard, top: int | None = None) -> tuple[list[str], list[list[str]]]:
+    """The compact leaderboard (:func:`classify.table.columns`) as header and text cells, best
+    first; leaderboard.csv and leaderboard.json keep every number exactly."""
+    rows = run.rows[:top]
+    cols = T.columns(rows, T.feature_tags(run.rows))
+    return [c.head for c in cols], [[c.text(i) for c in cols] for i in range(len(rows))]
 
 
 VARIANTS = ("", "+flip", "+views", "+views+flip")
 
 
-def views_table(run: Run) -> tuple[list[str], list[list[str]]]:
+def views_table(run: Leaderboard) -> tuple[list[str], list[list[str]]]:
     """Per feature set and model: val accuracy of each variant (center crops, ``+flip`` TTA,
     ``+views`` training, both) and its change against the first variant present; empty when
     no run has a variant to compare."""
     acc, bases = {}, {}
-    for e in run.entries:
+    for e in run.rows:
         base = e.model.replace("+views", "").replace("+flip", "")
         variant = e.model[len(base):] if e.model.startswith(base) else ""
         acc[(e.feature_set, base, variant)] = e.val.get("accuracy")
@@ -127,7 +74,7 @@ VIEWS_NOTE = ("Heads trained on cached augmented views (extract `--views K`: K R
               "of a point.")
 
 
-def images_count(run: Run, exs: list[Extraction]) -> int | None:
+def images_count(run: Leaderboard, exs: list[Extraction]) -> int | None:
     """Images of the run: each dataset's largest store (its backbones share the images), summed."""
     per: dict[str, int] = {}
     for ex in exs:
@@ -138,15 +85,15 @@ def images_count(run: Run, exs: list[Extraction]) -> int | None:
     return total or None
 
 
-def summary_line(run: Run, exs: list[Extraction]) -> str:
+def summary_line(run: Leaderboard, exs: list[Extraction]) -> str:
     n_img = images_count(run, exs)
-    backbones = list(dict.fromkeys(b for name in [ex.backbone for ex in exs] + [e.backbone for e in run.entries
+    backbones = list(dict.fromkeys(b for name in [ex.backbone for ex in exs] + [e.backbone for e in run.rows
                                                                                  if e.kind == "model"]
                                    for b in name.split("+")))  # an ensemble's "a+b" is two backbones seen already
     parts = [plural(n_img, "image") if n_img else None, plural(len(backbones), "backbone"),
-             plural(len({e.feature_set for e in run.entries if e.kind == "model"}), "feature set"),
+             plural(len({e.feature_set for e in run.rows if e.kind == "model"}), "feature set"),
              plural(len(run.models), "classifier"),
-             plural(len(run.entries), "run"), f"{run.seconds:.1f} s total" if run.seconds is not None else None]
+             plural(len(run.rows), "run"), f"{T.seconds(run.seconds)} total" if run.seconds is not None else None]
     data = run.config.get("data")
     data = [data] if isinstance(data, str) else list(data or [])
     return (", ".join(f"`{d}`" for d in data) + ": " if data else "") + " · ".join(p for p in parts if p)
@@ -156,12 +103,12 @@ VOTE_RULE = (" A soft vote (of the tied group, or of each backbone's best model)
              "with the top score.")
 
 
-def ranking_note(run: Run) -> str:
+def ranking_note(run: Leaderboard) -> str:
     metric = "balanced accuracy" if run.metric == "balanced_accuracy" else "accuracy"
     refit = (" Saved models (test, predict) were refitted on train+val with their chosen configuration."
-             if any(e.refit for e in run.entries) else "")
+             if any(e.refit for e in run.rows) else "")
     if run.selection == "cv":
-        cv = run.best.cv if run.best else {}
+        cv = run.top.cv if run.top else {}
         return (f"Ranked by the {metric} of repeated stratified CV of each model's chosen configuration over "
                 f"train+val ({cv.get('folds', '?')}-fold x {cv.get('repeats', '?')}, {cv.get('n', '?')} images; "
                 f"mean ± sd over folds), then val accuracy, balanced accuracy, macro-F1 and faster fit; val and "
@@ -169,34 +116,26 @@ def ranking_note(run: Run) -> str:
     return f"Ranked by val {metric}, then accuracy, balanced accuracy, macro-F1 and faster fit." + VOTE_RULE + refit
 
 
-def tied_note(run: Run) -> str:
-    """The tied group in words: one winner only when the data say so."""
-    best, group = run.best, run.tied_group
-    on = "the same out-of-fold predictions" if run.selection == "cv" else "the same val images"
-    ref = next((e for e in run.entries if e.kind != "soft-vote"), best)  # what the others were paired with
+def tied_note(run: Leaderboard, marked: str = "shaded") -> str:
+    """The tied group in one sentence: one winner only when the data say so."""
+    group, best = run.tied_group, run.top
+    on = "out-of-fold predictions" if run.selection == "cv" else "val images"
+    ref = next((e for e in run.rows if e.kind != "soft-vote"), best)  # what the others were paired with
     n = (ref.cv or {}).get("n") if run.selection == "cv" else ref.val.get("n")
-
-    def score(e: Entry) -> str:
-        return cv_text(e.cv) if run.selection == "cv" else with_ci(e.val.get("accuracy"), e.val_ci)
-
-    if len(group) == 1:
-        paired = [e for e in run.entries[1:] if e.p_vs_best is not None]
-        return (f"Best: **{best.model}** on {best.feature_set} ({score(best)}), significantly better than all "
-                f"{len(paired)} rows it could be paired with on {on} ({n} images; exact McNemar, p < 0.05).")
-    singles = [e for e in group if e.kind != "soft-vote"]
-    names = ", ".join(f"{e.model} on {e.feature_set}" for e in singles[:12]) + (
-        f" and {len(singles) - 12} more" if len(singles) > 12 else "")
-    text = (f"**{len(singles)} rows are tied with the best**: none is significantly worse than the top score on {on} "
-            f"({n} images; exact McNemar, p >= 0.05), so the data do not pick one winner among them: {names}.")
-    if best.kind == "soft-vote":
-        return text + (f" Rank 1 is their soft vote ({best.model}: {', '.join(best.members)}; {score(best)}), "
-                       f"itself tied with the top score: averaging rows the data cannot separate is the lower-"
-                       f"variance pick. The best single model is {ref.model} on {ref.feature_set} ({score(ref)}), "
-                       f"saved at `{ref.model_path}`.")
-    return text + f" Rank 1 ({best.model} on {best.feature_set}, {score(best)}) leads by the ranking's tie-breaks."
+    if len(group) > 1:
+        k = len(group) - 1
+        return (f"{k} row{'s' if k > 1 else ''} ({marked}) {'are' if k > 1 else 'is'} tied with rank 1: none is "
+                f"significantly worse on the same {n} {on} (exact McNemar, p >= 0.05), so the data do not pick one "
+                "winner among them.")
+    paired = [e for e in run.rows[1:] if e.p_vs_best is not None]
+    if not paired:
+        return "No other row was scored on the same images, so none could be compared with rank 1."
+    others = "the other row" if len(paired) == 1 else f"all {len(paired)} rows"
+    return (f"Rank 1 is significantly better than {others} it could be paired with on the same {n} {on} "
+            "(exact McNemar, p < 0.05).")
 
 
-def few_shot_table(run: Run) -> tuple[list[str], list[list[str]]]:
+def few_shot_table(run: Leaderboard) -> tuple[list[str], list[list[str]]]:
     """One row per feature set and model: accuracy (mean ± sd over the draws) at each shot count."""
     curves = run.few_shot
     if not curves:
@@ -208,13 +147,13 @@ def few_shot_table(run: Run) -> tuple[list[str], list[list[str]]]:
     for c in curves:
         for m in dict.fromkeys(p["model"] for p in c["points"]):
             at = {p["shots"]: p for p in c["points"] if p["model"] == m}
-            rows.append([c["backbone"], c["feature"], m] + [
+            rows.append([T.short_backbone(c["backbone"]), c["feature"], m] + [
                 f"{at[s]['mean']:.3f} ± {at[s]['sd']:.3f}" if s in at and s != "all" else
                 fmt(at[s]["mean"]) if s in at else "-" for s in shots])
     return head, rows
 
 
-def few_shot_note(run: Run) -> str:
+def few_shot_note(run: Leaderboard) -> str:
     c = run.few_shot[0] if run.few_shot else {}
     return (f"Train images per class (columns) against {c.get('split', 'test')} accuracy on "
             f"{c.get('n_eval', '?')} images: L2-normalized logistic regression (C=1) and DINO's weighted 20-NN, "
@@ -222,7 +161,7 @@ def few_shot_note(run: Run) -> str:
             "mean ± sd over the draws, and one fit on the whole train split under 'all'.")
 
 
-def across_table(run: Run) -> tuple[list[str], list[list[str]]]:
+def across_table(run: Leaderboard) -> tuple[list[str], list[list[str]]]:
     rows = across_datasets(run)
     names = run.datasets
     split = {n: next((r["split"][n] for r in rows), "val") for n in names}
@@ -238,60 +177,51 @@ def across_table(run: Run) -> tuple[list[str], list[list[str]]]:
     return head, out
 
 
-def across_note(run: Run) -> str:
-    splits = sorted({e.reported[0] for e in run.entries})
+def across_note(run: Leaderboard) -> str:
+    splits = sorted({e.reported[0] for e in run.rows})
     return (f"Each backbone x feature x model present in all {len(run.datasets)} datasets: its accuracy on each "
             f"({' / '.join(splits)} split), its rank among that dataset's single-model rows (ranked by the "
             "dataset's own selection score), and the mean of both, best mean rank first (as in Kornblith et al., "
             "'Do Better ImageNet Models Transfer Better?').")
 
 
-def ensemble_notes(run: Run) -> list[str]:
-    out = []
+def ensemble_notes(run: Leaderboard) -> list[str]:
+    out, tags = [], T.feature_tags(run.rows)
     for v in ensemble_verdicts(run):
         e, ref = v["entry"], v["best"]
-        what = (f"{e.model} ({', '.join(e.members)})" if e.kind == "soft-vote"
-                else f"{e.model} on concatenated {' + '.join(e.members)}")
-        ci = ref.score_ci
-        iv = f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+        what = T.answer_text(e, run.rows, tags)
+        iv = f" ({T.interval(ref.score_ci)})" if ref.score_ci else ""
         verdict = ("beats it outside that interval" if v["outside"] else
                    "does not beat it outside that interval" if v["delta"] > 0 else "does not beat it")
-        p = f"; paired test p={v['p']:.2g}" if v["p"] is not None else ""
-        out.append(f"Ensemble: {what} scores {e.score:.3f} against the best single model's {ref.score:.3f}{iv} "
-                   f"({ref.model} on {ref.feature_set}): {v['delta'] * 100:+.1f} pt, {verdict}{p}.")
+        p = f"; paired test p={T.p_value(v['p'])}" if v["p"] is not None else ""
+        out.append(f"Ensemble: {what} scores {T.sig(e.score)} against the best single model's {T.sig(ref.score)}{iv} "
+                   f"({T.answer_text(ref, run.rows, tags)}): {v['delta'] * 100:+.1f} pt, {verdict}{p}.")
     return out
 
 
-def notes(run: Run) -> list[str]:
-    best, out = run.best, []
+def notes(run: Leaderboard, marked: str = "shaded") -> list[str]:
+    """What the leaderboard needs said once: the tie, the ranking, the budget, the splits."""
+    best, out = run.top, []
     if best is not None:
-        out.append(tied_note(run))
+        out.append(tied_note(run, marked))
         out.append(ranking_note(run) + " Intervals are Wilson 95% score intervals.")
-    if any(e.val_source == HOLDOUT for e in run.entries):
+    if any(e.val_source == HOLDOUT for e in run.rows):
         out.append("Note: the data has no val split, so val is a stratified holdout from train "
                    "(the models were fitted on the rest of train).")
-    selections = sorted({e.selection.split(" (")[0] for e in run.entries if e.selection})
+    selections = sorted({e.selection.split(" (")[0] for e in run.rows if e.selection})
     if selections:
         out.append("Model selection: " + "; ".join(selections) + " (sized from each feature set's rows; "
-                   "est. s is the time estimated before fitting).")
+                   "a row's details give the time estimated before fitting).")
     if run.config.get("budget"):
-        spent = f"; the run took {run.seconds:.0f} s" if run.seconds is not None else ""
+        spent = f"; the run took {T.seconds(run.seconds)}" if run.seconds is not None else ""
         out.append(f"Run budget: {run.config['budget']} (backbones in the order given, each feature set's "
                    f"classifiers an equal share of what was left){spent}.")
-    for sk in run.skipped:
-        if sk.get("kind") == "finetune":
-            out.append(f"Fine-tuning {sk.get('backbone')}: not run ({sk.get('reason')}).")
-        elif sk.get("kind") == "backbone":
-            out.append(f"Skipped under the budget: backbone {sk.get('backbone')} (not extracted): {sk.get('reason')}.")
-        else:
-            out.append(f"Skipped under the budget: {sk.get('model')} on {sk.get('backbone')} {sk.get('feature')}: "
-                       f"{sk.get('reason')}.")
-    if any(e.test for e in run.entries):
+    if any(e.test for e in run.rows):
         out.append("Test accuracy is computed once per model on the test split; it played no part in the ranking.")
     return out + ensemble_notes(run)
 
 
-def misclassified_note(best: Entry | None, shown: int) -> str:
+def misclassified_note(best: ResultRow | None, shown: int) -> str:
     if best is None:
         return ""
     wrong = len(best.val.get("misclassified") or [])
@@ -322,19 +252,57 @@ class Section:
     """One dataset's part of the report (the whole report for a single dataset)."""
 
     name: str  # "" for a single-dataset run
-    run: Run
+    run: Leaderboard
     plots: list[Plot]
     extra: dict[str, str]
     exs: list[Extraction]
     audit: AuditView | None = None
 
 
+def summary_block(run: Leaderboard) -> list[tuple[bool, str]]:
+    """The summary's lines for a page, in order, as (is a command, text): not wrapped, no report path,
+    the answer in bold."""
+    lines = T.summary_lines(run.rows, run.skipped, run.seconds, None, width=10**6)
+    tags = T.feature_tags(run.rows)
+    for name in run.datasets:
+        top = next(r for r in run.rows if r.dataset == name)
+        answer = T.answer_text(top, [r for r in run.rows if r.dataset == name], tags)
+        lines = [x.replace(f": {answer}, ", f": **{answer}**, ", 1) if x.startswith("Best") else x for x in lines]
+    return [(f"{T.PROG} predict" in x, x.strip()) for x in lines]
+
+
+def _md_summary(run: Leaderboard) -> list[str]:
+    out = ["## Summary", ""]
+    for command, line in summary_block(run):
+        out += ["", "  ```", f"  {line}", "  ```"] if command else [f"- {line}"]
+    return out + [""]
+
+
+def _legend_text(run: Leaderboard) -> str:
+    return "Feature sets: " + "; ".join(f"**{tag}** = {what}" for tag, what in sorted(T.legend(run.rows))) + "."
+
+
+def skipped_section(run: Leaderboard) -> tuple[list[str], list[list[str]], list[str]]:
+    """Skipped and approximated models in one grid (:func:`classify.table.skipped_table`)."""
+    return T.skipped_table(run.skipped, run.rows)
+
+
+SKIPPED_NOTE = ("Each cell: the fit time estimated before the model was left out (or approximated), by feature set; "
+                "[n] is its reason, below.")
+
+
 def _md_section(sec: Section, h: str) -> list[str]:
     run = sec.run
-    head, rows = leaderboard_table(run)
     out = [f"{h} Leaderboard", ""]
-    out += [markdown_table(head, rows, bold_first=True) if rows else "No classifier results in this run.", ""]
-    out += [f"- {n}" for n in notes(run)] + [""]
+    if not run.rows:
+        return out + ["No classifier results in this run.", ""]
+    out += [T.markdown_table(run.rows), "", _legend_text(run), ""]
+    out += [f"- {n}" for n in notes(run, marked="*tied* in vs #1")] + [""]
+    out += [f"{h} Details", "", T.details_markdown(run.rows), ""]
+    shead, srows, reasons = skipped_section(run)
+    if srows:
+        out += [f"{h} Skipped and approximated", "", SKIPPED_NOTE, "", markdown_table(shead, srows), ""]
+        out += [f"{i}. {r}" for i, r in enumerate(reasons, 1)] + [""]
     vhead, vrows = views_table(run)
     if vrows:
         out += [f"{h} Augmented views", "", VIEWS_NOTE, "", markdown_table(vhead, vrows), ""]
@@ -355,8 +323,8 @@ def _md_section(sec: Section, h: str) -> list[str]:
     return out
 
 
-def render_markdown(run: Run, exs: list[Extraction], sections: list[Section]) -> str:
-    out = [f"# {TITLE}", "", summary_line(run, exs), ""]
+def render_markdown(run: Leaderboard, exs: list[Extraction], sections: list[Section]) -> str:
+    out = [f"# {TITLE}", "", summary_line(run, exs), ""] + _md_summary(run)
     if run.multi:
         ahead, arows = across_table(run)
         out += ["## Across datasets", "", across_note(run), "", markdown_table(ahead, arows) if arows
@@ -384,25 +352,34 @@ def render_markdown(run: Run, exs: list[Extraction], sections: list[Section]) ->
 
 CSS = """
 body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d232a;margin:0;background:#f6f7f9}
-main{max-width:1240px;margin:0 auto;padding:24px 28px 48px}
-h1{font-size:26px;margin:0 0 4px}
-h2{font-size:20px;margin:32px 0 10px;border-bottom:2px solid #dde1e6;padding-bottom:4px}
-h3{font-size:15px;margin:0 0 6px}.summary{color:#4a5560;margin:0 0 8px}
+main{max-width:1240px;margin:0 auto;padding:18px 28px 48px;box-sizing:border-box}
+h1{font-size:22px;margin:0 0 2px}
+h2{font-size:19px;margin:28px 0 8px;border-bottom:2px solid #dde1e6;padding-bottom:3px}
+h3{font-size:15px;margin:0 0 6px}.meta{color:#4a5560;margin:0 0 10px}
+.answer{background:#fff;border-left:5px solid #2f7d32;padding:8px 16px;margin:0 0 6px;box-shadow:0 1px 2px rgba(0,0,0,.08)}
+.answer p{margin:3px 0}.nw{white-space:nowrap}.answer .lead{font-size:16px}.answer pre{margin:4px 0 6px;white-space:pre-wrap;overflow-wrap:anywhere}
 table{border-collapse:collapse;width:100%;background:#fff;font-size:13px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
-th,td{padding:5px 8px;border-bottom:1px solid #e6e9ed;text-align:left;vertical-align:top}
-th{background:#eef1f4;font-weight:600;position:sticky;top:0}td.n{text-align:right;font-variant-numeric:tabular-nums}
-tr.best td{background:#fff4c2;font-weight:600}tr.best td:first-child{border-left:4px solid #e0a800}
-tr.tied td{background:#fffbe6}tr.tied td:first-child{border-left:4px solid #f3d36b}
+th,td{padding:4px 8px;border-bottom:1px solid #e6e9ed;text-align:left;vertical-align:top;overflow-wrap:anywhere}
+th{background:#eef1f4;font-weight:600}td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+.legend{font-size:13px;color:#4a5560;margin:6px 0}
+table.skipped{width:auto;min-width:50%}table.skipped td:first-child{padding-right:24px}
 .notes li{margin:2px 0}.plots{display:grid;grid-template-columns:repeat(auto-fit,minmax(520px,1fr));gap:18px}
 figure.wide{grid-column:1/-1}figure.wide img{max-width:960px}
-figure{margin:0;background:#fff;padding:12px;box-shadow:0 1px 2px rgba(0,0,0,.06)}
+figure{margin:0;background:#fff;padding:12px;box-shadow:0 1px 2px rgba(0,0,0,.06);min-width:0}
 figure img{max-width:100%;height:auto;display:block;margin:0 auto}
 figcaption{color:#4a5560;font-size:13px;margin:4px 0 8px}
-code{font-size:12px;background:#eef1f4;padding:1px 4px;border-radius:3px}.small{font-size:12px;color:#4a5560}
-"""
+code{font-size:12px;background:#eef1f4;padding:1px 4px;border-radius:3px;overflow-wrap:anywhere}
+.small{font-size:12px;color:#4a5560}pre{overflow-x:auto}
+""" + T.BOARD_CSS
 
-SCRIPT = """window.addEventListener('load',function(){var n=0;document.querySelectorAll('img').forEach(function(i){
-if(!i.complete||i.naturalWidth===0)n++;});document.body.dataset.brokenImages=String(n);});"""
+# Counts script errors (data-script-errors) and images that failed to decode (data-broken-images),
+# so a headless browser can prove neither happened; then makes the leaderboards sortable.
+SCRIPT = """var featcacheErrors=0;window.addEventListener('error',function(){featcacheErrors++;
+if(document.body)document.body.dataset.scriptErrors=String(featcacheErrors);});
+window.addEventListener('load',function(){var n=0;document.querySelectorAll('img').forEach(function(i){
+if(!i.complete||i.naturalWidth===0)n++;});document.body.dataset.brokenImages=String(n);
+document.body.dataset.scriptErrors=String(featcacheErrors);});
+document.addEventListener('DOMContentLoaded',function(){""" + T.SORT_JS + "});"
 
 WIDE = {"accuracy_vs_fit_time.png", "audit_duplicates.png", "audit_label_issues.png", "audit_mistake_neighbours.png"}  # many labelled points: give it the page's width
 NUMERIC = {"#", "val acc", "bal acc", "macro-F1", "log loss", "test acc", "fit s", "predict s", "dim", "skipped",
@@ -423,28 +400,56 @@ def _inline_md(text: str) -> str:
     return "".join(out)
 
 
-def html_table(head: list[str], rows: list[list[str]], best_first: bool = False, tied: set[int] = frozenset()) -> str:
+def html_table(head: list[str], rows: list[list[str]], table_id: str = "") -> str:
+    """A plain table (provenance, audit, few-shot, across datasets); numbers right-aligned."""
     cls = ['class="n"' if h in NUMERIC else "" for h in head]
-    th = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-    body = []
-    for i, row in enumerate(rows):
-        tds = "".join(f"<td {c}>{html.escape(v)}</td>" for c, v in zip(cls, row))
-        mark = ' class="best"' if best_first and i == 0 else ' class="tied"' if i in tied else ""
-        body.append(f"<tr{mark}>{tds}</tr>")
-    return f"<table><thead><tr>{th}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+    th = "".join(f"<th {c}>{html.escape(h)}</th>" for c, h in zip(cls, head))
+    body = "".join("<tr>" + "".join(f"<td {c}>{html.escape(v)}</td>" for c, v in zip(cls, row)) + "</tr>" for row in rows)
+    return f"<table{f' id={table_id}' if table_id else ''}><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
 
 
 def data_uri(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
+def _html_summary(run: Leaderboard) -> str:
+    """The answer first: rank 1, how sure, the tie, test, the predict command, time and skips."""
+    out = []
+    for i, (command, line) in enumerate(summary_block(run)):
+        if command:
+            out.append(f"<pre><code>{html.escape(line)}</code></pre>")
+            continue
+        text = re.sub(r"\(95% CI [0-9.]+-[0-9.]+\)", r"<span class=nw>\g<0></span>", _inline_md(line))
+        out.append(f'<p{" class=lead" if i == 0 else ""}>{text}</p>')
+    return '<section class="answer" id="summary">' + "".join(out) + "</section>"
+
+
+def _skipped_html(run: Leaderboard, h: int) -> list[str]:
+    head, rows, reasons = skipped_section(run)
+    if not rows:
+        return []
+    cells = [[html.escape(c) for c in r] for r in rows]
+    cells = [[re.sub(r" \[(\d+)\]$", r" <sup>\1</sup>", c) for c in r] for r in cells]
+    th = "".join(f"<th{'' if j == 0 else ' class=n'}>{html.escape(x)}</th>" for j, x in enumerate(head))
+    body = "".join("<tr>" + "".join(f"<td{'' if j == 0 else ' class=n'}>{c}</td>" for j, c in enumerate(r)) + "</tr>"
+                   for r in cells)
+    return [f"<h{h}>Skipped and approximated</h{h}>", f"<p class=small>{_inline_md(SKIPPED_NOTE)}</p>",
+            f"<table class=skipped><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>",
+            "<ol class='notes small'>" + "".join(f"<li>{html.escape(r)}</li>" for r in reasons) + "</ol>"]
+
+
 def _html_section(sec: Section, h: int) -> list[str]:
     run = sec.run
-    head, rows = leaderboard_table(run)
+    if not run.rows:
+        return [f"<h{h}>Leaderboard</h{h}>", "<p>No classifier results.</p>"]
+    board_id = f"board-{sec.name}" if sec.name else "board"
     parts = [f"<h{h}>Leaderboard</h{h}>",
-             html_table(head, rows, best_first=True, tied={i for i, e in enumerate(run.entries) if e.tied})
-             if rows else "<p>No classifier results.</p>",
+             "<p class=small>Click a header to sort, <b>+</b> for a row's parameters, intervals, estimate and "
+             "predict time. Shaded rows are tied with rank 1; green marks each metric's best value.</p>",
+             T.html_table(run.rows, table_id=board_id),
+             f"<p class=legend>{_inline_md(_legend_text(run))}</p>",
              '<ul class="notes">' + "".join(f"<li>{_inline_md(n)}</li>" for n in notes(run)) + "</ul>"]
+    parts += _skipped_html(run, h)
     vhead, vrows = views_table(run)
     if vrows:
         parts += [f"<h{h}>Augmented views</h{h}>", f"<p>{_inline_md(VIEWS_NOTE)}</p>", html_table(vhead, vrows)]
@@ -473,15 +478,16 @@ def _figure(p: Plot) -> str:
             f'<img src="{data_uri(p.png)}" alt="{html.escape(p.title)}"></figure>')
 
 
-def render_html(run: Run, exs: list[Extraction], sections: list[Section]) -> str:
-    parts = [f"<h1>{html.escape(TITLE)}</h1>", f'<p class="summary">{_inline_md(summary_line(run, exs))}</p>']
+def render_html(run: Leaderboard, exs: list[Extraction], sections: list[Section]) -> str:
+    parts = [f"<h1>{html.escape(TITLE)}</h1>", f'<p class="meta">{_inline_md(summary_line(run, exs))}</p>',
+             _html_summary(run)]
     if run.multi:
         ahead, arows = across_table(run)
         parts += ["<h2>Across datasets</h2>", f"<p>{_inline_md(across_note(run))}</p>",
-                  html_table(ahead, arows) if arows else "<p>No model ran on every dataset.</p>"]
+                  html_table(ahead, arows, "across") if arows else "<p>No model ran on every dataset.</p>"]
         for sec in sections:
             parts += [f'<h2 id="dataset-{html.escape(sec.name)}">Dataset: {html.escape(sec.name)}</h2>',
-                      f'<p class="summary">{_inline_md(summary_line(sec.run, sec.exs))}</p>'] + _html_section(sec, 3)
+                      f'<p class="meta">{_inline_md(summary_line(sec.run, sec.exs))}</p>'] + _html_section(sec, 3)
     else:
         parts += _html_section(sections[0], 2)
     parts += ["<h2>Provenance</h2>",

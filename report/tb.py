@@ -5,21 +5,22 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from classify.leaderboard import Leaderboard
 from report import plots as P
 from report.build import misclassified_tiles
-from report.results import Run, as_run
+from report.results import as_run
 from report.stores import load_store
 
 
-def log_misclassified(run_dir_or_results: str | os.PathLike | dict | Run, log_dir: str | os.PathLike,
+def log_misclassified(run_dir_or_results: str | os.PathLike | dict | Leaderboard, log_dir: str | os.PathLike,
                       tag: str = "misclassified/best") -> int:
     """Write the captioned montage of the best model's misclassified val images with ``add_image``.
 
     Returns how many images it shows (0 writes nothing). torch is imported here only, so the
     report itself works without it.
     """
-    run = as_run(run_dir_or_results if isinstance(run_dir_or_results, (dict, Run)) else Path(run_dir_or_results))
-    best = run.best
+    run = as_run(run_dir_or_results if isinstance(run_dir_or_results, (dict, Leaderboard)) else Path(run_dir_or_results))
+    best = run.top
     if best is None:
         return 0
     tiles = misclassified_tiles(best, load_store(best.store, run.dir))

@@ -30,11 +30,12 @@ from pathlib import Path
 from common.files import atomic_write
 from store.rows import ResultRow, ResultsError
 
-__all__ = ["METRICS_FILE", "RESULTS_FILE", "ResultRow", "ResultsError", "append_rows", "classify_names", "classify_summary",
+__all__ = ["AUDIT_FILE", "METRICS_FILE", "RESULTS_FILE", "ResultRow", "ResultsError", "append_rows", "classify_names", "classify_summary",
            "from_metrics", "locked", "read_results", "update", "write_run"]
 
 RESULTS_FILE = "results.json"
 METRICS_FILE = "metrics.json"  # classify's own record (settings and rows); results.json before this version
+AUDIT_FILE = "audit.json"  # the audit of the best model's feature set (classify.audit), under RUN_DIR/report/
 
 
 @contextmanager

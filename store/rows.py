@@ -1,12 +1,13 @@
 """The result row: the second contract between the stages (:mod:`store.schema` is the first).
 
 One row is one classifier scored on one feature set of one backbone, or an ensemble of such
-rows. Every producer builds its rows as a :class:`ResultRow` -- ``classify`` (each model of its
-zoo), ``pipeline.py run`` (the same, with the backbone, store and dataset, plus its ensembles and
-fine-tuned row) and ``pipeline.py finetune`` -- and every reader (the report, the driver's
-ensembles and audit, the ranking of :mod:`classify.ranking`) reads them through it. On disk a row
-is the JSON object :meth:`ResultRow.to_dict` returns, in the ``results`` list of a
-``results.json`` (:mod:`store.results`, its one reader and writer).
+rows. It is the one row type from fit to report: ``classify.fit`` returns it (with the fitted
+estimator and its out-of-fold predictions in memory, :attr:`ResultRow.fitted`),
+:mod:`classify.ranking` ranks it (``rank``, ``p_vs_best``, ``tied``), a
+``classify.leaderboard.Leaderboard`` holds it, ``run`` adds its ensembles and fine-tuned row, and
+the report formats it. On disk a row is the JSON object :meth:`ResultRow.to_dict` returns, in the
+``results`` list of a ``results.json`` (:mod:`store.results`, its one reader and writer); the
+ranking and the in-memory fit are not written (the ranking is recomputed when a file is read).
 
 Keys this version does not know are **kept**, not refused: :meth:`ResultRow.from_dict` puts them
 in :attr:`ResultRow.unknown` and :meth:`ResultRow.to_dict` writes them back. A results.json is
@@ -22,10 +23,12 @@ Like the rest of :mod:`store`, no torch, scikit-learn or numpy: values are JSON-
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field, fields
 from typing import Any
 
 from common.errors import BadInput
+from common.intervals import accuracy_interval
 
 KINDS = ("model", "concat", "soft-vote")  # a classifier, concatenated feature sets, a soft vote of rows
 
@@ -55,6 +58,13 @@ class ResultRow:
     members: list = field(default_factory=list)  # what an ensemble combines (not written when empty)
     producer: str = ""  # who wrote it to results.json: run, classify, finetune (not written when empty)
     unknown: dict = field(default_factory=dict)  # keys this version does not know, kept as read
+    # The ranking (classify.ranking; not written: recomputed whenever rows are read)
+    rank: int = 0  # 1 = best; 0: not ranked
+    p_vs_best: float | None = None  # exact McNemar p against rank 1 on the same images (None: not paired)
+    tied: bool = False  # not significantly worse than rank 1 (p >= 0.05), rank 1 included
+    metric: str = "accuracy"  # what ranked it: accuracy or balanced_accuracy
+    # In memory only: the fitted estimator, out-of-fold and split probabilities (classify.fit.Fitted)
+    fitted: Any = field(default=None, repr=False, compare=False)
 
     # -- identity
 
@@ -65,7 +75,79 @@ class ResultRow:
 
     @property
     def label(self) -> str:
-        return f"{self.model} on {self.backbone} {self.feature}"
+        return f"{self.model} on {self.feature_set}"
+
+    @property
+    def feature_set(self) -> str:
+        """What the colours of the plots distinguish: one backbone's layer and pooling."""
+        return f"{self.backbone} {self.feature}"
+
+    @property
+    def layer(self) -> str:
+        return self.feature.rsplit("/", 1)[0] if self.kind == "model" else self.feature
+
+    @property
+    def pooling(self) -> str:
+        return self.feature.rsplit("/", 1)[1] if "/" in self.feature and self.kind == "model" else ""
+
+    # -- what the producer recorded in ``extra``
+
+    @property
+    def estimate_s(self) -> float | None:
+        """The time estimated before fitting."""
+        return self.extra.get("estimate_s")
+
+    @property
+    def selection(self) -> str | None:
+        """How the model was selected (classify.protocol)."""
+        return self.extra.get("selection")
+
+    @property
+    def cv(self) -> dict | None:
+        """Repeated CV of the chosen configuration over train+val (--select cv)."""
+        return self.extra.get("cv") or None
+
+    @property
+    def refit(self) -> bool:
+        """The saved model was refitted on train+val (val scored by the train-only fit)."""
+        return self.extra.get("final_fit") == "train+val"
+
+    # -- scores
+
+    @property
+    def score(self) -> float:
+        """What the ranking uses: the CV mean of the metric under --select cv, else its val value."""
+        if self.cv:
+            key = "balanced_mean" if self.metric == "balanced_accuracy" else "mean"
+            return number(self.cv.get(key, self.cv.get("mean")))
+        return number(self.val.get(self.metric))
+
+    @property
+    def paired(self) -> dict:
+        """The per-image record the paired test uses: CV's out-of-fold predictions, else val's."""
+        return self.cv if self.cv else self.val
+
+    @property
+    def val_ci(self) -> list[float] | None:
+        return self.val.get("accuracy_ci") or accuracy_interval(self.val.get("accuracy"), self.val.get("n"))
+
+    @property
+    def test_ci(self) -> list[float] | None:
+        if not self.test:
+            return None
+        return self.test.get("accuracy_ci") or accuracy_interval(self.test.get("accuracy"), self.test.get("n"))
+
+    @property
+    def score_ci(self) -> list[float] | None:
+        """The interval of what the ranking uses: CV's out-of-fold accuracy, else val's."""
+        return (self.cv or {}).get("ci") if self.cv else self.val_ci
+
+    @property
+    def reported(self) -> tuple[str, float | None]:
+        """(split, accuracy) a cross-dataset table uses: test when there is one, else val."""
+        if self.test and self.test.get("accuracy") is not None:
+            return "test", self.test.get("accuracy")
+        return "val", self.val.get("accuracy")
 
     # -- JSON
 
@@ -104,13 +186,18 @@ class ResultRow:
             extra=dict(extra) if isinstance(extra, dict) else {}, kind=str(row.get("kind") or "model"),
             members=list(members) if isinstance(members, (list, tuple)) else [],
             producer=str(row.get("producer") or ""),
-            unknown={k: v for k, v in row.items() if k not in _KNOWN},
+            unknown={k: v for k, v in row.items() if k not in _KNOWN and k not in _NOT_WRITTEN},
         )
 
     @classmethod
     def of(cls, row: ResultRow | dict, where: str = "row") -> ResultRow:
         """``row`` itself, or read from its dict."""
         return row if isinstance(row, cls) else cls.from_dict(row, where)
+
+
+def number(x: Any) -> float:
+    """A finite number as float, anything else as -inf (ranks last)."""
+    return float(x) if isinstance(x, (int, float)) and math.isfinite(x) else -math.inf
 
 
 def need(obj: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
@@ -124,4 +211,5 @@ def need(obj: dict, key: str, where: str, kind: type | tuple[type, ...]) -> Any:
 
 
 _REQUIRED = (("backbone", str), ("feature", str), ("model", str), ("val", dict), ("fit_s", (int, float)))
-_KNOWN = frozenset(f.name for f in fields(ResultRow)) - {"unknown"}
+_NOT_WRITTEN = frozenset({"unknown", "rank", "p_vs_best", "tied", "metric", "fitted"})  # derived or in memory
+_KNOWN = frozenset(f.name for f in fields(ResultRow)) - _NOT_WRITTEN

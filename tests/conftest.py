@@ -84,9 +84,26 @@ def make_store(tmp_path: Path) -> Callable[..., Path]:
 
 @pytest.fixture
 def single_threaded():
-    """One BLAS/OpenMP thread, as ``classify.train`` fits: spinning threads on a busy machine
+    """One BLAS/OpenMP thread, as ``classify.fit`` fits: spinning threads on a busy machine
     made a tiny HGB fit take 50x longer."""
     from threadpoolctl import threadpool_limits
 
     with threadpool_limits(limits=1):
         yield
+
+
+# Modules whose tests run real backbones, whole runs, subprocesses or servers (seconds each):
+# `make test-fast` (-m "not slow") leaves them out; `make test` (CI) runs everything.
+SLOW_MODULES = {
+    "test_api", "test_audit", "test_backbones", "test_concurrency", "test_docs", "test_driver", "test_extract",
+    "test_faults", "test_families", "test_fetch", "test_finetune", "test_fuse", "test_hooks", "test_hymenoptera",
+    "test_images", "test_loader", "test_openvino", "test_packaging", "test_ray", "test_reliability", "test_shards",
+    "test_tarsource", "test_views", "test_zoo_resume", "test_report_compare", "test_lint", "test_sources",
+    "test_transforms", "test_export",
+}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if item.module is not None and item.module.__name__.rsplit(".", 1)[-1] in SLOW_MODULES:
+            item.add_marker(pytest.mark.slow)

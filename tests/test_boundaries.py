@@ -21,11 +21,13 @@ def imported(path: Path) -> set[str]:
 
 
 RULES = {  # package: modules it must not import
-    "classify": ("extract", "report", "driver", "finetune"),
-    "report": ("extract", "driver", "finetune"),
-    "store": ("extract", "classify", "report", "driver", "finetune", "torch", "sklearn"),
-    "common": ("store", "extract", "classify", "report", "driver", "finetune", "torch", "sklearn", "h5py", "numpy"),
+    "classify": ("extract", "report", "driver", "finetune", "featcache"),
+    "report": ("extract", "driver", "finetune", "featcache"),
+    "store": ("extract", "classify", "report", "driver", "finetune", "featcache", "torch", "sklearn"),
+    "common": ("store", "extract", "classify", "report", "driver", "finetune", "featcache", "torch", "sklearn", "h5py",
+               "numpy"),
 }
+PROJECT = ("extract", "classify", "report", "driver", "finetune", "store", "common", "featcache", "pipeline")
 
 
 @pytest.mark.parametrize("package", sorted(RULES))
@@ -45,3 +47,45 @@ def test_finetune_uses_extract_only_for_backbones_and_images():
     bad = [f"{p.relative_to(ROOT)} imports {n}" for p in sorted((ROOT / "finetune").rglob("*.py"))
            for n in imported(p) if n.split(".")[0] == "extract" and n not in allowed]
     assert not bad, "\n".join(bad)
+
+
+def test_classify_imports_only_the_shared_packages():
+    """The classify stage is a library: of the project, it imports itself, store and common only."""
+    bad = [f"{p.relative_to(ROOT)} imports {n}" for p in sorted((ROOT / "classify").rglob("*.py"))
+           for n in imported(p) if n.split(".")[0] in PROJECT and n.split(".")[0] not in ("classify", "store", "common")]
+    assert not bad, "\n".join(bad)
+
+
+def _functions(package: str):
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                yield path, node
+
+
+def test_no_function_of_classify_or_driver_takes_more_than_8_parameters():
+    """Estimator constructors (``__init__``, scikit-learn's contract) aside: past 8, a function is
+    doing several jobs or wants a dataclass."""
+    bad = []
+    for package in ("classify", "driver"):
+        for path, fn in _functions(package):
+            a = fn.args
+            names = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs if x.arg not in ("self", "cls")]
+            if len(names) > 8 and fn.name != "__init__":
+                bad.append(f"{path.relative_to(ROOT)}:{fn.lineno} {fn.name} takes {len(names)}")
+    assert not bad, "\n".join(bad)
+
+
+def test_one_row_type():
+    """A leaderboard row has one type from fit to report (store.rows.ResultRow): no other class
+    in the project declares a row's scores (``val`` and ``fit_s``) as fields."""
+    found = []
+    for package in PROJECT[:-1]:
+        for path in sorted((ROOT / package).rglob("*.py")):
+            for node in ast.walk(ast.parse(path.read_text(), str(path))):
+                if isinstance(node, ast.ClassDef):
+                    fields = {t.target.id for t in node.body if isinstance(t, ast.AnnAssign)
+                              and isinstance(t.target, ast.Name)}
+                    if {"val", "fit_s"} <= fields:
+                        found.append(f"{path.relative_to(ROOT)}:{node.name}")
+    assert found == ["store/rows.py:ResultRow"], found

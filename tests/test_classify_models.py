@@ -65,6 +65,7 @@ def test_swept_models_are_grid_searches_over_a_seeded_stratified_kfold(name):
     assert all(k.startswith("clf__") for k in model.param_grid)
 
 
+@pytest.mark.slow
 def test_sweep_runs_in_parallel_with_identical_results(blobs):
     tr, va = blobs.train, blobs.val
     one = build_model("svm-rbf", jobs=1).fit(tr.X, tr.y)
@@ -213,8 +214,9 @@ def test_batchnorm_head_survives_a_last_batch_of_one_row(blobs):
     assert head.n_epochs_ == 2
 
 
+@pytest.mark.slow
 def test_importing_the_stage_does_not_import_torch():
-    code = ("import classify, classify.models, classify.evaluate, classify.features, classify.train, "
+    code = ("import classify, classify.models, classify.evaluate, classify.features, classify.job, "
             "classify.persist, classify.cli; import sys; assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True, timeout=60)
 

@@ -153,6 +153,7 @@ def test_old_joblib_models_load_only_when_trusted(saved, tmp_path, monkeypatch):
     assert load_model(old).name == "knn"
 
 
+@pytest.mark.slow
 def test_every_zoo_model_round_trips_through_skops(tmp_path):
     """Every registered model, fitted, saved and loaded: no type outside the trusted list, the
     same scores; a new model that needs another type fails here, not in a user's predict."""

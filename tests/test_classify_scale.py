@@ -21,12 +21,13 @@ from sklearn.svm import LinearSVC
 from classify import budget, progress, protocol
 from classify.chunkmap import ChunkMap
 from classify.features import load_features
+from classify.job import run_classify
 from classify.knn import CosineKNN, SweptKNN
 from classify.linear_probe import LinearProbe
 from classify.models import Build, candidate
+from classify.plan import ModelPlan, estimated, within
 from classify.splits import RepeatedSmallDataKFold, SmallDataKFold, StratifiedHoldout
 from classify.sweep import Sweep
-from classify.train import plan_model, run_classify
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -182,6 +183,7 @@ def test_swept_knn_picks_what_grid_search_picks_from_one_search_per_fold(synth):
     assert mine.best_score_ == pytest.approx(ref.best_score_)
 
 
+@pytest.mark.slow
 def test_sweep_equals_grid_search_and_reports_each_fit(synth):
     tr = synth.train
     cv = SmallDataKFold(3, random_state=0)
@@ -222,11 +224,11 @@ def test_budget_parsing():
 
 def test_budget_approximates_then_skips(monkeypatch):
     p = protocol.choose(200_000, 1280, 100)
-    full = plan_model("logreg", p, seed=0, jobs=2, budget_s=None)
+    full = estimated(ModelPlan("logreg", Build(seed=0, jobs=2, protocol=p)))
     cheap_est = budget.estimate_seconds(candidate("logreg", Build(protocol=p, approximate=True)).cost)
-    approx = plan_model("logreg", p, seed=0, jobs=2, budget_s=(cheap_est + full.estimate_s) / 2)
+    approx = within(full, (cheap_est + full.estimate_s) / 2)
     assert approx.build.approximate and "approximated" in approx.note and not approx.skip
-    skipped = plan_model("logreg", p, seed=0, jobs=2, budget_s=cheap_est / 2)
+    skipped = within(full, cheap_est / 2)
     assert skipped.skip.startswith("estimated") and "left of the budget" in skipped.skip
 
 
@@ -240,7 +242,7 @@ def test_run_classify_reports_protocol_estimates_and_skips(tmp_path, make_store)
     assert "## Skipped under the budget" in summary and "selection: 5-fold stratified CV x 2 repeats" in summary
     results = run_classify(store, out_dir=tmp_path / "out2", models="logreg,knn", protocol="holdout")
     assert all(r.extra["estimate_s"] > 0 and r.extra["selection"].startswith("one stratified") for r in results)
-    assert "est. s" in (tmp_path / "out2" / "summary.md").read_text()
+    assert "Estimated: the time estimated before fitting" in (tmp_path / "out2" / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("weights", ["uniform", "distance"])

@@ -49,7 +49,7 @@ def test_run_one_pass_many_feature_sets_and_reuse(tmp_path):
     cfg = resolve({}, {"data": str(data), "out": str(tmp_path / "run"), "layers": ["default", "_bn1"],
                        "pools": ["avg", "max"], "models": ["logreg", "knn"], "cache_dir": str(tmp_path / "cache"),
                        "backbones": ["efficientnet_lite0"]})
-    first = run(cfg, progress=False)
+    first = run(cfg, progress=False).to_results()
     (rec,) = first["extraction"]
     assert rec["status"] == "new" and rec["forward_passes"] == 1
     assert sorted(rec["features"]) == ["_bn1/avg", "_bn1/max", "_fc:in/none"]  # 3 feature sets, 1 pass
@@ -62,7 +62,7 @@ def test_run_one_pass_many_feature_sets_and_reuse(tmp_path):
     assert saved["results"] == json.loads(json.dumps(first["results"], default=str))
     assert json.loads((tmp_path / "run" / "config.json").read_text())["layers"] == ["default", "_bn1"]
     # A second run sharing the cache dir reuses the store by cache key: no backbone pass at all.
-    again = run(resolve({}, {**cfg.to_dict(), "out": str(tmp_path / "run2"), "models": ["logreg"]}), progress=False)
+    again = run(resolve({}, {**cfg.to_dict(), "out": str(tmp_path / "run2"), "models": ["logreg"]}), progress=False).to_results()
     assert again["extraction"][0]["status"] == "hit" and again["extraction"][0]["forward_passes"] == 0
     assert again["extraction"][0]["store"] == rec["store"]
 
@@ -72,8 +72,8 @@ def test_run_with_views_reports_each_variant(tmp_path):
     cfg = resolve({"views": 2, "train_on_views": "both", "tta": "flip", "models": ["logreg"],
                    "backbones": ["efficientnet_lite0"]},
                   {"data": str(data), "out": str(tmp_path / "run")})
-    out = run(cfg, progress=False)
-    assert [r["model"] for r in out["results"] if r.get("kind", "model") == "model"] == ["logreg+flip",
+    out = run(cfg, progress=False).to_results()
+    assert sorted(r["model"] for r in out["results"] if r.get("kind", "model") == "model") == ["logreg+flip",
                                                                                            "logreg+views+flip"]
     from report import build_report
 
@@ -90,7 +90,7 @@ def test_run_cli_writes_report_and_rebuilds(tmp_path):
     cfgfile.write_text(f"data: {data}\nout: {tmp_path / 'run'}\nmodels: [logreg, knn]\nbackbones: [efficientnet_lite0]\n")
     r = cli("run", "--config", str(cfgfile), "--models", "linear", "--tensorboard", str(tmp_path / "tb"), "--select", "val")
     assert r.returncode == 0, r.stderr
-    assert "report:" in r.stdout and "linear" in r.stdout
+    assert "Report: " in r.stdout and r.stdout.startswith("Best: linear on lite0")
     board = tmp_path / "run" / "report" / "leaderboard.json"
     before = board.read_bytes()
     assert [row["model"] for row in json.loads(before)["rows"]] == ["linear"]  # flags override the file
@@ -167,7 +167,7 @@ def test_report_accepts_a_classify_output_directory(tmp_path):
     proc = cli("report", str(tmp_path / "cls"))
     assert proc.returncode == 0, proc.stderr
     md = (tmp_path / "cls" / "report" / "report.md").read_text()
-    assert "| efficientnet_lite0 | _fc:in | none | logreg |" in md or "| efficientnet_lite0 | _fc:in | none | knn-dino |" in md
+    assert "| lite0 |" in md and "**lite0** = efficientnet_lite0, layer _fc:in, pooling none" in md
 
 
 def test_option_names_agree_across_subcommands(capsys):
@@ -216,7 +216,7 @@ def test_default_run_ranks_three_backbones_and_their_vote(tmp_path):
     cfg = resolve({"models": ["logreg", "knn"], "few_shot": False}, {"data": str(data), "out": str(tmp_path / "run")})
     assert cfg.backbones == ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
     assert cfg.classify.final_fit == "auto" and cfg.classify.metric == "accuracy"
-    out = run(cfg, progress=False)
+    out = run(cfg, progress=False).to_results()
     assert [r["backbone"] for r in out["extraction"]] == list(cfg.backbones)
     singles = [r for r in out["results"] if r.get("kind", "model") == "model"]
     assert {r["backbone"] for r in singles} == set(cfg.backbones)
@@ -255,7 +255,7 @@ def test_run_budget_keeps_the_first_backbone_and_reports_what_it_skipped(tmp_pat
     cfg = resolve({"models": ["logreg", "knn"], "few_shot": False, "budget": "0.05s",
                    "backbones": ["efficientnet_lite0", "efficientnet_lite1"]},
                   {"data": str(data), "out": str(tmp_path / "run")})
-    out = run(cfg, progress=False)  # Lite0's extraction and zoo alone take longer: Lite1 cannot fit
+    out = run(cfg, progress=False).to_results()  # Lite0's extraction and zoo alone take longer: Lite1 cannot fit
     assert [r["backbone"] for r in out["extraction"]] == ["efficientnet_lite0"]
     (skip,) = [s for s in out["skipped"] if s.get("kind") == "backbone"]
     assert skip["backbone"] == "efficientnet_lite1" and "left of the run's --budget 0.1 s" in skip["reason"]
@@ -263,33 +263,35 @@ def test_run_budget_keeps_the_first_backbone_and_reports_what_it_skipped(tmp_pat
     from report import build_report
 
     md = build_report(tmp_path / "run")["md"].read_text()
-    assert "Run budget: 0.05s" in md and "Skipped under the budget: backbone efficientnet_lite1 (not extracted)" in md
+    assert "Run budget: 0.05s" in md and "| every model |" in md and "| lite1 |" in md.split("Skipped and")[1]
+    assert "left of the run's --budget 0.1 s" in md.split("Skipped and")[1]  # its reason, once, under the grid
 
 
 def test_run_finetune_adds_a_scored_row_and_auto_says_why_not(tmp_path):
     data = small(tmp_path, n=4)
     base = {"models": ["logreg"], "few_shot": False, "ensembles": False, "backbones": ["efficientnet_lite0"]}
-    out = run(resolve({**base, "finetune": "on"}, {"data": str(data), "out": str(tmp_path / "on")}), progress=False)
+    out = run(resolve({**base, "finetune": "on"}, {"data": str(data), "out": str(tmp_path / "on")}), progress=False).to_results()
     (tuned,) = [r for r in out["results"] if r["feature"] == "finetune"]
     assert tuned["model"] == "finetune-last3-warm" and tuned["backbone"] == "efficientnet_lite0"
     assert tuned["params"]["epochs"] == 4 and tuned["params"]["unfreeze"] == "3" and tuned["params"]["warm_start"]
     assert tuned["model_path"].endswith("best.pt") and tuned["val"]["n"] > 0 and tuned["store"]
     from report.results import load_run
 
-    assert "finetune-last3-warm" in [e.model for e in load_run(tmp_path / "on").entries]
-    auto = run(resolve(base, {"data": str(data), "out": str(tmp_path / "auto")}), progress=False)
+    assert "finetune-last3-warm" in [e.model for e in load_run(tmp_path / "on").rows]
+    auto = run(resolve(base, {"data": str(data), "out": str(tmp_path / "auto")}), progress=False).to_results()
     assert not [r for r in auto["results"] if r["feature"] == "finetune"]
     (why,) = [s for s in auto["skipped"] if s.get("kind") == "finetune"]
     assert "GPU" in why["reason"]
     from report import build_report
 
-    assert "Fine-tuning efficientnet_lite0: not run (--finetune auto" in build_report(tmp_path / "auto")["md"].read_text()
+    md = build_report(tmp_path / "auto")["md"].read_text()
+    assert "| fine-tune | skipped [1] |" in md and "1. --finetune auto" in md
     with pytest.raises(ConfigError, match="^finetune 'yes': expected one of off, auto, on$"):
         resolve({"data": "d", "out": "o", "finetune": "yes"}, {})
 
 
 def test_budget_auto_keeps_every_backbone_and_sizes_each_zoo_to_its_extraction(monkeypatch):
-    from classify.train import auto_zoo
+    from classify.plan import auto_zoo
     from driver import budget as rb
 
     auto = rb.RunBudget.parse("auto")
@@ -310,14 +312,14 @@ def test_budget_auto_sizes_the_default_zoo_and_names_what_it_left_out(tmp_path):
     cfg = resolve({"few_shot": False, "ensembles": False, "backbones": ["efficientnet_lite0"]},
                   {"data": str(data), "out": str(tmp_path / "run")})
     assert cfg.classify.budget == "auto" and cfg.classify.models == ("default",)
-    out = run(cfg, progress=False)  # 6 images: a fraction of a second of extraction, so only the fast models
+    out = run(cfg, progress=False).to_results()  # 6 images: a fraction of a second of extraction, so only the fast models
     assert {r["model"] for r in out["results"]} == {"logreg", "knn", "knn-dino"}
     left = {s["model"] for s in out["skipped"] if s["reason"].startswith("--budget auto: estimated")}
     assert {"rf", "mlp", "svm-rbf"} <= left and all("--budget none runs it" in s["reason"] for s in out["skipped"]
                                                     if s["model"] in left)
     named = resolve({"few_shot": False, "ensembles": False, "backbones": ["efficientnet_lite0"], "models": ["rf", "mlp"]},
                     {"data": str(data), "out": str(tmp_path / "named")})
-    assert {r["model"] for r in run(named, progress=False)["results"]} == {"rf", "mlp"}  # named models all run
+    assert {r["model"] for r in run(named, progress=False).to_results()["results"]} == {"rf", "mlp"}  # named models all run
 
 
 def test_run_compares_given_stores_without_extracting(tmp_path):
@@ -330,7 +332,7 @@ def test_run_compares_given_stores_without_extracting(tmp_path):
     cfg = resolve({"models": ["logreg", "knn"], "few_shot": False, "ensembles": False, "audit": False},
                   {"features": [made.store], "out": str(tmp_path / "run"), "cache_dir": str(tmp_path / "cache")})
     assert cfg.data == () and cfg.features == (made.store,)
-    out = run(cfg, progress=False)
+    out = run(cfg, progress=False).to_results()
     (rec,) = out["extraction"]
     assert rec["status"] == "given" and rec["backbone"] == "efficientnet_lite0" and rec["forward_passes"] == 0
     assert {(r["feature"], r["model"]) for r in out["results"]} == {

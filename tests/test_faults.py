@@ -339,7 +339,7 @@ def test_a_store_that_cannot_fit_in_memory_is_refused_in_one_line(tmp_path):
     store = _store(tmp_path, n=60000, dim=512)
     limit = textwrap.dedent("""
         import resource
-        import classify.train, classify.cli, sklearn.linear_model, torch  # what classify imports, mapped first
+        import classify.job, classify.cli, sklearn.linear_model, torch  # what classify imports, mapped first
         vm = next(int(l.split()[1]) * 1024 for l in open("/proc/self/status") if l.startswith("VmSize:"))
         resource.setrlimit(resource.RLIMIT_AS, (vm + 150 * 2**20, resource.RLIM_INFINITY))
     """)

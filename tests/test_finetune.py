@@ -193,8 +193,8 @@ def test_linear_weights_fold_scaler_binary_and_multiclass():
 
 
 def test_warm_start_head_reproduces_the_probe(tiny, small, tmp_path):
+    from classify.job import run_classify
     from classify.persist import load_model
-    from classify.train import run_classify
     from extract.runner import ExtractConfig, extract
     from store import read_rows
 
@@ -264,7 +264,7 @@ def test_run_dir_rows_reach_the_report_and_tensorboard(tiny, small, tmp_path):
     result = ft.finetune(cfg)
     ft.finetune(dataclasses.replace(cfg, resume=True))  # a rerun of the same --out replaces its row
     run = load_run(run_dir)
-    [entry] = run.entries
+    [entry] = run.rows
     assert (entry.model, entry.feature, entry.backbone) == ("finetune-last3", "finetune", BACKBONE)
     assert entry.val["accuracy"] == result.val["accuracy"] and entry.val["n"] == 6
     assert entry.fit_s > 0 and set(entry.val) >= {"balanced_accuracy", "macro_f1", "log_loss", "confusion_matrix"}

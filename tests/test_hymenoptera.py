@@ -28,7 +28,7 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def classified(store, tmp_path_factory):
-    from classify.train import run_classify
+    from classify.job import run_classify
 
     out = tmp_path_factory.mktemp("cls")
     results = run_classify(store, models=["default"], jobs=2, out_dir=out, select="val")  # CV: test_selection

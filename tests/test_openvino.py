@@ -288,8 +288,8 @@ def test_plan_knows_the_facts_without_building_the_model(images, tmp_path):
 def test_predict_shards_and_merge_use_the_stores_int8_network(images, tmp_path, monkeypatch):
     if "INT8" not in _capabilities():
         pytest.skip("this CPU has no int8 for OpenVINO")
+    from classify.job import run_classify
     from classify.persist import load_model
-    from classify.train import run_classify
     from driver.predict import predict
     from extract.shards import merge
 

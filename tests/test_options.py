@@ -94,6 +94,7 @@ def test_run_config_holds_the_stage_configs():
     assert isinstance(RunConfig.__dataclass_fields__["extract"].default_factory(), ExtractOptions)
 
 
+@pytest.mark.slow
 def test_options_fail_before_any_work(tmp_path):
     """`run --models logreg,foo` says foo is unknown before anything is extracted."""
     out = tmp_path / "run"

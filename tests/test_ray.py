@@ -71,7 +71,7 @@ def test_killed_worker_is_retried_and_result_exact(cluster, data_and_ref, tmp_pa
 
 def test_classify_on_ray_matches_local(cluster, data_and_ref, tmp_path):
     from classify.engine import parallel_engine
-    from classify.train import run_classify
+    from classify.job import run_classify
 
     _, ref = data_and_ref
     local = run_classify(ref, models=["logreg", "knn"], jobs=1, out_dir=tmp_path / "local")

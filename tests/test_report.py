@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import base64
 import csv
+import html as html_lib
 import io
 import json
 import re
@@ -17,6 +18,7 @@ import pytest
 from PIL import Image
 
 from classify.stats import wilson
+from classify.table import seconds
 from report import ReportError, build_report, excerpt, log_misclassified
 from report.images import load_tile
 from report.render import fmt
@@ -125,6 +127,9 @@ def md_rows(md: str) -> list[list[str]]:
     return [[c.strip().strip("*") for c in re.split(r"(?<!\\)\|", line)[1:-1]] for line in table[2:]]
 
 
+TAGS = {("tiny_a", "fc:in"): "tiny_a fc:in", ("tiny_a", "layer4"): "tiny_a layer4/avg", ("tiny_b", "head:in"): "tiny_b"}
+
+
 def test_md_json_csv_agree(built):
     rows = json.loads(built["leaderboard_json"].read_text())["rows"]
     with built["leaderboard_csv"].open() as f:
@@ -132,9 +137,12 @@ def test_md_json_csv_agree(built):
     md = built["md"].read_text()
     table = md_rows(md)
     assert len(rows) == len(csv_rows) == len(table) == 7
+    assert [h.strip() for h in md.split("## Leaderboard", 1)[1].split("\n\n")[1].splitlines()[0].split("|")[1:-1]] \
+        == ["#", "model", "features", "val acc", "vs #1", "bal acc", "F1", "test acc", "fit"]  # 9 columns a person scans
     for j, c, m in zip(rows, csv_rows, table):
         assert (str(j["rank"]), j["backbone"], j["layer"], j["pooling"], j["model"]) == \
-               (c["rank"], c["backbone"], c["layer"], c["pooling"], c["model"]) == tuple(m[:5])
+               (c["rank"], c["backbone"], c["layer"], c["pooling"], c["model"])  # the files keep full names
+        assert (m[0], m[1], m[2]) == (str(j["rank"]), j["model"], TAGS[(j["backbone"], j["layer"])])  # short ones
         for key in ("val_accuracy", "val_balanced_accuracy", "val_macro_f1", "fit_s", "predict_s"):
             assert float(c[key]) == j[key]
         assert (c["val_log_loss"] or None) == (None if j["val_log_loss"] is None else str(j["val_log_loss"]))
@@ -142,17 +150,22 @@ def test_md_json_csv_agree(built):
         lo, hi = j["val_accuracy_ci_low"], j["val_accuracy_ci_high"]
         assert (lo, hi) == pytest.approx(wilson(round(j["val_accuracy"] * j["val_n"]), j["val_n"]))
         assert (float(c["val_accuracy_ci_low"]), float(c["val_accuracy_ci_high"])) == (lo, hi)
-        assert m[5] == f"{fmt(j['val_accuracy'])} [{lo:.3f}, {hi:.3f}]"  # every format carries the interval
-        assert m[7:10] == [fmt(j["val_balanced_accuracy"]), fmt(j["val_macro_f1"]), fmt(j["val_log_loss"])]
+        assert m[3] == f"{fmt(j['val_accuracy'])} ({lo:.2f}-{hi:.2f})"  # every format carries the interval
+        assert m[5:8] == [fmt(j["val_balanced_accuracy"]), fmt(j["val_macro_f1"]),
+                          fmt(j["test_accuracy"]) if j["test_accuracy"] is not None else "-"]
+        assert m[8] == seconds(j["fit_s"])
     accs = [j["val_accuracy"] for j in rows]
     assert accs == sorted(accs, reverse=True)
     best = rows[0]
     assert (best["backbone"], best["feature"], best["model"]) == ("tiny_a", "fc:in/none", "logreg")  # tie-break
     assert csv_rows[0]["model"] == "logreg"
-    bold = [line for line in md.splitlines() if line.startswith("| **")]
-    assert len(bold) == 1 and "**logreg**" in bold[0] and "**fc:in**" in bold[0]
+    lines = md.split("## Leaderboard", 1)[1].splitlines()
+    assert [line for line in lines if line.startswith("| **")] == [lines[4]] and "**logreg**" in lines[4]
+    assert "| 2 | linear_svm | tiny_a fc:in | **0.900 (" in md  # each metric's best value in bold
+    assert "**tiny_a fc:in** = tiny_a, layer fc:in, pooling none" in md  # layer and pooling said once
     html = built["html"].read_text()
-    assert html.count('<tr class="best">') == 1 and re.search(r'<tr class="best"><td[^>]*>1</td>', html)
+    assert html.count('<tr class="row best">') == 1 and re.search(r'<tr class="row best"><td[^>]*>1</td>', html)
+    assert html.count('<tr class="details" hidden>') == 7 and "C=0.1" in html
 
 
 def test_rebuild_is_byte_identical(run_dir, built):
@@ -251,7 +264,12 @@ def test_cli(run_dir, capsys):
     add_subcommands(parser.add_subparsers(dest="command"), [])
     args = parser.parse_args(["report", str(run_dir), "--top", "2"])
     assert args.func(args) == 0
-    assert "report.html" in capsys.readouterr().out
+    out = capsys.readouterr().out.splitlines()  # the answer, then the top rows: all that goes to stdout
+    assert out[0] == "Best: logreg on tiny_a fc:in, val accuracy 0.900 (95% CI 0.44-0.97)."
+    assert out[out.index("Predict with it:") + 1].endswith("--model models/tiny_a-logreg.joblib --out predictions.csv IMAGES")
+    assert out[-4].split()[:4] == ["#", "model", "features", "val"] and out[-3].split()[:2] == ["1", "logreg"]
+    assert out[-1] == "(5 more rows in the report)" and f"Report: {run_dir / 'report' / 'report.html'}" in out
+    assert len(out) <= 25 and max(map(len, out)) <= 100 and not [line for line in out if line.startswith("|")]
     args = parser.parse_args(["report", str(run_dir / "missing")])
     with pytest.raises(ValueError, match="missing: no such run directory"):
         args.func(args)
@@ -265,13 +283,19 @@ def test_log_misclassified(run_dir, tmp_path):
     assert log_misclassified(results, tmp_path / "tb2") == 3
 
 
+def chromium() -> list[str]:
+    """The headless Chromium command line; skips (saying so) where no Chromium can be found."""
+    found = CHROMIUM if CHROMIUM.exists() else shutil.which("chromium") or shutil.which("chromium-browser")
+    if not found:
+        pytest.skip("no Chromium found (/usr/bin/chromium or chromium on PATH): CI installs Debian's chromium "
+                    "package (.ci/run); `apt-get install chromium` here")
+    return [str(found), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+            "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
 def render_in_chromium(html_path: Path, tmp_path: Path, height: int = 2000) -> str:
     """Screenshot the page (not blank) and return its DOM after the load script ran (no broken image)."""
-    if not CHROMIUM.exists():
-        pytest.skip("no /usr/bin/chromium (CI installs Debian's chromium package)")
-    base = [str(CHROMIUM), "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-            "--disable-background-networking", "--disable-component-update", "--disable-sync",
-            f"--user-data-dir={tmp_path / 'profile'}"]
+    base = chromium() + [f"--user-data-dir={tmp_path / 'profile'}"]
     url = html_path.resolve().as_uri()
     shot = tmp_path / "shot.png"
     subprocess.run(base + [f"--screenshot={shot}", f"--window-size=1280,{height}", url], check=True, timeout=120,
@@ -286,6 +310,84 @@ def render_in_chromium(html_path: Path, tmp_path: Path, height: int = 2000) -> s
     return dom
 
 
+# Injected first into <head> of a copy of the page: counts script errors from the start, and after
+# load measures what a person at 1280x800 sees (the first ranking: the leaderboard, or the table across
+# datasets), into <body data-probe="{json}"> for --dump-dom;
+# last, clicks the leaderboard's last header (fit) and reads the rank column in its new order.
+PROBE = """<script>window.__errors=[];window.addEventListener('error',function(e){window.__errors.push(String(e.message));});
+window.addEventListener('load',function(){setTimeout(function(){var q=function(s){return [].slice.call(document.querySelectorAll(s));};
+var box=function(el){return el?el.getBoundingClientRect().bottom:null;};
+document.body.setAttribute('data-probe',JSON.stringify({viewport:window.innerWidth,
+doc:document.documentElement.scrollWidth,errors:window.__errors,
+tables:q('table').map(function(t){return [t.id||t.className||'table',t.scrollWidth,t.parentElement.clientWidth];}),
+images:q('img').map(function(i){return i.complete?i.naturalWidth:0;}),
+summary:box(document.getElementById('summary')),
+rows:[].slice.call((document.querySelector('table.board,table#across')||document.createElement('table'))
+.querySelectorAll('tbody tr:not(.details)'),0,3).map(box),
+sorted:(function(){var t=document.querySelector('table.board'),h=t?t.querySelectorAll('th'):[];
+if(!h.length)return null;h[h.length-1].click();return [].map.call(t.querySelectorAll('tr.row'),function(r){
+return [r.cells[0].textContent,r.nextElementSibling.className];});})()}));},0);});</script>"""
+
+
+def probe_in_chromium(html_path: Path, tmp_path: Path, shot: Path | None = None) -> dict:
+    """Load the page at 1280x800 with :data:`PROBE` injected; its measurements (and a screenshot)."""
+    base = chromium() + [f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1280,800", "--hide-scrollbars"]
+    probed = tmp_path / "probed.html"
+    probed.write_text(html_path.read_text().replace("<head>", "<head>" + PROBE, 1))
+    dom = subprocess.run(base + ["--virtual-time-budget=5000", "--dump-dom", probed.as_uri()], check=True,
+                         timeout=120, capture_output=True, text=True).stdout
+    match = re.search(r'data-probe="([^"]*)"', dom)
+    assert match, "the probe did not run"
+    if shot is not None:
+        shot.parent.mkdir(exist_ok=True)
+        subprocess.run(base + [f"--screenshot={shot}", html_path.resolve().as_uri()], check=True, timeout=120,
+                       capture_output=True)
+    return json.loads(html_lib.unescape(match.group(1)))
+
+
+def assert_fits_one_screen(m: dict) -> None:
+    """What the issue asks of the page at 1280x800: no sideways scrolling, no table cut off, every
+    image decoded, no script error, the answer and the top of the leaderboard above the fold."""
+    assert m["viewport"] == 1280  # (the layout's height may be less: headless keeps room for a window's bars)
+    assert m["doc"] <= m["viewport"], f"the page scrolls sideways: {m['doc']} px wide"
+    wide = [t for t in m["tables"] if t[1] > t[2]]
+    assert not wide, f"tables wider than their container (name, width, container): {wide}"
+    assert m["images"] and min(m["images"]) > 0, f"images not loaded: {m['images']}"
+    assert m["errors"] == [], f"script errors: {m['errors']}"
+    assert m["summary"] is not None and m["summary"] <= 800, f"the summary ends at {m['summary']} px"
+    assert m["rows"] and max(m["rows"]) <= 800, f"the first leaderboard rows end at {m['rows']} px"
+
+
+@pytest.mark.slow
+def test_report_fits_a_1280x800_screen_in_chromium(built, tmp_path):
+    shot = built["html"].parent / "screenshots" / "report_1280x800.png"  # for people to look at
+    m = probe_in_chromium(built["html"], tmp_path, shot)
+    assert_fits_one_screen(m)
+    assert len(m["rows"]) == 3 and len(m["images"]) == 5
+    rows = json.loads(built["leaderboard_json"].read_text())["rows"]
+    by_fit = [str(r["rank"]) for r in sorted(rows, key=lambda r: r["fit_s"])]
+    assert m["sorted"] == [[rank, "details"] for rank in by_fit]  # sorted in the page, each row with its details
+    px = np.asarray(Image.open(shot).convert("L"), dtype=float)
+    assert px.shape == (800, 1280) and px.std() > 10, "blank screenshot"
+
+
+@pytest.mark.slow
+def test_the_browser_check_catches_what_it_looks_for(tmp_path):
+    """The probe itself: a table wider than the page, a broken image, a script error and a summary
+    below the fold are each reported."""
+    bad = tmp_path / "bad.html"
+    bad.write_text("<!DOCTYPE html><html><head><meta charset=utf-8></head><body><div style='height:900px'></div>"
+                   "<section id=summary>late</section><div style='width:600px'><table class=board><tr class=row>"
+                   "<td style='white-space:nowrap'>" + "x" * 400 + "</td></tr></table></div>"
+                   "<img src='data:image/png;base64,AAAA'><script>undefinedFunction();</script></body></html>")
+    m = probe_in_chromium(bad, tmp_path)
+    with pytest.raises(AssertionError, match="scrolls sideways"):
+        assert_fits_one_screen(m)
+    assert [t for t in m["tables"] if t[1] > t[2]], "the wide table was not seen"
+    assert m["images"] == [0] and m["errors"] and m["summary"] > 800
+
+
+@pytest.mark.slow
 def test_html_renders_in_headless_chromium(built, tmp_path):
     render_in_chromium(built["html"], tmp_path)
 

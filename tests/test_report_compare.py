@@ -15,7 +15,14 @@ from classify import stats
 from report import build_report
 from report.results import across_datasets, load_run
 from store import FeatureSpec
-from tests.test_report import make_images, make_store, render_in_chromium, val_block
+from tests.test_report import (
+    assert_fits_one_screen,
+    make_images,
+    make_store,
+    probe_in_chromium,
+    render_in_chromium,
+    val_block,
+)
 
 N = 50
 PATHS = [f"val/img{i:03d}.jpg" for i in range(N)]
@@ -77,12 +84,14 @@ def test_tied_marking_and_p_values_match_scipy_in_every_format(tied_run):
     assert float(rows["C"]["p_vs_best"]) == pytest.approx(p_c)
     assert float(rows["B"]["val_accuracy_ci_low"]) == pytest.approx(ci_b.low)
     md = paths["md"].read_text()
-    assert f"0.900 [{ci_b.low:.3f}, {ci_b.high:.3f}]" in md
-    assert f"tied (p={p_b:.2g})" in md and f"worse (p={p_c:.2g})" in md
-    assert "**2 rows are tied with the best**" in md and "A on bb fc:in/none, B on bb fc:in/none" in md
+    assert f"| 2 | B | bb | 0.900 ({ci_b.low:.2f}-{ci_b.high:.2f}) | tied p={p_b:.2g} |" in md  # compact
+    assert f"val accuracy 0.900 ({ci_b.low:.3f}-{ci_b.high:.3f}, 50 images)" in md  # the details table: exact to 3
+    assert f"worse p={p_c:.2g}" in md
+    assert "- 1 other row is tied with it: the data cannot separate them" in md  # the summary says it once
+    assert "1 row (*tied* in vs #1) is tied with rank 1" in md  # and one sentence under the table
     html = paths["html"].read_text()
-    assert html.count('<tr class="tied">') == 1 and html.count('<tr class="best">') == 1
-    assert "2 rows are tied with the best" in html
+    assert html.count('<tr class="row tied">') == 1 and html.count('<tr class="row best">') == 1
+    assert "1 row (shaded) is tied with rank 1" in html
 
 
 def test_a_clear_winner_is_named_alone(tmp_path):
@@ -90,7 +99,9 @@ def test_a_clear_winner_is_named_alone(tmp_path):
     (tmp_path / "results.json").write_text(json.dumps({"config": {}, "results": [row("A", v["A"]),
                                                                                  row("C", v["C"])]}))
     md = build_report(tmp_path)["md"].read_text()
-    assert "Best: **A** on bb fc:in/none" in md and "significantly better than all 1 rows" in md
+    assert "- Best: **A on bb**, val accuracy 0.980 (95% CI " in md
+    assert "It is significantly better than the other row (exact McNemar on the same 50 images, p < 0.05)" in md
+    assert "Rank 1 is significantly better than the other row it could be paired with" in md
 
 
 def test_rows_on_other_images_are_not_paired(tmp_path):
@@ -99,7 +110,7 @@ def test_rows_on_other_images_are_not_paired(tmp_path):
     other["val"].update(stats.correctness(v["B"].astype(int), np.ones(N, int), [p + "2" for p in PATHS]))
     (tmp_path / "results.json").write_text(json.dumps({"config": {}, "results": [row("A", v["A"]), other]}))
     run = load_run(tmp_path)
-    assert run.entries[1].p_vs_best is None and not run.entries[1].tied
+    assert run.rows[1].p_vs_best is None and not run.rows[1].tied
     assert "not paired" in build_report(tmp_path)["md"].read_text()
 
 
@@ -167,6 +178,9 @@ def test_multi_dataset_report_renders_in_headless_chromium(multi_run, tmp_path):
     dom = render_in_chromium(paths["html"], tmp_path, height=2400)
     assert "Across datasets" in dom and 'id="dataset-alpha"' in dom and 'id="dataset-beta"' in dom
     assert len(re.findall(r"<img ", dom)) >= 4
+    m = probe_in_chromium(paths["html"], tmp_path, paths["html"].parent / "screenshots" / "report_1280x800.png")
+    assert_fits_one_screen(m)  # both answers on top, then the across-datasets table, then each dataset's
+    assert len([t for t in m["tables"] if t[0].startswith("board")]) == 2
 
 
 def test_metric_balanced_accuracy_reranks_and_is_checked(tmp_path):
@@ -181,11 +195,11 @@ def test_metric_balanced_accuracy_reranks_and_is_checked(tmp_path):
 
     rows = [row("majority", 0.80, 0.55, 0.80, 0.55), row("fair", 0.76, 0.74, 0.77, 0.75)]
     by_acc = parse_results({"results": rows}, tmp_path)
-    assert [e.model for e in by_acc.entries] == ["majority", "fair"]
+    assert [e.model for e in by_acc.rows] == ["majority", "fair"]
     by_bal = parse_results({"results": rows, "config": {"metric": "balanced_accuracy"}}, tmp_path)
-    assert [e.model for e in by_bal.entries] == ["fair", "majority"] and by_bal.entries[0].score == 0.75
+    assert [e.model for e in by_bal.rows] == ["fair", "majority"] and by_bal.rows[0].score == 0.75
     no_cv = [{**r, "extra": {}} for r in rows]
     assert parse_results({"results": no_cv, "config": {"metric": "balanced_accuracy"}},
-                         tmp_path).entries[0].model == "fair"  # val's balanced accuracy without CV
+                         tmp_path).rows[0].model == "fair"  # val's balanced accuracy without CV
     with pytest.raises(ReportError, match="config.metric 'f1'"):
         parse_results({"results": rows, "config": {"metric": "f1"}}, tmp_path)

@@ -12,11 +12,11 @@ from classify import selection
 from classify.ensembles import concat_features, soft_vote
 from classify.features import Split, load_features
 from classify.fewshot import draw, few_shot_curve
+from classify.job import run_classify
 from classify.knn import CosineKNN, SweptKNN
 from classify.linear_probe import LinearProbe
 from classify.splits import SmallDataKFold
 from classify.sweep import Sweep
-from classify.train import fit_params, run_classify
 from report.results import load_run, parse_results
 
 pytestmark = pytest.mark.usefixtures("single_threaded")
@@ -76,8 +76,7 @@ def with_views(data, k=2, noise=0.0):
 def test_cv_covers_every_image_once_per_repeat_and_groups_views(make_store):
     # Labels are noise: any CV accuracy well above chance means held-out images leaked into training.
     data = with_views(load_features(make_store({"train": 30, "val": 10}, 2, 8, separable=False)))
-    out, folds = selection.cross_validate(CosineKNN(1), data, views=True, ttas=[None], seed=0,
-                                          fit_params=fit_params)
+    out, folds = selection.cross_validate(CosineKNN(1), data, views=True, ttas=[None], seed=0)
     rec, proba = out[None]
     assert rec["n"] == 80 and rec["folds"] == 5 and rec["repeats"] == 2 and len(rec["scores"]) == 10
     assert folds.shape == (2, 80) and (folds >= 0).all()  # every image held out once in each repeat
@@ -136,28 +135,34 @@ def test_concat_aligns_images_by_path(make_store, tmp_path):
         concat_features(a, short, "x")
 
 
+@pytest.mark.slow
 def test_soft_vote_of_saved_models_and_their_oof(make_store, tmp_path):
     store = make_store({"train": 20, "val": 10, "test": 10}, 3, 16, splits=("train", "val", "test"), separable=True,
                        spread=2.0)
     res = run_classify(store, out_dir=tmp_path / "run", models=["logreg", "knn-dino", "svm-linear"], select="cv")
-    rows = [{"backbone": "b", "feature": r.feature, "store": str(store), **r.to_dict()} for r in res]
+    rows = [replace(r, backbone="b") for r in res]
     vote = soft_vote(rows)
-    assert vote["kind"] == "soft-vote" and len(vote["members"]) == 2  # svm-linear has no probabilities
-    assert vote["model"] == "soft-vote of 2"
-    assert vote["val"]["n"] == 30 and vote["test"]["n"] == 30 and vote["extra"]["cv"]["n"] == 90
+    assert vote.kind == "soft-vote" and len(vote.members) == 2  # svm-linear has no probabilities
+    assert vote.model == "soft-vote of 2"
+    assert vote.val["n"] == 30 and vote.test["n"] == 30 and vote.extra["cv"]["n"] == 90
     # The vote is the average of the members' probabilities, recomputed here from the saved models.
     from classify.persist import load_model
 
     data = load_features(store)
-    p = sum(load_model(r["model_path"]).model.predict_proba(data.test.X) for r in rows[:2]) / 2
-    assert vote["test"]["accuracy"] == pytest.approx(np.mean(p.argmax(1) == data.test.y))
-    run = parse_results({"results": rows + [vote]}, tmp_path)
-    e = next(e for e in run.entries if e.kind == "soft-vote")
+    members = [r for r in rows if r.model != "svm-linear"]
+    p = sum(load_model(r.model_path).model.predict_proba(data.test.X) for r in members) / 2
+    assert vote.test["accuracy"] == pytest.approx(np.mean(p.argmax(1) == data.test.y))
+    # Members resumed from an earlier run (nothing in memory) vote from their saved files, the same.
+    from_files = soft_vote([replace(r, fitted=None) for r in rows])
+    timeless = lambda v: {**v.to_dict(), "val": {**v.val, "predict_s": 0}, "test": {**v.test, "predict_s": 0}}  # noqa: E731
+    assert timeless(from_files) == timeless(vote)
+    run = parse_results({"results": [r.to_dict() for r in rows] + [vote.to_dict()]}, tmp_path)
+    e = next(e for e in run.rows if e.kind == "soft-vote")
     assert e.cv and e.p_vs_best is not None  # ranked and paired like any row
     # A vote tied with the top score goes first; otherwise it keeps its place by score.
-    assert (run.entries[0] is e) == e.tied
-    top = max(run.entries, key=lambda x: x.score)
-    assert top.tied and (e.tied or run.entries[0] is top)
+    assert (run.rows[0] is e) == e.tied
+    top = max(run.rows, key=lambda x: x.score)
+    assert top.tied and (e.tied or run.rows[0] is top)
     assert soft_vote(rows[:1]) is None
 
 
@@ -174,16 +179,17 @@ def test_pool_and_fold_arrays_keep_views_with_their_image(make_store):
     assert isinstance(data.train, Split)
 
 
+@pytest.mark.slow
 def test_report_ranks_by_cv_and_names_the_tied_group(make_store, tmp_path):
     store = make_store({"train": 20, "val": 10}, 3, 16, spread=3.0)
     res = run_classify(store, out_dir=tmp_path / "c", models=["logreg", "knn-dino", "rf"], select="cv")
-    rows = [{"backbone": "b", "feature": r.feature, "store": str(store), **r.to_dict()} for r in res]
+    rows = [replace(r, backbone="b").to_dict() for r in res]
     (tmp_path / "run").mkdir()
     (tmp_path / "run" / "results.json").write_text(json.dumps({"config": {"data": "x"}, "results": rows}))
     run = load_run(tmp_path / "run")
     assert run.selection == "cv"
-    assert [e.score for e in run.entries] == sorted((e.cv["mean"] for e in run.entries), reverse=True)
-    assert run.entries[0].tied and run.entries[0].p_vs_best == 1.0
+    assert [e.score for e in run.rows] == sorted((e.cv["mean"] for e in run.rows), reverse=True)
+    assert run.rows[0].tied and run.rows[0].p_vs_best == 1.0
 
 
 def test_choose_final_fit():
@@ -212,9 +218,8 @@ def test_final_fit_refits_on_train_and_val_and_keeps_val_honest(make_store, tmp_
 
     # kNN keeps what it was fitted on: train's 60 images, or those and val's 30.
     assert reference_rows(refit.model_path) == 90 and reference_rows(plain.model_path) == 60
-    assert refit.test["n"] == 30 and refit.estimator is not None and len(refit.estimator.steps[-1][1].ref_
-                                                                          if hasattr(refit.estimator, "steps")
-                                                                          else refit.estimator.ref_) == 90
+    est = refit.fitted.estimator
+    assert refit.test["n"] == 30 and len(est.steps[-1][1].ref_ if hasattr(est, "steps") else est.ref_) == 90
     meta = json.loads((tmp_path / "a" / "metrics.json").read_text())
     assert meta["final_fit"] == "train+val"
     # final_fit is part of the resume key: the other setting is fitted again, not reused.
@@ -225,23 +230,23 @@ def test_final_fit_refits_on_train_and_val_and_keeps_val_honest(make_store, tmp_
 
 
 def test_soft_vote_of_refit_members_scores_val_out_of_fold(make_store, tmp_path):
-    from classify.ensembles import _member_proba
+    from classify.ensembles import member_proba
 
     store = make_store({"train": 20, "val": 10, "test": 10}, 3, 16, splits=("train", "val", "test"))
-    res = run_classify(store, out_dir=tmp_path / "run", models=["logreg", "knn-dino"], select="cv")
-    rows = [{"backbone": "b", "feature": r.feature, "store": str(store), **r.to_dict()} for r in res]
-    proba, y, paths, _, _ = _member_proba(rows[0], "val")
-    z = np.load(rows[0]["extra"]["cv"]["oof"])
-    at = [list(z["paths"]).index(p) for p in paths]
-    assert np.allclose(proba, z["proba"][0][at]) and len(y) == 30
+    rows = list(run_classify(store, out_dir=tmp_path / "run", models=["logreg", "knn-dino"], select="cv"))
+    z = np.load(rows[0].extra["cv"]["oof"])
+    for row in (rows[0], replace(rows[0], fitted=None)):  # in memory, and from its saved files
+        proba, y, paths, _, _ = member_proba(row, "val")
+        at = [list(z["paths"]).index(p) for p in paths]
+        assert np.allclose(proba, z["proba"][0][at]) and len(y) == 30
     vote = soft_vote(rows)
-    assert vote["val"]["n"] == 30 and vote["val"]["accuracy"] < 1.0 + 1e-9
+    assert vote.val["n"] == 30 and vote.val["accuracy"] < 1.0 + 1e-9
 
 
+@pytest.mark.slow
 def test_slow_folds_go_to_the_workers_with_the_same_results(make_store, monkeypatch):
     """Below PARALLEL_FROM the first fold times the rest: slow ones run on --jobs processes, same numbers."""
     from classify.torch_heads import TorchHead
-    from classify.train import fit_params
 
     data = load_features(make_store({"train": 20, "val": 10}, 3, 16))
     model = TorchHead((8,), max_epochs=5, random_state=0)
@@ -253,13 +258,13 @@ def test_slow_folds_go_to_the_workers_with_the_same_results(make_store, monkeypa
         return real(n_jobs=n_jobs, **kw)
 
     monkeypatch.setattr(selection, "Parallel", spy)
-    serial, folds1 = selection.cross_validate(model, data, views=False, ttas=[None], seed=0, fit_params=fit_params)
+    serial, folds1 = selection.cross_validate(model, data, views=False, ttas=[None], seed=0)
     monkeypatch.setattr(selection, "PARALLEL_FOLD_S", 0.0)  # every fold counts as slow
-    wide, folds2 = selection.cross_validate(model, data, views=False, ttas=[None], seed=0, fit_params=fit_params,
+    wide, folds2 = selection.cross_validate(model, data, views=False, ttas=[None], seed=0,
                                             n_jobs=2)
     assert calls == [1, 2]
     assert wide[None][0]["scores"] == serial[None][0]["scores"] and (folds1 == folds2).all()
     np.testing.assert_allclose(wide[None][1], serial[None][1], atol=1e-6)
     monkeypatch.setattr(selection, "PARALLEL_FOLD_S", 1e9)  # fast folds stay here
-    selection.cross_validate(model, data, views=False, ttas=[None], seed=0, fit_params=fit_params, n_jobs=2)
+    selection.cross_validate(model, data, views=False, ttas=[None], seed=0, n_jobs=2)
     assert calls[-1] == 1

@@ -13,10 +13,11 @@ import torch
 from PIL import Image
 
 from classify.features import load_features
+from classify.job import run_classify
+from classify.model_inputs import fit_params, training_arrays
 from classify.models import build_model
 from classify.splits import SmallDataKFold
 from classify.torch_heads import TorchHead
-from classify.train import fit_params, run_classify, training_arrays
 from extract.backbones import create_backbone
 from extract.hooks import FeatureHooks, Tap
 from extract.preprocess import build_transform
@@ -236,9 +237,9 @@ def test_fit_params_route_groups():
 def test_run_classify_views_both_tta_both(tmp_path):
     store = view_store(tmp_path)
     results = run_classify(store, models=["logreg", "linear"], out_dir=tmp_path / "run", views="both", tta="both")
-    names = [r.model for r in results]
-    assert names == ["logreg", "logreg+flip", "logreg+views", "logreg+views+flip",
-                     "linear", "linear+flip", "linear+views", "linear+views+flip"]
+    names = sorted(r.model for r in results)
+    assert names == sorted(["logreg", "logreg+flip", "logreg+views", "logreg+views+flip",
+                            "linear", "linear+flip", "linear+views", "linear+views+flip"])
     by = {r.model: r for r in results}
     assert by["logreg+views"].extra["train_samples"] == 40 * 4 and by["logreg+views"].extra["views"] == 3
     assert by["logreg+flip"].extra["tta"] == "flip" and "views" not in by["logreg"].extra

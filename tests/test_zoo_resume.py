@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 
-import classify.train as train
-from classify import cli, finished
+import classify.zoo as zoo_module
+from classify import cli, ledger
+from classify.job import run_classify
 from classify.persist import sidecar_digest
-from classify.train import run_classify
 from common.files import sha256_file
 from common.interrupt import StopAfterCurrent
 
@@ -30,15 +30,15 @@ def store(make_store):
 
 @pytest.fixture
 def fits(monkeypatch):
-    """The (model, views) of every fit_one call run_classify makes."""
+    """The (model, views) of every fit the comparison makes."""
     calls = []
-    real = train.fit_one
+    real = zoo_module.fit
 
-    def spy(name, *args, **kwargs):
-        calls.append(name if not kwargs.get("views") else f"{name}+views")
-        return real(name, *args, **kwargs)
+    def spy(plan, data):
+        calls.append(plan.label)
+        return real(plan, data)
 
-    monkeypatch.setattr(train, "fit_one", spy)
+    monkeypatch.setattr(zoo_module, "fit", spy)
     return calls
 
 
@@ -60,16 +60,17 @@ def test_a_rerun_with_the_same_settings_fits_nothing(store, tmp_path, fits, capl
     assert fits == MODELS and metrics(out)["reused"] == []
     rec = json.loads(record(out, "logreg").read_text())
     assert rec["label"] == "logreg" and rec["results"][0]["model"] == "models/fc-in_none__logreg.skops"
-    assert rec["key"] == finished.settings_key(rec["settings"])
+    assert rec["key"] == ledger.settings_key(rec["settings"])
     assert rec["results"][0]["sha256"] == sidecar_digest(out / "models" / "fc-in_none__logreg.skops")
     assert rec["settings"]["seed"] == 0 and "jobs" not in rec["settings"]
     before = metrics(out)["results"]
 
     fits.clear()
-    with caplog.at_level(logging.INFO, logger="classify.train"):
+    with caplog.at_level(logging.INFO, logger="classify.zoo"):
         again = zoo(store, out)
     assert fits == []  # nothing fitted
-    assert [r.model for r in again] == MODELS and all(r.estimator is None for r in again)
+    assert [r.model for r in again] == [r.model for r in first] and all(r.fitted is None for r in again)
+    assert sorted(r.model for r in again) == sorted(MODELS) and again.best is None  # nothing in memory
     assert [r.val["accuracy"] for r in again] == [r.val["accuracy"] for r in first]
     assert [r.model_path for r in again] == [r.model_path for r in first]
     assert metrics(out)["results"] == before and metrics(out)["reused"] == MODELS
@@ -130,7 +131,7 @@ def test_unreadable_records_are_ignored_with_a_warning(store, tmp_path, fits, ca
     fits.clear()
     with caplog.at_level(logging.WARNING, logger="classify.finished"):
         results = zoo(store, out)
-    assert fits == MODELS and [r.model for r in results] == MODELS
+    assert fits == MODELS and sorted(r.model for r in results) == sorted(MODELS)
     warned = [r.getMessage() for r in caplog.records if "unreadable finished record" in r.getMessage()]
     assert len(warned) == 3 and all(r.levelno == logging.WARNING for r in caplog.records)
     fits.clear()
@@ -144,13 +145,13 @@ def test_views_and_tta_variants_resume_per_fit(tmp_path, fits):
     store, out = view_store(tmp_path, n_train=12, n_val=8, k=2, dim=8), tmp_path / "run"
     first = run_classify(store, out_dir=out, models=["knn-dino"], views="both", tta="both", select="val")
     names = ["knn-dino", "knn-dino+flip", "knn-dino+views", "knn-dino+views+flip"]
-    assert [r.model for r in first] == names and fits == ["knn-dino", "knn-dino+views"]
+    assert sorted(r.model for r in first) == sorted(names) and fits == ["knn-dino", "knn-dino+views"]
     rec = json.loads(record(out, "knn-dino+views").read_text())
     assert [e["result"]["model"] for e in rec["results"]] == names[2:] and rec["settings"]["n_views"] == 2
     before = metrics(out)["results"]
     fits.clear()
     again = run_classify(store, out_dir=out, models=["knn-dino"], views="both", tta="both", select="val")
-    assert fits == [] and [r.model for r in again] == names and metrics(out)["results"] == before
+    assert fits == [] and sorted(r.model for r in again) == sorted(names) and metrics(out)["results"] == before
     run_classify(store, out_dir=out, models=["knn-dino"], views="on", tta="flip", select="val")
     assert fits == ["knn-dino+views"]  # other TTA modes: another result
 
@@ -182,13 +183,16 @@ def test_budget_skipped_models_are_not_recorded(store, tmp_path):
     assert not set(skipped) & {r.model for r in results}
 
 
-def test_compare_into_an_out_dir_loads_reused_estimators(store, tmp_path):
+def test_reused_rows_load_their_estimator_from_the_model_file(store, tmp_path):
     from classify.api import compare
+    from classify.persist import load_model
 
-    compare(store, ["knn-dino"], out_dir=tmp_path / "run", select="val")
-    [r] = compare(store, ["knn-dino"], out_dir=tmp_path / "run", select="val")
-    assert metrics(tmp_path / "run")["reused"] == ["knn-dino"]
-    assert r.estimator is not None and hasattr(r.estimator, "predict_proba")
+    zoo(store, tmp_path / "run", models=["knn-dino"])
+    [r] = zoo(store, tmp_path / "run", models=["knn-dino"])
+    assert metrics(tmp_path / "run")["reused"] == ["knn-dino"] and r.fitted is None
+    assert hasattr(load_model(r.model_path).model, "predict_proba")
+    with pytest.raises(ValueError, match=r"out_dir= is gone.*\.save\(out_dir\)"):  # compare writes nothing
+        compare(store, models="knn-dino", out_dir=tmp_path / "api")
 
 
 def test_no_resume_on_the_command_lines():
@@ -273,9 +277,9 @@ def test_a_killed_zoo_resumes(store, tmp_path, fits, caplog):
     proc.kill()
     assert proc.wait(timeout=30) == -signal.SIGKILL
     assert [r["model"] for r in metrics(out)["results"]] == ["knn-dino"]  # the reports of what finished
-    with caplog.at_level(logging.INFO, logger="classify.train"):
+    with caplog.at_level(logging.INFO, logger="classify.zoo"):
         results = zoo(store, out)
-    assert fits == ["logreg", "linear"] and [r.model for r in results] == MODELS
+    assert fits == ["logreg", "linear"] and sorted(r.model for r in results) == sorted(MODELS)
     assert "knn-dino reused from an earlier run" in caplog.text
     assert [r["model"] for r in metrics(out)["results"]] == MODELS and metrics(out)["reused"] == ["knn-dino"]
 

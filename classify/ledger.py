@@ -1,13 +1,14 @@
-"""Finished zoo results on disk, so that a killed or interrupted run resumes where it stopped.
+"""The resume ledger: finished zoo results on disk, so that a killed or interrupted run resumes
+where it stopped.
 
 Each (feature set, model, variant) that finishes writes ``OUT/finished/<feature>__<model>.json``:
-a key (sha256 of every setting that changes its result), its :class:`ModelResult` per TTA
-mode, and the sha256 of each file it saved. A rerun with the same key reuses the result
+a key (sha256 of every setting that changes its result, :func:`settings`), its rows (one per
+TTA mode), and the sha256 of each file it saved. A rerun with the same key reuses the rows
 instead of fitting, provided every file it names is still there, unchanged. Anything else (an
 unreadable record, other settings, a model file gone or edited) means: fit again.
 
-Reused results carry no ``estimator``; :func:`classify.persist.load_model` reads the model
-from its ``model_path`` (which :func:`classify.api.compare` does).
+Reused rows carry no fitted estimator in memory; :func:`classify.persist.load_model` reads it
+from their ``model_path``.
 """
 
 from __future__ import annotations
@@ -16,34 +17,33 @@ import hashlib
 import hmac
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 
-from classify.evaluate import ModelResult, to_jsonable
+from classify.evaluate import to_jsonable
 from classify.features import FeatureSet
 from classify.persist import sidecar_digest
+from classify.plan import ModelPlan
 from classify.preprocess import parse_preprocess
-from classify.protocol import Protocol
 from common.errors import BadInput
 from common.files import atomic_write, safe_name, sha256_file
+from store.rows import ResultRow
 
 log = logging.getLogger(__name__)
 
-RESUME_FORMAT = 3  # 2: final_fit (models refit on train+val under cv); 3: models saved as skops, not pickles; bump when a result's meaning changes, so that older records are refitted
+RESUME_FORMAT = 4  # 2: final_fit; 3: models saved as skops; 4: records hold whole result rows. Bump when a result's meaning changes, so that older records are refitted
 FINISHED_DIR = "finished"
 
 
-def settings(data: FeatureSet, name: str, *, views: bool, tta: Sequence[str | None], seed: int,
-             preprocess: str | Sequence[str] | None, protocol: Protocol, select: str,
-             approximate: bool, final_fit: str = "train") -> dict:
+def settings(data: FeatureSet, plan: ModelPlan) -> dict:
     """Everything a (model, variant) result depends on. Not ``jobs`` (results do not depend on
     it) nor the budget (only whether it made the plan approximate)."""
     return to_jsonable({
-        "format": RESUME_FORMAT, "cache_key": data.cache_key, "feature": data.feature, "model": name,
-        "views": bool(views), "n_views": data.n_views if views else 0, "tta": [t or "none" for t in tta],
-        "seed": int(seed), "preprocess": None if preprocess is None else list(parse_preprocess(preprocess)),
-        "protocol": protocol.to_dict(), "select": select, "approximate": bool(approximate),
-        "final_fit": final_fit,
+        "format": RESUME_FORMAT, "cache_key": data.cache_key, "feature": data.feature, "model": plan.name,
+        "views": bool(plan.views), "n_views": data.n_views if plan.views else 0,
+        "tta": [t or "none" for t in plan.tta], "seed": int(plan.build.seed),
+        "preprocess": None if plan.preprocess is None else list(parse_preprocess(plan.preprocess)),
+        "protocol": plan.build.protocol.to_dict(), "select": plan.select, "approximate": bool(plan.build.approximate),
+        "final_fit": plan.final_fit,
         "counts": data.counts(), "val_source": data.val_source, "complete": bool(data.complete),
     })
 
@@ -69,11 +69,11 @@ def _relative(out: Path, path: str | None) -> str | None:
         return p.resolve().relative_to(Path(out).resolve()).as_posix()
 
 
-def _oof(result: ModelResult) -> str | None:
+def _oof(result: ResultRow) -> str | None:
     return (result.extra.get("cv") or {}).get("oof")
 
 
-def save(out: Path, label: str, key: str, values: dict, results: list[ModelResult]) -> Path:
+def save(out: Path, label: str, key: str, values: dict, results: list[ResultRow]) -> Path:
     """Record ``results`` (one per TTA mode of one fit) as finished, after their files were saved."""
     entries = []
     for r in results:
@@ -104,14 +104,14 @@ def _same_file(path: Path, digest: str | None, sidecar: bool) -> str:
     return ""
 
 
-def _rebuild(out: Path, entry: dict) -> ModelResult:
-    """A finished result as fit_one returned it, its paths under this run's ``out``."""
+def _rebuild(out: Path, entry: dict) -> ResultRow:
+    """A finished row as it was recorded, its paths under this run's ``out``."""
     d = dict(entry["result"])
     if entry.get("model"):
         d["model_path"] = str(out / entry["model"])
     if entry.get("oof"):
         d["extra"] = {**d["extra"], "cv": {**d["extra"]["cv"], "oof": str(out / entry["oof"])}}
-    return ModelResult(**d, estimator=None)
+    return ResultRow.from_dict(d, "finished record")
 
 
 def _problem(out: Path, entry: dict) -> str:
@@ -124,7 +124,7 @@ def _problem(out: Path, entry: dict) -> str:
     return ""
 
 
-def load(out: Path, feature: str, label: str, key: str) -> list[ModelResult] | None:
+def load(out: Path, feature: str, label: str, key: str) -> list[ResultRow] | None:
     """The results recorded for ``label`` under ``key``, or None when it must be fitted (no
     record, other settings, a file it names missing or changed, or a record that cannot be read)."""
     path = record_path(out, feature, label)

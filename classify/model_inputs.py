@@ -1,7 +1,7 @@
 """What a model is fed: the training arrays (views and their groups), the dtype of its input, where groups go.
 
-The zoo (``classify.train``) and cross-validation (``classify.selection``) fit the same models
-on the same arrays, so both import these from here (the zoo also imports ``selection``).
+A model's fit (``classify.fit``) and cross-validation (``classify.selection``) feed the same
+models the same arrays, so both import these from here.
 """
 
 from __future__ import annotations
