@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from harness import RESULTS, say, section
 
-from store import read_rows
+from featcache.store import read_rows
 
 
 def logreg_val_accuracy(d: dict) -> float:

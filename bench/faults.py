@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 import h5py  # noqa: E402
 import numpy as np  # noqa: E402
 
-import store.write  # noqa: E402
-from store import FeatureSpec, Manifest, open_for_write, read_rows, write_lock  # noqa: E402
-from store.verify import verify_store  # noqa: E402
+import featcache.store.write as store_write  # noqa: E402
+from featcache.store import FeatureSpec, Manifest, open_for_write, read_rows, write_lock  # noqa: E402
+from featcache.store.verify import verify_store  # noqa: E402
 
 BATCH = 256  # rows per write, as an extraction's batches
 
@@ -36,18 +36,18 @@ BATCH = 256  # rows per write, as an extraction's batches
 @contextmanager
 def unguarded():
     """The writer as it was before: no fletcher32 filter, no free-space check per batch."""
-    create, check = h5py.Group.create_dataset, store.write.StoreWriter._check_space
+    create, check = h5py.Group.create_dataset, store_write.StoreWriter._check_space
 
     def plain(self, name, *args, **kwargs):  # noqa: ANN001, ANN202
         kwargs.pop("fletcher32", None)
         return create(self, name, *args, **kwargs)
 
     h5py.Group.create_dataset = plain
-    store.write.StoreWriter._check_space = lambda self, rows, view_at: None
+    store_write.StoreWriter._check_space = lambda self, rows, view_at: None
     try:
         yield
     finally:
-        h5py.Group.create_dataset, store.write.StoreWriter._check_space = create, check
+        h5py.Group.create_dataset, store_write.StoreWriter._check_space = create, check
 
 
 def write_store(out: Path, n: int, dim: int, dtype: str) -> float:
@@ -79,7 +79,7 @@ def concurrent_reads(work: Path, n: int, dim: int) -> tuple[int, float]:
     writer = subprocess.Popen([sys.executable, str(ROOT / "tests" / "slow_writer.py"), str(out), str(n), str(dim),
                                "500", "0.005"])
     times = []
-    from store import partial_path
+    from featcache.store import partial_path
 
     while not partial_path(out).exists() and writer.poll() is None:
         time.sleep(0.01)

@@ -44,7 +44,7 @@ def synthetic_and_memory(work: Path, n_images: int, precision: str) -> None:
 
 
 def read_speed(work: Path, rows: int = 50_000, dim: int = 1280) -> float:
-    from store import FeatureSpec, Manifest, open_for_write, read_rows, write_lock
+    from featcache.store import FeatureSpec, Manifest, open_for_write, read_rows, write_lock
 
     path = work / "read-bench.h5"
     if not path.exists():

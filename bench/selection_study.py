@@ -39,8 +39,8 @@ TASKS = {"hymenoptera": dict(train=30, val=20, test="rest"), "imagenette": dict(
 
 
 def extract(dataset: str, cache: Path) -> dict:
-    from driver.config import RunConfig
-    from driver.run import extract_all
+    from featcache.driver.config import RunConfig
+    from featcache.driver.run import extract_all
 
     cfg = RunConfig(data=(str(DATASETS / dataset),), out=str(cache), cache_dir=str(cache), layers=LAYERS,
                     pools=("avg",))
@@ -48,7 +48,7 @@ def extract(dataset: str, cache: Path) -> dict:
 
 
 def load_all(store: str, features: list[str]) -> tuple[dict, dict]:
-    from store import read_features, read_index, read_info
+    from featcache.store import read_features, read_index, read_info
 
     index = read_index(store)
     info = read_info(store)
@@ -108,7 +108,7 @@ def one_draw(store: str, index: dict, X: dict, parts: tuple, out: Path, jobs: in
     from classify.models import DEFAULT_MODELS
     from classify.outputs import save_files
     from classify.plan import Shape, plan_one
-    from report.results import parse_results
+    from featcache.report.results import parse_results
 
     rows = []
     for key, Xk in X.items():

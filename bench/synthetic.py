@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from store import FeatureSpec, Manifest, open_for_write, write_lock  # noqa: E402
+from featcache.store import FeatureSpec, Manifest, open_for_write, write_lock  # noqa: E402
 
 SPREAD = 0.7  # calibrated: standardized sklearn logreg on 10k x 1280 x 100 scores 0.8-0.9
 SPEC = {"backbone": "synthetic", "weights": "none", "weights_sha256": None, "taps": ["fc:in"],

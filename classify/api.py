@@ -24,9 +24,9 @@ from classify.leaderboard import Leaderboard
 from classify.models import resolve_models
 from classify.plan import Budget, Shape, plan_zoo, views_mode
 from classify.zoo import compare_zoo
-from common.errors import BadInput
-from store import read_info, splits
-from store.splits import HOLDOUT_FRACTION, HOLDOUT_SEED
+from featcache.common.errors import BadInput
+from featcache.store import read_info, splits
+from featcache.store.splits import HOLDOUT_FRACTION, HOLDOUT_SEED
 
 ARRAYS = "embeddings"  # the backbone and feature names of rows fitted on plain arrays
 

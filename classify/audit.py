@@ -34,11 +34,11 @@ import numpy as np
 
 from classify.knn import neighbours
 from classify.stats import canonical_order, images_key
-from common.errors import BadInput
-from common.files import atomic_write
-from store import read_features, read_index, read_info, resolve_feature
-from store.results import AUDIT_FILE
-from store.splits import assign
+from featcache.common.errors import BadInput
+from featcache.common.files import atomic_write
+from featcache.store import read_features, read_index, read_info, resolve_feature
+from featcache.store.results import AUDIT_FILE
+from featcache.store.splits import assign
 
 K = 10
 DUP_FLOOR = 0.6  # never list a pair below this centred cosine

@@ -14,8 +14,8 @@ import time
 
 import numpy as np
 
-from common.errors import BadInput
-from store import read_info
+from featcache.common.errors import BadInput
+from featcache.store import read_info
 
 _UNITS = {"s": 1, "m": 60, "h": 3600}
 _PART = re.compile(r"(\d+(?:\.\d+)?)([smh])")

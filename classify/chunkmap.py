@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from classify.lbfgs import CHUNK_ROWS
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 _NYSTROEM = re.compile(r"nystroem:(\d+):([0-9.eE+-]+)")
 _PCA = re.compile(r"pca:(\d+)")

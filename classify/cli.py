@@ -13,8 +13,8 @@ from pathlib import Path
 from classify import progress
 from classify.config import ClassifyConfig, config_from_values
 from classify.engine import parallel_engine
-from common import options
-from common.errors import BadInput
+from featcache.common import options
+from featcache.common.errors import BadInput
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import re
 from dataclasses import dataclass, fields
 from typing import Any
 
-from common import options
-from common.errors import BadInput
-from common.options import address_option, engine_option, option
+from featcache.common import options
+from featcache.common.errors import BadInput
+from featcache.common.options import address_option, engine_option, option
 
 VIEWS_CHOICES = ("auto", "on", "off", "both")
 TTA_CHOICES = ("none", "flip", "both")

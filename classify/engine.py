@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 ENGINES = ("local", "ray")
 

@@ -27,8 +27,8 @@ from classify import stats
 from classify.evaluate import evaluate, predict_tta, to_jsonable
 from classify.features import FeatureSet, Split, load_features
 from classify.persist import load_model
-from common.errors import BadInput
-from store.rows import ResultRow
+from featcache.common.errors import BadInput
+from featcache.store.rows import ResultRow
 
 log = logging.getLogger(__name__)
 

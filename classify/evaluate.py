@@ -24,8 +24,8 @@ from sklearn.metrics import (
 from sklearn.pipeline import Pipeline
 
 from classify import stats
-from common.errors import BadInput
-from store.rows import ResultRow
+from featcache.common.errors import BadInput
+from featcache.store.rows import ResultRow
 
 MAX_TOP_K = 5
 

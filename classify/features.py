@@ -19,9 +19,18 @@ import numpy as np
 
 from classify import memory
 from classify.table import shown_path
-from common.errors import BadInput
-from store import StoreError, read_features, read_flip, read_index, read_info, read_views, resolve_feature, splits
-from store.splits import HOLDOUT_FRACTION, HOLDOUT_SEED, VAL_HOLDOUT, VAL_SPLIT  # noqa: F401 - re-exported
+from featcache.common.errors import BadInput
+from featcache.store import (
+    StoreError,
+    read_features,
+    read_flip,
+    read_index,
+    read_info,
+    read_views,
+    resolve_feature,
+    splits,
+)
+from featcache.store.splits import HOLDOUT_FRACTION, HOLDOUT_SEED, VAL_HOLDOUT, VAL_SPLIT  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 

@@ -21,7 +21,7 @@ from threadpoolctl import threadpool_limits
 
 from classify.features import FeatureSet
 from classify.knn import CosineKNN
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 log = logging.getLogger(__name__)
 

@@ -28,8 +28,8 @@ from classify.persist import SavedModel
 from classify.plan import ModelPlan, variant_name
 from classify.preprocess import parse_preprocess
 from classify.torch_heads import TorchHead
-from common.files import safe_name
-from store.rows import ResultRow
+from featcache.common.files import safe_name
+from featcache.store.rows import ResultRow
 
 log = logging.getLogger(__name__)
 

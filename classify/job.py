@@ -21,7 +21,7 @@ from classify.models import resolve_models
 from classify.outputs import Writer
 from classify.plan import Budget, Shape, ZooPlan, check_tensorboard, plan_zoo, views_mode
 from classify.zoo import compare_zoo
-from store import read_info
+from featcache.store import read_info
 
 log = logging.getLogger(__name__)
 

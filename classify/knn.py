@@ -16,7 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from classify import progress
 from classify.splits import SmallDataKFold
 from classify.torch_heads import torch_threads
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 QUERY_CHUNK = 1024
 EXACT = 1e-6  # cosine distance below which a neighbour counts as an exact match

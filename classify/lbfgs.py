@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 LOSSES = ("log", "squared_hinge")
 CHUNK_ROWS = 8192

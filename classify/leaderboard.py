@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from classify import ranking
-from store.results import read_results
-from store.rows import ResultRow, ResultsError, need
+from featcache.store.results import read_results
+from featcache.store.rows import ResultRow, ResultsError, need
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from classify.features import FeatureSet
 from classify.persist import sidecar_digest
 from classify.plan import ModelPlan
 from classify.preprocess import parse_preprocess
-from common.errors import BadInput
-from common.files import atomic_write, safe_name, sha256_file
-from store.rows import ResultRow
+from featcache.common.errors import BadInput
+from featcache.common.files import atomic_write, safe_name, sha256_file
+from featcache.store.rows import ResultRow
 
 log = logging.getLogger(__name__)
 

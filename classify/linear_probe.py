@@ -26,7 +26,7 @@ from classify.chunkmap import ChunkMap, check_steps
 from classify.lbfgs import CHUNK_ROWS, LOSSES, Rows, fit_linear, fold_affine, scores
 from classify.splits import SmallDataKFold
 from classify.torch_heads import torch_threads
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 log = logging.getLogger(__name__)
 

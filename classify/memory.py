@@ -11,7 +11,7 @@ import logging
 import resource
 from pathlib import Path
 
-from common.errors import NotEnoughMemory, fmt_bytes
+from featcache.common.errors import NotEnoughMemory, fmt_bytes
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from classify.linear_probe import LinearProbe
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 if TYPE_CHECKING:
     from classify.features import Split

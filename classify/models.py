@@ -32,7 +32,7 @@ from classify.preprocess import make_steps, parse_preprocess
 from classify.splits import SmallDataKFold
 from classify.sweep import Sweep
 from classify.torch_heads import TorchHead
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 CV_FOLDS = 5
 EXACT_RBF_ROWS = 3_000  # above: Nystroem features + a linear SVM

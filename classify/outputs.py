@@ -25,9 +25,9 @@ from classify.features import FeatureSet
 from classify.fit import stem
 from classify.persist import MODEL_SUFFIX, save_model
 from classify.plan import ModelPlan
-from common.files import atomic_write, replace_atomically
-from store.results import classify_summary, write_run
-from store.rows import ResultRow
+from featcache.common.files import atomic_write, replace_atomically
+from featcache.store.results import classify_summary, write_run
+from featcache.store.rows import ResultRow
 
 log = logging.getLogger(__name__)
 

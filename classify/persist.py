@@ -27,8 +27,8 @@ from typing import Any
 import joblib
 import sklearn
 
-from common.errors import BadInput
-from common.files import atomic_write, replace_atomically, sha256_file  # noqa: F401 - re-exported
+from featcache.common.errors import BadInput
+from featcache.common.files import atomic_write, replace_atomically, sha256_file  # noqa: F401 - re-exported
 
 log = logging.getLogger(__name__)
 

@@ -14,7 +14,7 @@ from sklearn.decomposition import PCA
 from sklearn.preprocessing import Normalizer, StandardScaler
 from sklearn.utils.validation import check_is_fitted, validate_data
 
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 STEPS = ("standardize", "l2", "pca:<n>", "none")
 _PCA = re.compile(r"pca:(\d+)")

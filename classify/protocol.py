@@ -21,7 +21,7 @@ import re
 from dataclasses import asdict, dataclass
 
 from classify.splits import RepeatedSmallDataKFold, SmallDataKFold, StratifiedHoldout
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 REPEAT_BELOW = 100
 CV_BELOW = 2_000

@@ -17,7 +17,7 @@ from dataclasses import replace
 
 from classify.config import METRICS
 from classify.stats import ALPHA, paired_p
-from store.rows import ResultRow, ResultsError, need, number
+from featcache.store.rows import ResultRow, ResultsError, need, number
 
 
 def ranked_row(row: ResultRow | dict, where: str = "row", metric: str = "accuracy") -> ResultRow:

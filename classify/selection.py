@@ -39,8 +39,8 @@ from classify.knn import CosineKNN, SweptKNN
 from classify.linear_probe import LinearProbe
 from classify.model_inputs import fit_params, model_input
 from classify.splits import RepeatedSmallDataKFold
-from common.errors import BadInput
-from common.interrupt import ignore_sigint_in_worker
+from featcache.common.errors import BadInput
+from featcache.common.interrupt import ignore_sigint_in_worker
 
 log = logging.getLogger(__name__)
 

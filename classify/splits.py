@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 from sklearn.model_selection import StratifiedKFold
 
-from store.splits import stratified_holdout  # noqa: F401 - the split rules live with the store
+from featcache.store.splits import stratified_holdout  # noqa: F401 - the split rules live with the store
 
 
 def _folds_for(n_splits: int, y: np.ndarray) -> int:

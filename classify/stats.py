@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from common.errors import BadInput
-from common.intervals import Z95, accuracy_interval, wilson  # noqa: F401 - re-exported
+from featcache.common.errors import BadInput
+from featcache.common.intervals import Z95, accuracy_interval, wilson  # noqa: F401 - re-exported
 
 ALPHA = 0.05
 

@@ -19,7 +19,7 @@ from sklearn.utils._available_if import available_if
 from sklearn.utils.validation import check_is_fitted
 
 from classify import progress
-from common.interrupt import ignore_sigint_in_worker
+from featcache.common.interrupt import ignore_sigint_in_worker
 
 
 def _fit_score(estimator, X, y, train, test, params: dict, scorer, fit_params: dict) -> float:

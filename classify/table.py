@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from store.rows import ResultRow
+from featcache.store.rows import ResultRow
 
 WIDTH = 100  # the console table's and summary's widest line
 TOP = 10  # rows the console shows

@@ -19,7 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from classify.splits import group_centers, grouped, stratified_holdout
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 log = logging.getLogger(__name__)
 

@@ -22,8 +22,8 @@ from classify.fewshot import few_shot_curve
 from classify.fit import backbone_of, fit
 from classify.leaderboard import Leaderboard
 from classify.plan import ZooPlan, within
-from common.interrupt import StopAfterCurrent
-from store.rows import ResultRow
+from featcache.common.interrupt import StopAfterCurrent
+from featcache.store.rows import ResultRow
 
 if TYPE_CHECKING:
     from classify.outputs import Writer

@@ -21,8 +21,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from common.errors import BadInput
-from common.files import sha256_file
 from extract.families import OpenClipImage, timm_presets, torchvision_presets
 from extract.fetch import (
     fetch_command,
@@ -35,6 +33,8 @@ from extract.fetch import (
     offline,
 )
 from extract.transforms import IMAGENET_MEAN, IMAGENET_STD, TransformSpec  # noqa: F401 - re-exported
+from featcache.common.errors import BadInput
+from featcache.common.files import sha256_file
 
 
 class BackboneError(BadInput):

@@ -18,7 +18,7 @@ from extract.backbones import Backbone, create_backbone
 from extract.fuse import fold_batchnorm
 from extract.hooks import FeatureHooks, Tap
 from extract.modelcache import ModelFacts
-from store import FeatureSpec
+from featcache.store import FeatureSpec
 
 
 def resolve_taps(backbone: Backbone, layers: Sequence[str]) -> list[Tap]:

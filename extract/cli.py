@@ -7,10 +7,10 @@ import dataclasses
 import logging
 import sys
 
-from common import options
-from common.errors import EXIT_CORRUPT
 from extract.config import ExtractConfig, ExtractOptions, config_from_values
 from extract.weights import WEIGHT_FILE_SUFFIXES, split_weights  # noqa: F401 - re-exported
+from featcache.common import options
+from featcache.common.errors import EXIT_CORRUPT
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +68,7 @@ def main_extract(args: argparse.Namespace) -> int:
 
 def main_merge(args: argparse.Namespace) -> int:
     from extract.shards import merge
-    from store import read_info
+    from featcache.store import read_info
 
     out = merge(args.shards, args.out, copy=args.copy, overwrite=args.overwrite)
     info = read_info(out)
@@ -78,7 +78,7 @@ def main_merge(args: argparse.Namespace) -> int:
 
 
 def main_export(args: argparse.Namespace) -> int:
-    from store.export import export
+    from featcache.store.export import export
 
     meta = export(args.store, args.out, args.format, list(args.features) if args.features else None)
     files = ", ".join(f["file"] for f in meta["features"].values())
@@ -87,7 +87,7 @@ def main_export(args: argparse.Namespace) -> int:
 
 
 def main_info(args: argparse.Namespace) -> int:
-    from store import read_info
+    from featcache.store import read_info
 
     info = read_info(args.store, allow_partial=True)
     spec, prov = info.spec, info.provenance
@@ -127,7 +127,7 @@ def main_info(args: argparse.Namespace) -> int:
     for path, msg in info.errors[: args.errors]:
         print(f"  error      {path}: {msg}")
     if args.verify:
-        from store.verify import describe, verify_store
+        from featcache.store.verify import describe, verify_store
 
         report = verify_store(info.path)
         print("\n".join(describe(report)))

@@ -13,10 +13,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
-from common import options
-from common.errors import BadInput
-from common.options import address_option, engine_option, option
 from extract.weights import split_weights
+from featcache.common import options
+from featcache.common.errors import BadInput
+from featcache.common.options import address_option, engine_option, option
 
 LOADERS = ("auto", "inline", "thread", "process")
 POOLS = ("avg", "max", "avgmax", "gem", "cls", "flatten")

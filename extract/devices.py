@@ -13,7 +13,7 @@ import os
 import sys
 from pathlib import Path
 
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 PRECISIONS = ("fp32", "bf16", "fp16", "int8", "auto")
 RUNTIMES = ("auto", "torch", "openvino")

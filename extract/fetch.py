@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 OFFLINE_ENV = "FEATCACHE_OFFLINE"
 MIRROR_ENV = "FEATCACHE_WEIGHTS_MIRROR"

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 POOLS = ("avg", "max", "avgmax", "gem", "cls", "flatten")
 GEM_P = 3.0

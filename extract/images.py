@@ -24,7 +24,7 @@ from typing import BinaryIO
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 __all__ = ["DEFAULT_MAX_PIXELS", "IMAGE_EXTENSIONS", "ImageError", "list_images", "load_image"]
 
@@ -136,7 +136,9 @@ def _open_file(path: str | os.PathLike) -> BinaryIO:
 
 def _open_member(path: str | os.PathLike) -> BinaryIO:
     """A tar shard member's bytes (``SHARD.tar/name.jpg``), with the same reasons as a plain file's."""
-    from store import tar_members  # here, not above: the store package brings h5py, which plain files never need
+    from featcache.store import (
+        tar_members,  # here, not above: the store package brings h5py, which plain files never need
+    )
 
     split = tar_members.split_member_path(path)
     if split is None:

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 
-from common.errors import BadInput
 from extract.config import LOADERS
 from extract.devices import device_type
+from featcache.common.errors import BadInput
 
 PREFETCH = 2  # batches in flight per decode thread (DataLoader's prefetch_factor counts the same way)
 

@@ -31,11 +31,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from common.errors import is_disk_full
-from common.files import atomic_write, sha256_file
 from extract.transforms import TransformSpec
 from extract.version import __version__
-from store import FeatureSpec
+from featcache.common.errors import is_disk_full
+from featcache.common.files import atomic_write, sha256_file
+from featcache.store import FeatureSpec
 
 log = logging.getLogger(__name__)
 ENV_HOME = "FEATCACHE_HOME"

@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import BadInput
 from extract.modelcache import compiled_dir
 from extract.transforms import TransformSpec
+from featcache.common.errors import BadInput
 
 log = logging.getLogger(__name__)
 HINTS = {"fp32": "f32", "bf16": "bf16", "fp16": "f16", "int8": "f32"}  # int8: the unquantized ops in f32

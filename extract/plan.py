@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 
     from extract.backbones import Backbone
     from extract.config import ExtractConfig
-    from store import FeatureSpec, Manifest
+    from featcache.store import FeatureSpec, Manifest
 
 
 @dataclass

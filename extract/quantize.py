@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from extract.sources import fingerprint
-from store import Manifest
+from featcache.store import Manifest
 
 log = logging.getLogger(__name__)
 MAX_IMAGES = 300

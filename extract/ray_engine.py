@@ -23,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import BadInput
 from extract import openvino_runtime as ovr
 from extract.images import ImageError, load_image
 from extract.plan import ExtractPlan
 from extract.runner import ExtractConfig, ExtractSummary, make_summary, plan, provenance_of
 from extract.runtime import network_bytes
 from extract.transforms import CenterCrop, TransformSpec
-from store import open_for_write, store_status, write_lock
+from featcache.common.errors import BadInput
+from featcache.store import open_for_write, store_status, write_lock
 
 log = logging.getLogger(__name__)
 KILL_ENV = "FEATCACHE_TEST_KILL_WORKER"  # tests: "<marker file>:<batch number>" kills one actor once

@@ -25,7 +25,6 @@ import numpy as np
 from tqdm import tqdm
 
 from classify.table import shown_path
-from common.interrupt import StopAfterCurrent
 from extract import costs
 from extract.config import ExtractConfig, ExtractOptions  # noqa: F401 - the API names them here too
 from extract.devices import device_type, resolve_device, resolve_precision, resolve_runtime
@@ -39,8 +38,9 @@ from extract.shards import parse_shard, shard_manifest
 from extract.sources import build_manifest
 from extract.spec import cache_key, cache_spec, view_layout, view_spec  # noqa: F401 - the API names them here too
 from extract.version import __version__
-from store import Manifest, open_for_write, partial_path, read_info, store_status, write_lock
-from store.write import check_fits, store_bytes
+from featcache.common.interrupt import StopAfterCurrent
+from featcache.store import Manifest, open_for_write, partial_path, read_info, store_status, write_lock
+from featcache.store.write import check_fits, store_bytes
 
 log = logging.getLogger(__name__)
 

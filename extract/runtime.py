@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 
-from common.errors import BadInput
 from extract import costs
 from extract import openvino_runtime as ovr
 from extract import quantize as q
@@ -32,7 +31,8 @@ from extract.modelcache import digest, find_network, read_meta, save_network, ve
 from extract.plan import ExtractPlan, image_rows, with_runtime
 from extract.rows import collate
 from extract.version import __version__
-from store import Manifest, StoreError, partial_path, read_blob, read_info
+from featcache.common.errors import BadInput
+from featcache.store import Manifest, StoreError, partial_path, read_blob, read_info
 
 log = logging.getLogger(__name__)
 INT8_BLOBS = ("openvino_int8.xml", "openvino_int8.bin")

@@ -16,9 +16,9 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from common.errors import BadInput
 from extract.spec import cache_key
-from store import ERROR_DTYPE, Manifest, StoreError, partial_path, read_blob, read_info, write_lock
+from featcache.common.errors import BadInput
+from featcache.store import ERROR_DTYPE, Manifest, StoreError, partial_path, read_blob, read_info, write_lock
 
 _STR = h5py.string_dtype("utf-8")
 

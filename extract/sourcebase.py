@@ -7,7 +7,7 @@ so they live below both rather than in either. ``extract.sources`` re-exports th
 
 from __future__ import annotations
 
-from common.errors import BadInput
+from featcache.common.errors import BadInput
 
 SPLITS = ("train", "val", "test")
 

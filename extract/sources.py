@@ -19,8 +19,8 @@ import numpy as np
 from extract.images import IMAGE_EXTENSIONS, list_images
 from extract.sourcebase import SPLITS, SourceError  # SourceError: also caught as extract.sources.SourceError
 from extract.tarsource import from_shards, is_shard_spec
-from store import Manifest
-from store.tar_members import source_stat
+from featcache.store import Manifest
+from featcache.store.tar_members import source_stat
 
 PATH_COLUMNS = ("path", "file", "filename", "image", "id")
 LABEL_COLUMNS = ("label", "class", "breed", "category", "target")

@@ -14,12 +14,12 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from extract.views import DEFAULT_RATIO
-from store import ViewLayout
+from featcache.store import ViewLayout
 
 if TYPE_CHECKING:
     from extract.config import ExtractConfig
     from extract.modelcache import ModelFacts
-    from store import Manifest
+    from featcache.store import Manifest
 
 
 def cache_spec(cfg: ExtractConfig, facts: ModelFacts, manifest: Manifest, precision: str, runtime: str,

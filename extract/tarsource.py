@@ -23,8 +23,8 @@ import numpy as np
 
 from extract.images import IMAGE_EXTENSIONS
 from extract.sourcebase import SPLITS, SourceError
-from store import Manifest
-from store.tar_members import Member, ShardError, members
+from featcache.store import Manifest
+from featcache.store.tar_members import Member, ShardError, members
 
 COMPRESSED_SUFFIXES = (".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tar.xz", ".txz", ".tar.zst", ".tar.lz4")
 LABEL_KEYS = ("label", "class", "cls", "target", "category")

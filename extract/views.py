@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image
 
-from common.errors import BadInput
 from extract.transforms import INTERPOLATIONS, TransformSpec
+from featcache.common.errors import BadInput
 
 DEFAULT_SCALE = (0.08, 1.0)  # torchvision RandomResizedCrop's defaults
 DEFAULT_RATIO = (3 / 4, 4 / 3)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from store import FeatureSpec, Manifest, open_for_write, write_lock
+from featcache.store import FeatureSpec, Manifest, open_for_write, write_lock
 
 STORE_SPEC = {"backbone": "synthetic", "weights": "none", "weights_sha256": None, "taps": ["fc:in"],
               "transform": {"resize": 256, "crop": 224, "interpolation": "bilinear", "mean": [0.5] * 3,

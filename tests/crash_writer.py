@@ -18,7 +18,7 @@ import h5py
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from store import FeatureSpec, Manifest, open_for_write  # noqa: E402
+from featcache.store import FeatureSpec, Manifest, open_for_write  # noqa: E402
 
 N_ROWS = 10
 FIRST, SECOND = np.arange(0, 4), np.arange(4, 8)

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from store import FeatureSpec, Manifest, open_for_write, write_lock  # noqa: E402
+from featcache.store import FeatureSpec, Manifest, open_for_write, write_lock  # noqa: E402
 from tests.conftest import STORE_SPEC  # noqa: E402
 
 

@@ -64,7 +64,7 @@ def test_packages_import_cheaply():
     import subprocess
     import sys
 
-    code = ("import sys, extract, classify, store; "
+    code = ("import sys, extract, classify, featcache.store; "
             "assert 'torch' not in sys.modules and 'sklearn' not in sys.modules, sorted(sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})

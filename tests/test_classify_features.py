@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from classify.features import VAL_HOLDOUT, VAL_SPLIT, load_features
-from store import StoreError
+from featcache.store import StoreError
 
 
 def test_splits_and_metadata(make_store):

@@ -13,8 +13,8 @@ from classify import cli
 from classify.config import ClassifyConfig
 from classify.job import run_classify
 from classify.persist import load_model
-from common.errors import BadInput
-from common.files import safe_name
+from featcache.common.errors import BadInput
+from featcache.common.files import safe_name
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["logreg", "knn", "linear"]

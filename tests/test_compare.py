@@ -13,8 +13,8 @@ import pytest
 from classify.api import compare
 from classify.job import run_classify
 from classify.leaderboard import Leaderboard
-from common.errors import BadInput
-from store import read_index
+from featcache.common.errors import BadInput
+from featcache.store import read_index
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = "logreg,knn,knn-dino"
@@ -27,7 +27,7 @@ def store(make_store):
 
 def _store_arrays(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
     """(X, y, splits, class names) of a store's rows, in row order."""
-    from store import read_features, read_info, resolve_feature
+    from featcache.store import read_features, read_info, resolve_feature
 
     info = read_info(path)
     index = read_index(path)
@@ -96,9 +96,9 @@ def test_save_writes_what_classify_out_writes(store, tmp_path):
 
 @pytest.mark.slow
 def test_to_pandas_equals_leaderboard_csv(tmp_path):
-    from driver.config import resolve
-    from driver.run import run
-    from report import build_report
+    from featcache.driver.config import resolve
+    from featcache.driver.run import run
+    from featcache.report import build_report
 
     data = ROOT / "data" / "sample"
     cfg = resolve({}, {"data": str(data), "out": str(tmp_path / "run"), "backbones": ["efficientnet_lite0"],

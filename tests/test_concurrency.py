@@ -17,7 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from store import write_lock
+from featcache.store import write_lock
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from driver.config import ConfigError, load_file, resolve
-from driver.run import run
+from featcache.driver.config import ConfigError, load_file, resolve
+from featcache.driver.run import run
 from tests.samples import copy_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -75,7 +75,7 @@ def test_run_with_views_reports_each_variant(tmp_path):
     out = run(cfg, progress=False).to_results()
     assert sorted(r["model"] for r in out["results"] if r.get("kind", "model") == "model") == ["logreg+flip",
                                                                                            "logreg+views+flip"]
-    from report import build_report
+    from featcache.report import build_report
 
     assert "## Augmented views" in build_report(tmp_path / "run")["md"].read_text()
 
@@ -111,7 +111,7 @@ def test_bad_input_exit_2(args, needle):
 
 
 def test_data_lists_and_dataset_names(tmp_path):
-    from driver.config import dataset_names
+    from featcache.driver.config import dataset_names
 
     f = tmp_path / "multi.yaml"
     f.write_text("data: [a/flowers, b/flowers, a/flowers, c.csv]\nout: o\nfew_shot: false\n")
@@ -144,7 +144,7 @@ def test_run_two_datasets_one_report(tmp_path):
 
 
 def test_a_rerun_keeps_rows_other_producers_added(tmp_path):
-    from store.results import append_rows
+    from featcache.store.results import append_rows
 
     data = small(tmp_path, n=3)
     cfg = resolve({"models": ["logreg"], "ensembles": False, "few_shot": False, "backbones": ["efficientnet_lite0"]},
@@ -231,7 +231,7 @@ def test_default_run_ranks_three_backbones_and_their_vote(tmp_path):
 
 
 def test_run_budget_estimates_from_what_the_run_measured(monkeypatch):
-    from driver import budget as rb
+    from featcache.driver import budget as rb
 
     free = rb.RunBudget.parse(None)
     assert free.skip_reason("efficientnet_lite2", 10_000, False, 3) is None and free.share(4) is None
@@ -260,7 +260,7 @@ def test_run_budget_keeps_the_first_backbone_and_reports_what_it_skipped(tmp_pat
     (skip,) = [s for s in out["skipped"] if s.get("kind") == "backbone"]
     assert skip["backbone"] == "efficientnet_lite1" and "left of the run's --budget 0.1 s" in skip["reason"]
     assert {r["backbone"] for r in out["results"]} == {"efficientnet_lite0"} and out["budget_s"] == 0.05
-    from report import build_report
+    from featcache.report import build_report
 
     md = build_report(tmp_path / "run")["md"].read_text()
     assert "Run budget: 0.05s" in md and "| every model |" in md and "| lite1 |" in md.split("Skipped and")[1]
@@ -275,14 +275,14 @@ def test_run_finetune_adds_a_scored_row_and_auto_says_why_not(tmp_path):
     assert tuned["model"] == "finetune-last3-warm" and tuned["backbone"] == "efficientnet_lite0"
     assert tuned["params"]["epochs"] == 4 and tuned["params"]["unfreeze"] == "3" and tuned["params"]["warm_start"]
     assert tuned["model_path"].endswith("best.pt") and tuned["val"]["n"] > 0 and tuned["store"]
-    from report.results import load_run
+    from featcache.report.results import load_run
 
     assert "finetune-last3-warm" in [e.model for e in load_run(tmp_path / "on").rows]
     auto = run(resolve(base, {"data": str(data), "out": str(tmp_path / "auto")}), progress=False).to_results()
     assert not [r for r in auto["results"] if r["feature"] == "finetune"]
     (why,) = [s for s in auto["skipped"] if s.get("kind") == "finetune"]
     assert "GPU" in why["reason"]
-    from report import build_report
+    from featcache.report import build_report
 
     md = build_report(tmp_path / "auto")["md"].read_text()
     assert "| fine-tune | skipped [1] |" in md and "1. --finetune auto" in md
@@ -292,7 +292,7 @@ def test_run_finetune_adds_a_scored_row_and_auto_says_why_not(tmp_path):
 
 def test_budget_auto_keeps_every_backbone_and_sizes_each_zoo_to_its_extraction(monkeypatch):
     from classify.plan import auto_zoo
-    from driver import budget as rb
+    from featcache.driver import budget as rb
 
     auto = rb.RunBudget.parse("auto")
     assert auto.auto and auto.total_s is None and auto.skip_reason("efficientnet_lite2", 10_000, False, 3) is None

@@ -9,7 +9,7 @@ import pytest
 from conftest import build_store
 
 import pipeline
-from store import read_features, read_index, read_info
+from featcache.store import read_features, read_index, read_info
 
 
 def store_rows(path, key):
@@ -34,7 +34,7 @@ def test_npy_export_round_trips_every_row(tmp_path) -> None:
 
 def test_parquet_export_round_trips_by_chunks(tmp_path) -> None:
     pq = pytest.importorskip("pyarrow.parquet")
-    from store.export import export
+    from featcache.store.export import export
 
     store = build_store(tmp_path, 11, 2, 8, splits=("train", "val", "test"))
     key = read_info(store).default_feature
@@ -55,7 +55,7 @@ def test_export_refuses_an_unknown_feature_or_format_in_one_line(tmp_path, capsy
     assert pipeline.main(["export", str(store), "--out", str(tmp_path / "o"), "--features", "nope/none"]) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no feature set 'nope/none'" in err and str(store) in err
-    from store.export import export
+    from featcache.store.export import export
 
     with pytest.raises(ValueError, match="--format 'csv'"):
         export(store, tmp_path / "o", "csv")

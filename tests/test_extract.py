@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from extract.runner import ExtractConfig, extract
-from store import StoreError, partial_path, read_info, read_rows
+from featcache.store import StoreError, partial_path, read_info, read_rows
 from tests.samples import copy_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -73,7 +73,7 @@ def test_resume_after_interruption_is_identical(tmp_path, monkeypatch):
     ref = tmp_path / "ref.h5"
     extract(cfg(data, ref, batch_size=2))
 
-    import store
+    from featcache import store
 
     out = tmp_path / "f.h5"
     real_write, calls = store.StoreWriter.write, []
@@ -140,8 +140,8 @@ def test_uint8_crops_normalized_in_batch_equal_totensor_normalize():
 @pytest.mark.parametrize("native", [True, False])
 def test_default_precision_is_bf16_where_the_cpu_computes_it_natively(tmp_path, monkeypatch, native):
     import extract.devices as devices
-    from driver.config import resolve
     from extract.runner import plan
+    from featcache.driver.config import resolve
 
     monkeypatch.setattr(devices, "cpu_has_native_bf16", lambda: native)
     data = small_set(tmp_path, per_class=1)

@@ -163,7 +163,7 @@ def test_openvino_computes_the_preset_heads_as_torch_does(tmp_path, monkeypatch)
     import numpy as np
 
     import pipeline
-    from store import read_features, read_index, read_info
+    from featcache.store import read_features, read_index, read_info
 
     monkeypatch.setenv("FEATCACHE_HOME", str(tmp_path / "fc"))
     torch.manual_seed(0)

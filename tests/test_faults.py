@@ -25,11 +25,11 @@ import numpy as np
 import pytest
 
 import pipeline
-from common.errors import DiskFull
-from common.files import replace_atomically
-from store import StoreError, partial_path, read_rows, write_lock
-from store.errors import StoreCorrupted
-from store.verify import verify_store
+from featcache.common.errors import DiskFull
+from featcache.common.files import replace_atomically
+from featcache.store import StoreError, partial_path, read_rows, write_lock
+from featcache.store.errors import StoreCorrupted
+from featcache.store.verify import verify_store
 from tests import slow_writer
 from tests.samples import copy_sample
 
@@ -116,11 +116,11 @@ def test_any_full_disk_is_one_line_and_exit_3(monkeypatch, capsys):
 
 
 def test_preflight_refuses_an_extraction_that_cannot_fit(tmp_path, monkeypatch, capsys):
-    import store.write
+    import featcache.store.write as store_write
 
     images = copy_sample(tmp_path / "images", 2)
     out = tmp_path / "s.h5"
-    monkeypatch.setattr(store.write, "free_bytes", lambda path: 10_000)
+    monkeypatch.setattr(store_write, "free_bytes", lambda path: 10_000)
     args = ["extract", "--data", str(images), "--backbone", "efficientnet_lite0", "--out", str(out), "-q"]
     assert pipeline.main(args) == 3
     err = capsys.readouterr().err.strip().splitlines()
@@ -138,7 +138,7 @@ def test_store_writer_meets_a_full_disk_between_batches_and_resumes(tmp_path):
     feat = slow_writer.feature(dim)
 
     def open_store(out):
-        from store import open_for_write
+        from featcache.store import open_for_write
 
         return open_for_write(out, slow_writer.manifest(n), [feat], cache_key="full", spec={"backbone": "full"},
                               provenance={}, default_feature=feat.key)
@@ -177,7 +177,7 @@ def test_extraction_on_a_full_disk_exits_3_and_resumes(tmp_path):
     common = ["--backbone", "efficientnet_lite0", "--layers", "default,_bn1", "--pools", "avg,max", "--batch-size",
               "4", "-q"]
     assert run(["extract", "--data", str(images), "--out", str(ref), *common]).returncode == 0
-    hdf5_itself = "import store.write; store.write.free_bytes = lambda path: 1 << 40"  # the check sees room
+    hdf5_itself = "import featcache.store.write as w; w.free_bytes = lambda path: 1 << 40"  # the check sees room
     for fault, script in (("checked", None), ("hdf5", hdf5_itself)):
         with small_disk("250k") as disk:
             out = disk / "s.h5"
@@ -245,7 +245,7 @@ def test_flipped_bytes_fail_the_read_and_name_the_rows(tmp_path, capsys):
     with pytest.raises(StoreCorrupted, match=r"s.h5: /features/fc:in/none rows 1536-2047 fail their fletcher32 "
                                              r"checksum .*info --verify"):
         read_rows(store)
-    from store import read_features
+    from featcache.store import read_features
 
     ok_rows = np.arange(0, 1536)  # rows of good chunks still read, right
     np.testing.assert_array_equal(read_features(store, "fc:in/none", ok_rows), slow_writer.values(ok_rows, 512))
@@ -393,8 +393,8 @@ def test_a_full_disk_in_the_converted_network_cache_costs_only_time(tmp_path, mo
 def test_a_live_writer_is_seen_through_its_lock_without_taking_it(tmp_path):
     """A torn read is retried for as long as the writer holds the store's lock (a starved writer may
     not touch the file for seconds); the check reads /proc/locks, so a starting writer never fails."""
-    from store.read import _writer_holds_lock
-    from store.write import write_lock
+    from featcache.store.read import _writer_holds_lock
+    from featcache.store.write import write_lock
 
     out = tmp_path / "s.h5"
     assert not _writer_holds_lock(partial_path(out))

@@ -63,7 +63,7 @@ def timm_reference(state: dict, paths: list[str]) -> np.ndarray:
 
 
 def read_store(path: Path) -> tuple[np.ndarray, list[str]]:
-    from store import read_features, read_index, read_info
+    from featcache.store import read_features, read_index, read_info
 
     info = read_info(path)
     index = read_index(path)
@@ -88,7 +88,7 @@ def test_timm_weights_come_from_the_hub_on_first_use_then_from_the_cache_offline
         cos = (X * ref).sum(1) / np.linalg.norm(X, axis=1) / np.linalg.norm(ref, axis=1)
         assert cos.min() >= 0.999, cos.min()
 
-        from store import read_info
+        from featcache.store import read_info
 
         spec = read_info(first).spec
         assert spec["weights_sha256"] == hashlib.sha256(data).hexdigest()  # the fetched file is the identity

@@ -16,14 +16,14 @@ import pytest
 import torch
 from PIL import Image
 
-import finetune.train as ft
+import featcache.finetune.train as ft
 from extract.backbones import TransformSpec, create_backbone
 from extract.views import view_transform
-from finetune.checkpoint import load_finetuned
-from finetune.config import FinetuneConfig, check_config
-from finetune.data import eval_loader, train_loader
-from finetune.loop import predict, train_epoch
-from finetune.model import find_head, list_blocks, replace_head, set_train_mode
+from featcache.finetune.checkpoint import load_finetuned
+from featcache.finetune.config import FinetuneConfig, check_config
+from featcache.finetune.data import eval_loader, train_loader
+from featcache.finetune.loop import predict, train_epoch
+from featcache.finetune.model import find_head, list_blocks, replace_head, set_train_mode
 
 SMALL = TransformSpec(resize=36, crop=32, mean=(0.5, 0.4, 0.3), std=(0.25, 0.2, 0.3))
 BACKBONE = "resnet18"
@@ -179,8 +179,8 @@ def test_linear_weights_fold_scaler_binary_and_multiclass():
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from finetune.results import softmax
-    from finetune.warmstart import linear_weights
+    from featcache.finetune.results import softmax
+    from featcache.finetune.warmstart import linear_weights
 
     rng = np.random.default_rng(0)
     X = rng.normal(3, 2, (60, 5)) * np.array([1, 10, 0.1, 1, 5])
@@ -196,7 +196,7 @@ def test_warm_start_head_reproduces_the_probe(tiny, small, tmp_path):
     from classify.job import run_classify
     from classify.persist import load_model
     from extract.runner import ExtractConfig, extract
-    from store import read_rows
+    from featcache.store import read_rows
 
     data, weights = tiny
     backbone = small_backbone(BACKBONE, weights_file=str(weights))
@@ -217,7 +217,7 @@ def test_warm_start_head_reproduces_the_probe(tiny, small, tmp_path):
     np.testing.assert_allclose(got, want, atol=1e-5)  # the head itself: exact up to float32
     loader = eval_loader(job.splits, np.arange(len(rows["X"])), SMALL, batch_size=8, workers=0)
     outputs = predict(job.model, loader, job.labels_of, job.device, bad=set(), paths=[])
-    from finetune.results import softmax
+    from featcache.finetune.results import softmax
 
     np.testing.assert_allclose(softmax(outputs.logits), want, atol=1e-4)  # the whole network on the images
 
@@ -225,12 +225,12 @@ def test_warm_start_head_reproduces_the_probe(tiny, small, tmp_path):
     # epoch: the warm start fits the same configuration again on train alone.
     [refit] = run_classify(store, models=["logreg"], out_dir=tmp_path / "cls2", final_fit="train+val", select="cv")
     assert load_model(refit.model_path).fitted_on == "train+val"
-    from finetune.warmstart import load_warm_start
+    from featcache.finetune.warmstart import load_warm_start
 
     W, b = load_warm_start(refit.model_path, job.backbone, saved.class_names)
     train_only = load_model(res.model_path).model  # same C (same folds, same seed), fitted on train
     assert refit.params == res.params
-    from finetune.warmstart import linear_weights
+    from featcache.finetune.warmstart import linear_weights
 
     def gap(a: tuple, b: tuple) -> float:  # the weights' relative difference (probabilities saturate here)
         return max(np.abs(x - y).max() / np.abs(y).max() for x, y in zip(a, b))
@@ -246,15 +246,15 @@ def test_warm_start_head_reproduces_the_probe(tiny, small, tmp_path):
     assert gap((W, b), want_w) < 0.5 * gap(linear_weights(load_model(refit.model_path).model), want_w)
 
     other = {**saved.spec, "weights": "IMAGENET1K_V1"}
-    from finetune.warmstart import check_spec
+    from featcache.finetune.warmstart import check_spec
 
     with pytest.raises(ValueError, match="weights 'IMAGENET1K_V1'"):
         check_spec(other, saved.feature, job.backbone, "m.joblib")
 
 
 def test_run_dir_rows_reach_the_report_and_tensorboard(tiny, small, tmp_path):
-    from report.build import excerpt
-    from report.results import load_run
+    from featcache.report.build import excerpt
+    from featcache.report.results import load_run
 
     run_dir = tmp_path / "run"
     run_dir.mkdir()
@@ -273,7 +273,7 @@ def test_run_dir_rows_reach_the_report_and_tensorboard(tiny, small, tmp_path):
     model, meta = load_finetuned(result.model_path)  # best.pt is usable on its own
     saved = torch.load(result.model_path, weights_only=True)["model"]
     assert meta["class_names"] == ["ants", "bees"] and torch.equal(model.fc.weight, saved["fc.weight"])
-    from driver.predict import predict as predict_images  # `pipeline.py predict --model best.pt`
+    from featcache.driver.predict import predict as predict_images  # `pipeline.py predict --model best.pt`
 
     (tiny[0] / "val" / "broken.png").write_bytes(b"not a png")
     got = predict_images(result.model_path, [str(tiny[0] / "val")], str(tmp_path / "p.csv"))
@@ -295,7 +295,7 @@ def test_run_dir_rows_reach_the_report_and_tensorboard(tiny, small, tmp_path):
 
 
 def test_cli_builds_the_config():
-    from finetune.cli import config_from_args
+    from featcache.finetune.cli import config_from_args
     from pipeline import build_parser
 
     args = build_parser().parse_args(["finetune", "--data", "d", "--backbone", BACKBONE, "--out", "o",

@@ -12,7 +12,7 @@ from extract.backbones import create_backbone
 from extract.fuse import conv_bn_pairs, fold_batchnorm
 from extract.hooks import FeatureHooks, Tap
 from extract.runner import ExtractConfig, extract, plan
-from store import read_info, read_rows
+from featcache.store import read_info, read_rows
 from tests.samples import copy_sample
 
 

@@ -83,7 +83,7 @@ def test_a_warm_start_model_holding_code_is_refused(tmp_path, hostile):
     write, marker = hostile
     evil = write("m.skops")
     sidecar_path(evil).write_text(f"{sha256_file(evil)}  m.skops\n")
-    from finetune.warmstart import load_warm_start
+    from featcache.finetune.warmstart import load_warm_start
 
     with pytest.raises(ValueError, match="not a skops model but a pickle"):
         load_warm_start(evil, None, ["a", "b"])  # refused before the backbone is looked at
@@ -119,7 +119,7 @@ def test_results_and_audit_files_are_data_only(tmp_path, capsys):
     run.mkdir()
     (run / "results.json").write_text(json.dumps({"results": {"__reduce__": "os.system"}}))
     one_line_error(capsys, pipeline.main(["report", str(run)]), "results.json", "'results' is dict, expected list")
-    from report.audit import load_audits
+    from featcache.report.audit import load_audits
 
     (run / "report").mkdir()
     (run / "report" / "audit.json").write_text("{not json")

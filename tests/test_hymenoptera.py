@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from extract.runner import ExtractConfig, extract
-from store import read_info
+from featcache.store import read_info
 
 HYMENOPTERA = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
 pytestmark = pytest.mark.skipif(not HYMENOPTERA.is_dir(), reason="needs ../shared/datasets/hymenoptera")
@@ -53,7 +53,7 @@ def test_accuracy_targets(classified):
 
 
 def test_predict_reproduces_classify_accuracy(classified, tmp_path):
-    from driver.predict import predict
+    from featcache.driver.predict import predict
 
     out, by_model = classified
     model_path = by_model["logreg"].model_path

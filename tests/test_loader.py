@@ -14,7 +14,7 @@ from extract.loaders import PREFETCH, InlineLoader, ThreadLoader, make_loader, r
 from extract.preprocess import build_transform
 from extract.rows import ImageRows, collate
 from extract.runner import ExtractConfig, extract
-from store import read_info, read_rows
+from featcache.store import read_info, read_rows
 from tests.badimages import make_corpus
 from tests.samples import copy_sample
 

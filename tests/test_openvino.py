@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("openvino", reason="OpenVINO is in requirements.txt; these tests need it")
 
 from extract.runner import ExtractConfig, extract, plan  # noqa: E402
-from store import StoreError, read_blob, read_info, read_rows  # noqa: E402
+from featcache.store import StoreError, read_blob, read_info, read_rows  # noqa: E402
 from tests.samples import copy_sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -290,8 +290,8 @@ def test_predict_shards_and_merge_use_the_stores_int8_network(images, tmp_path, 
         pytest.skip("this CPU has no int8 for OpenVINO")
     from classify.job import run_classify
     from classify.persist import load_model
-    from driver.predict import predict
     from extract.shards import merge
+    from featcache.driver.predict import predict
 
     whole = extract(cfg(images, tmp_path / "q.h5", precision="int8"))
     parts = [extract(cfg(images, tmp_path / f"s{k}.h5", precision="int8", shard=f"{k}/2")).store for k in (0, 1)]

@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from classify.config import ClassifyConfig, ClassifyOptions
-from common import options
-from common.errors import BadInput
-from driver.config import RunConfig, config_keys, resolve
 from extract.config import ExtractConfig, ExtractOptions
+from featcache.common import options
+from featcache.common.errors import BadInput
+from featcache.driver.config import RunConfig, config_keys, resolve
 
 ROOT = Path(__file__).resolve().parents[1]
 # Spelled in the plural by run (--backbones, --layers), or one job's alone (--shard: run keys stores by cache key).

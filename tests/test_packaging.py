@@ -3,12 +3,15 @@ pyproject.toml's dependencies never drift from requirements*.txt."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -25,10 +28,11 @@ PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
 TOP_NOT_COPIED = {".git", ".venv", "runs", "out", "data", "build", "dist"}  # top-level folders only
 NOT_COPIED = shutil.ignore_patterns("*.egg-info", "__pycache__", ".pytest_cache", ".hypothesis", ".ruff_cache", "*.h5",
                                     "*.partial", "*.lock")
-# Run from another folder with the installed wheel on PYTHONPATH: where the modules and sys.path are.
-WHERE = """import os, sys, extract, classify, store, pipeline
-print(extract.__file__, classify.__file__, store.__file__, pipeline.__file__, sep="\\n")
+# Run from another folder in the fresh venv: where the modules and sys.path are.
+WHERE = """import os, sys, extract, classify, featcache, featcache.store
+print(extract.__file__, classify.__file__, featcache.__file__, featcache.store.__file__, sep="\\n")
 print(*map(os.path.realpath, sys.path), sep="\\n")"""
+INSTALLED = {"extract", "classify", "featcache"}  # the wheel's top-level names, besides its dist-info
 
 
 def _packages() -> list[str]:
@@ -40,39 +44,51 @@ def _not_copied(folder: str, names: list[str]) -> set[str]:
     return set(NOT_COPIED(folder, names)) | (TOP_NOT_COPIED & set(names) if Path(folder) == ROOT else set())
 
 
-def _env(site: Path) -> dict[str, str]:
-    """The venv's interpreter and dependencies, the installed wheel first on the path, the checkout not at all."""
+def _env() -> dict[str, str]:
+    """The environment without anything that would put the checkout on the path."""
     env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
-    env["PYTHONPATH"] = str(site)
     env["PIP_DISABLE_PIP_VERSION_CHECK"] = "1"
     return env
 
 
+@dataclass(frozen=True)
+class Venv:
+    wheel: Path
+    root: Path  # the venv
+    site: Path  # its site-packages
+    before: frozenset  # what its site-packages held before the wheel was installed
+
+
 @pytest.fixture(scope="module")
-def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """(wheel, site): the wheel built from a copy of the checkout, installed with ``--target site``.
+def installed(tmp_path_factory: pytest.TempPathFactory) -> Venv:
+    """The wheel built from a copy of the checkout, installed with ``--no-deps`` into a fresh virtual
+    environment that sees the checkout's dependencies (a .pth naming this venv's site-packages).
 
     Built from a copy because setuptools writes build/ and featcache.egg-info/ into the folder it
     builds (and a stale build/lib would put deleted modules in the wheel). No build isolation and
-    ``--no-deps``: nothing is fetched and the venv stays as it is.
+    ``--no-deps``: nothing is fetched. A full install with its dependencies is checked outside the suite.
     """
     base = tmp_path_factory.mktemp("wheel")
-    src, dist, site = base / "src", base / "dist", base / "site"
+    src, dist, venv = base / "src", base / "dist", base / "venv"
     shutil.copytree(ROOT, src, ignore=_not_copied)
     pip = [sys.executable, "-m", "pip"]
-    env = _env(site)
+    env = _env()
     r = subprocess.run([*pip, "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(src)],
                        capture_output=True, text=True, env=env, cwd=base)
     assert r.returncode == 0, r.stdout + r.stderr
     (wheel,) = dist.glob("featcache-*.whl")
-    r = subprocess.run([*pip, "install", "--no-deps", "--no-compile", "-q", "--target", str(site), str(wheel)],
-                       capture_output=True, text=True, env=env, cwd=base)
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    (site,) = venv.glob("lib/python3*/site-packages")
+    (site / "checkout-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    before = frozenset(p.name for p in site.iterdir())
+    r = subprocess.run([*pip, "--python", str(venv / "bin" / "python"), "install", "--no-deps", "--no-compile", "-q",
+                        str(wheel)], capture_output=True, text=True, env=env, cwd=base)
     assert r.returncode == 0, r.stdout + r.stderr
-    return wheel, site
+    return Venv(wheel, venv, site, before)
 
 
 def test_wheel_holds_the_packages_and_the_command(installed):
-    wheel, _ = installed
+    wheel = installed.wheel
     # The version where pyproject.toml reads it (a module's literal, or a package's __init__.py).
     module, _, name = PYPROJECT["tool"]["setuptools"]["dynamic"]["version"]["attr"].rpartition(".")
     source = ROOT / (module.replace(".", "/") + ".py")
@@ -83,40 +99,47 @@ def test_wheel_holds_the_packages_and_the_command(installed):
         names = z.namelist()
         entry_points = z.read(f"featcache-{version}.dist-info/entry_points.txt").decode()
     top = {n.split("/")[0] for n in names}
-    # Every folder of code in the checkout is in the wheel (a new package needs pyproject.toml's include
-    # list, and an __init__.py), but not tests/, bench/ or data/ (nor configs/).
-    in_checkout = {p.name for p in ROOT.iterdir() if p.is_dir() and any(p.glob("*.py"))} - {"tests", "bench", "data"}
-    assert top == set(_packages()) & in_checkout | {"pipeline.py", f"featcache-{version}.dist-info"}
+    assert top == INSTALLED | {f"featcache-{version}.dist-info"} and set(_packages()) == INSTALLED
     assert not [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
-    assert re.search(r"^featcache = pipeline:main$", entry_points, re.M)
+    assert re.search(r"^featcache = featcache.cli:main$", entry_points, re.M)
+    # The venv's site-packages gained the three packages and the dist-info, nothing else.
+    gained = {p.name for p in installed.site.iterdir()} - installed.before
+    assert gained == INSTALLED | {f"featcache-{version}.dist-info"}, gained
 
 
-def test_installed_command_extracts_and_classifies_from_another_folder(installed, tmp_path):
-    _, site = installed
-    env = _env(site)
+def test_installed_command_runs_predicts_and_the_readme_api_from_another_folder(installed, tmp_path):
+    env = _env()
     env.setdefault("FEATCACHE_HOME", str(tmp_path / "featcache-home"))  # conftest sets one for the session
-    where = subprocess.run([sys.executable, "-c", WHERE], capture_output=True, text=True, env=env, cwd=tmp_path)
+    python = installed.root / "bin" / "python"
+    where = subprocess.run([str(python), "-c", WHERE], capture_output=True, text=True, env=env, cwd=tmp_path)
     assert where.returncode == 0, where.stderr
     files, path = where.stdout.splitlines()[:4], where.stdout.splitlines()[4:]
-    assert all(Path(f).resolve().is_relative_to(site.resolve()) for f in files), files
+    assert all(Path(f).resolve().is_relative_to(installed.site.resolve()) for f in files), files
     assert str(ROOT) not in path  # the checkout is not importable here (sys.path[0] is the cwd, tmp_path)
+    assert subprocess.run([str(python), "-c", "import pipeline"], env=env, cwd=tmp_path).returncode == 1
 
-    featcache = site / "bin" / "featcache"
+    featcache = installed.root / "bin" / "featcache"
     assert featcache.is_file() and os.access(featcache, os.X_OK)
     run = lambda *a: subprocess.run([str(featcache), *a], capture_output=True, text=True, env=env, cwd=tmp_path)
     r = run("--help")
     assert r.returncode == 0 and r.stdout.startswith("usage: featcache "), r.stdout + r.stderr
-    assert "usage: featcache extract" in run("extract", "--help").stdout
 
     copy_sample(tmp_path / "imgs", 3)
-    r = run("extract", "--data", "imgs", "--backbone", "efficientnet_lite0", "--out", "x.h5")
-    assert r.returncode == 0, r.stderr
-    assert (tmp_path / "x.h5").is_file() and "wrote 12 rows" in r.stdout
-    r = run("classify", "--features", "x.h5", "--models", "logreg", "--out", "runX")
-    assert r.returncode == 0, r.stderr
-    out = tmp_path / "runX"
-    assert (out / "metrics.json").is_file() and (out / "summary.md").is_file()
-    assert list((out / "models").glob("*logreg*.skops"))
+    r = run("run", "--data", "imgs", "--out", "runD")  # the default run: three backbones, no internet
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert r.stdout.startswith("Best: ") and "featcache predict" in r.stdout
+    extraction = json.loads((tmp_path / "runD" / "extraction.json").read_text())
+    assert [e["backbone"] for e in extraction] == ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
+    model = next((tmp_path / "runD" / "classify").glob("efficientnet_lite0__*/models/*logreg.skops"))
+    r = run("predict", "--model", str(model), "imgs", "--out", "preds.csv")
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert len((tmp_path / "preds.csv").read_text().splitlines()) == 1 + 12
+
+    (tmp_path / "data").symlink_to(ROOT / "data")  # the README's example reads the bundled sample
+    block = re.search(r"```python\n(.*?)```", (ROOT / "README.md").read_text(encoding="utf-8"), re.S).group(1)
+    r = subprocess.run([str(python), "-c", block], capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert (tmp_path / "runs" / "compare" / "results.json").is_file()
 
 
 # --------------------------------------------------------------------------- pyproject vs requirements*.txt

@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray", reason="Ray is optional: pip install -r require
 
 from extract.ray_engine import KILL_ENV, extract_ray  # noqa: E402
 from extract.runner import ExtractConfig, extract  # noqa: E402
-from store import read_info, read_rows  # noqa: E402
+from featcache.store import read_info, read_rows  # noqa: E402
 from tests.samples import copy_sample  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]

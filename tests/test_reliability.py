@@ -30,7 +30,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from store import FeatureSpec, Manifest, StoreError, open_for_write, partial_path, write_lock
+from featcache.store import FeatureSpec, Manifest, StoreError, open_for_write, partial_path, write_lock
 from tests.samples import copy_sample
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -312,8 +312,8 @@ def test_interrupt_then_resume_is_identical(images, reference, tmp_path, sig, wo
 
 def test_ctrl_c_stops_at_a_batch_boundary(images, tmp_path, monkeypatch):
     """A Ctrl-C that lands inside a batch write lets that batch finish, then stops (deterministic, in-process)."""
-    import store
     from extract.runner import ExtractConfig, extract
+    from featcache import store
 
     if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
         pytest.skip("SIGINT is not Python's default handler in this test process")
@@ -574,7 +574,7 @@ def test_pickled_code_payload_is_live(tmp_path):
 
 def test_outside_root_accepted_with_flag(background):
     """The refusals csv_path_escapes_root and csv_absolute_path lift with --allow-outside-root."""
-    from store import read_rows
+    from featcache.store import read_rows
 
     r = background["cli"].result(timeout=TIMEOUT * 2)["outside_allowed"]
     assert r.returncode == 0, r.stderr

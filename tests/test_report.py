@@ -19,11 +19,11 @@ from PIL import Image
 
 from classify.stats import wilson
 from classify.table import seconds
-from report import ReportError, build_report, excerpt, log_misclassified
-from report.images import load_tile
-from report.render import fmt
-from report.results import load_run
-from store import FeatureSpec, Manifest, open_for_write, write_lock
+from featcache.report import ReportError, build_report, excerpt, log_misclassified
+from featcache.report.images import load_tile
+from featcache.report.render import fmt
+from featcache.report.results import load_run
+from featcache.store import FeatureSpec, Manifest, open_for_write, write_lock
 
 CLASSES = ["ants", "bees", "wasps"]
 SHA = "0123456789abcdef" * 4
@@ -258,7 +258,7 @@ def test_bad_run_dirs_are_one_line_errors(tmp_path):
 
 
 def test_cli(run_dir, capsys):
-    from report.cli import add_subcommands
+    from featcache.report.cli import add_subcommands
 
     parser = argparse.ArgumentParser()
     add_subcommands(parser.add_subparsers(dest="command"), [])
@@ -393,7 +393,7 @@ def test_html_renders_in_headless_chromium(built, tmp_path):
 
 
 def test_views_section_compares_variants_with_their_base(run_dir, tmp_path):
-    from report.render import views_table
+    from featcache.report.render import views_table
 
     plain = load_run(run_dir)
     assert views_table(plain) == ([], [])  # no variants: no section

@@ -12,9 +12,9 @@ from PIL import Image
 from scipy.stats import binomtest
 
 from classify import stats
-from report import build_report
-from report.results import across_datasets, load_run
-from store import FeatureSpec
+from featcache.report import build_report
+from featcache.report.results import across_datasets, load_run
+from featcache.store import FeatureSpec
 from tests.test_report import (
     assert_fits_one_screen,
     make_images,
@@ -185,8 +185,8 @@ def test_multi_dataset_report_renders_in_headless_chromium(multi_run, tmp_path):
 
 def test_metric_balanced_accuracy_reranks_and_is_checked(tmp_path):
     """On imbalanced classes the row with the better balanced accuracy wins when the user asks for it."""
-    from report import ReportError
-    from report.results import parse_results
+    from featcache.report import ReportError
+    from featcache.report.results import parse_results
 
     def row(model, acc, bal, cv_acc, cv_bal):
         val = {**val_block(acc, bal, [], 0.3), "n": N, "accuracy": acc, "balanced_accuracy": bal}

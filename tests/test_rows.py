@@ -6,8 +6,8 @@ import pytest
 
 from classify import ranking
 from classify.stats import correctness
-from store.results import append_rows, read_results, write_run
-from store.rows import ResultRow, ResultsError
+from featcache.store.results import append_rows, read_results, write_run
+from featcache.store.rows import ResultRow, ResultsError
 
 
 def row(model, acc, **more):

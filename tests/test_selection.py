@@ -17,7 +17,7 @@ from classify.knn import CosineKNN, SweptKNN
 from classify.linear_probe import LinearProbe
 from classify.splits import SmallDataKFold
 from classify.sweep import Sweep
-from report.results import load_run, parse_results
+from featcache.report.results import load_run, parse_results
 
 pytestmark = pytest.mark.usefixtures("single_threaded")
 

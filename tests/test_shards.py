@@ -7,7 +7,7 @@ import pytest
 
 from extract.runner import ExtractConfig, extract
 from extract.shards import merge, parse_shard, shard_bounds
-from store import StoreError, read_info, read_rows
+from featcache.store import StoreError, read_info, read_rows
 from tests.samples import copy_sample
 
 

@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from store import (
+from featcache.store import (
     FeatureSpec,
     Manifest,
     StoreError,

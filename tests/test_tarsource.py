@@ -19,9 +19,9 @@ from extract.images import ImageError, load_image
 from extract.runner import ExtractConfig, extract
 from extract.sources import SourceError, build_manifest, fingerprint
 from extract.tarsource import expand_braces, expand_spec, is_shard_spec
-from report.images import GREY, load_tile
-from store import partial_path, read_info, read_rows
-from store.tar_members import (
+from featcache.report.images import GREY, load_tile
+from featcache.store import partial_path, read_info, read_rows
+from featcache.store.tar_members import (
     Member,
     MemberMissing,
     _fast_members,
@@ -321,7 +321,7 @@ def test_resume_over_shards_is_identical_and_a_rerun_is_a_hit(pair, monkeypatch)
     ref = d / "ref.h5"
     extract(cfg(spec, ref))
 
-    import store
+    from featcache import store
 
     out = d / "resumed.h5"
     real_write, calls = store.StoreWriter.write, []

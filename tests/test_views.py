@@ -23,7 +23,7 @@ from extract.hooks import FeatureHooks, Tap
 from extract.preprocess import build_transform
 from extract.runner import ExtractConfig, extract
 from extract.views import view_transform
-from store import (
+from featcache.store import (
     FeatureSpec,
     Manifest,
     StoreError,
@@ -262,7 +262,7 @@ def test_views_and_tta_need_a_store_that_has_them(make_store, tmp_path):
 
 def test_predict_with_flip_tta_reproduces_classify(view_stores, tmp_path):
     """A +flip model predicts new images as classify scored them: center and mirror averaged."""
-    from driver.predict import predict
+    from featcache.driver.predict import predict
 
     data, _, viewed, _ = view_stores
     [res] = run_classify(viewed, models=["logreg"], out_dir=tmp_path / "run", views="on", tta="flip")
@@ -275,7 +275,7 @@ def test_predict_with_flip_tta_reproduces_classify(view_stores, tmp_path):
 
 
 def test_interrupted_view_extraction_resumes_to_the_same_store(view_stores, tmp_path, monkeypatch):
-    import store
+    from featcache import store
 
     data, _, viewed, _ = view_stores
     out = tmp_path / "f.h5"

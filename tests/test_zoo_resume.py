@@ -16,8 +16,8 @@ import classify.zoo as zoo_module
 from classify import cli, ledger
 from classify.job import run_classify
 from classify.persist import sidecar_digest
-from common.files import sha256_file
-from common.interrupt import StopAfterCurrent
+from featcache.common.files import sha256_file
+from featcache.common.interrupt import StopAfterCurrent
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ["knn-dino", "logreg", "linear"]  # each well under a second on 45 rows, once torch is imported
@@ -203,7 +203,7 @@ def test_no_resume_on_the_command_lines():
     assert cli.config_from_args(p.parse_args(["--features", "f", "--out", "o", "--no-resume"])).resume is False
     assert cli.config_from_args(p.parse_args(["--features", "f", "--out", "o"])).resume is True
     sys.path.insert(0, str(ROOT))
-    from driver.config import resolve
+    from featcache.driver.config import resolve
     from pipeline import build_parser
 
     args = build_parser().parse_args(["run", "--data", "d", "--out", "o", "--no-resume"])
@@ -240,7 +240,7 @@ def test_workers_leave_ctrl_c_to_the_parent():
     code = textwrap.dedent("""
         import os, signal
         from joblib import Parallel, delayed
-        from common.interrupt import ignore_sigint_in_worker
+        from featcache.common.interrupt import ignore_sigint_in_worker
 
         def task(i):  # in a loky worker: a Ctrl-C reaching it must not abort the fit
             ignore_sigint_in_worker()
