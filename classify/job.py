@@ -20,6 +20,7 @@ from classify.leaderboard import Leaderboard
 from classify.models import resolve_models
 from classify.outputs import Writer
 from classify.plan import Budget, Shape, ZooPlan, check_tensorboard, plan_zoo, views_mode
+from classify.table import shown_path
 from classify.zoo import compare_zoo
 from featcache.store import read_info
 
@@ -49,7 +50,8 @@ def prepare(cfg: ClassifyConfig, budget: Budget | None = None) -> tuple[FeatureS
                          flip=cfg.tta != "none")
     zoo = plan_zoo(Shape.of(data), cfg, views=views, budget=budget or default_budget(cfg))
     log.info("ranking by %s", "repeated CV over train+val (--select cv)" if zoo.select == "cv" else "val accuracy")
-    log.info("%s: %s %d-d, %s; val: %s", data.store, data.feature, data.dim, data.counts(), data.val_source)
+    counts = ", ".join(f"{k} {v}" for k, v in data.counts().items())
+    log.info("%s: %s %d-d, %s; val: %s", shown_path(data.store), data.feature, data.dim, counts, data.val_source)
     for on, p in zoo.protocols.items():
         log.info("selection%s: %s", " (on views)" if on else "", p.describe())
     return data, zoo

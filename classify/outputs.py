@@ -157,7 +157,7 @@ class Writer:
         if done is None:
             return None, ""
         self.recorded[key] = done
-        return done, f"an earlier run ({ledger.record_path(self.out, self.data.feature, plan.label)})"
+        return done, f"an earlier run ({table.shown_path(ledger.record_path(self.out, self.data.feature, plan.label))})"
 
     def record(self, plan: ModelPlan, rows: list[ResultRow]) -> list[ResultRow]:
         """Save ``rows``' files, then record them as finished (in that order: a crash in between

@@ -14,6 +14,7 @@ from classify.ensembles import concat_features, has_proba, soft_vote
 from classify.features import load_features
 from classify.fit import fit
 from classify.plan import Shape, plan_one
+from classify.table import short_backbone
 from featcache.driver.budget import RunBudget
 from featcache.driver.config import RunConfig
 from featcache.store.rows import ResultRow
@@ -39,7 +40,7 @@ def _vote(members: list[ResultRow], dataset: str, feature: str, what: str) -> li
         return []
     if vote is None:
         return []
-    log.info("soft vote of %s (%s): val %.3f", what, vote.backbone, vote.val["accuracy"])
+    log.info("soft vote of %s (%s): val %.3f", what, short_backbone(vote.backbone), vote.val["accuracy"])
     return [replace(vote, dataset=dataset)]
 
 
@@ -80,7 +81,7 @@ def concat_rows(cfg: RunConfig, ranked: list[ResultRow], dataset: str) -> list[R
     auto = RunBudget.parse(cfg.classify.budget).auto
     out = []
     for name in dict.fromkeys([best.model.split("+")[0], "logreg"]):
-        log.info("concat %s: %s on %s (%d-d)%s", " + ".join(members), name, backbone, cat.dim,
+        log.info("concat %s: %s on %s (%d-d)%s", " + ".join(members), name, short_backbone(backbone), cat.dim,
                  "; approximated under --budget auto" if auto else "")
         plan = plan_one(name, Shape.of(cat), cfg.classify, select="cv" if best.cv else "val",
                         tta="flip" if flip else "none", tensorboard=None, preprocess=None, protocol="auto")
