@@ -66,7 +66,8 @@ def compare(data: str | os.PathLike | np.ndarray, y: Any = None, *, models: str 
     no extraction to size against, so every model asked for runs.
 
     Returns a :class:`~classify.leaderboard.Leaderboard` whose rows hold their fitted
-    estimators: ``.best`` predicts. Writes nothing."""
+    estimators: ``.best`` predicts. Writes nothing (with ``jobs`` above 1, joblib may memory-map
+    large arrays for its worker processes in a temporary folder of its own, removed after)."""
     opts = _options(models, options)
     if isinstance(data, (str, os.PathLike)):
         if y is not None:

@@ -23,6 +23,8 @@ TTA_CHOICES = ("none", "flip", "both")
 SELECT_CHOICES = ("auto", "val", "cv")
 FINAL_FIT_CHOICES = ("auto", "train", "train+val")
 METRICS = ("accuracy", "balanced_accuracy")  # what ranks a leaderboard (classify.ranking)
+METRIC_CHOICES = ("auto", *METRICS)  # auto: balanced accuracy when the train classes are imbalanced
+CLASS_WEIGHTS = ("auto", "balanced", "none")
 
 
 def _problem(check: Any, value: Any) -> str | None:
@@ -106,9 +108,15 @@ class ClassifyOptions:
     final_fit: str = option("auto", choices=FINAL_FIT_CHOICES,
                             help="what the saved models (and their test scores) are fitted on: train, or train+val "
                                  "with the chosen configuration; auto: train+val when ranking by cv, else train")
-    metric: str = option("accuracy", choices=METRICS,
-                         help="what ranks the rows (balanced_accuracy for imbalanced classes); both are always "
-                              "measured")
+    metric: str = option("auto", choices=METRIC_CHOICES,
+                         help="what ranks the rows: accuracy, balanced_accuracy, or auto (balanced accuracy when the "
+                              "largest train class has at least 1.5x the rows of the smallest, else accuracy); both "
+                              "are always measured")
+    class_weight: str = option("auto", choices=CLASS_WEIGHTS,
+                               help="balanced: every model weighs each class alike (scikit-learn's class_weight="
+                                    "'balanced', weighted losses for the torch heads and probes, balanced kNN votes); "
+                                    "none: as the rows come; auto: balanced when the train classes are imbalanced "
+                                    "(the same 1.5x rule)")
     few_shot: bool = option(True, kind="bool",
                             help="measure the few-shot curve (1-16 train images per class and all; logreg and DINO "
                                  "kNN; 5 draws)")

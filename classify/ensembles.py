@@ -26,7 +26,7 @@ from sklearn.metrics import balanced_accuracy_score
 from classify import stats
 from classify.evaluate import evaluate, predict_tta, to_jsonable
 from classify.features import FeatureSet, Split, load_features
-from classify.persist import load_model
+from classify.persist import SavedVote, load_model, vote_of
 from featcache.common.errors import BadInput
 from featcache.store.rows import ResultRow
 
@@ -183,6 +183,18 @@ def _vote_cv(members: list[ResultRow]) -> dict | None:
 
 def has_proba(row: ResultRow) -> bool:
     return row.val.get("log_loss") is not None and (row.fitted is not None or bool(row.model_path))
+
+
+def vote_model(vote: ResultRow, members: list[ResultRow]) -> SavedVote:
+    """``vote``'s members' models, as its model file holds them: each member's fit in memory (the
+    model its own file has), or, for a member resumed from an earlier run, its file, verified."""
+    by_label = {r.label: r for r in members}
+    missing = [label for label in vote.members if label not in by_label]
+    if missing:
+        raise BadInput(f"soft vote: member {missing[0]!r} is not among the rows given")
+    rows = [by_label[label] for label in vote.members]
+    saved = [r.fitted.saved if r.fitted is not None else load_model(str(r.model_path)) for r in rows]
+    return vote_of(saved, list(vote.members), name=vote.model, feature=vote.feature)
 
 
 def soft_vote(members: list[ResultRow], proba_of: Callable | None = None, feature: str = "tied group"

@@ -144,7 +144,8 @@ def fit(plan: ModelPlan, data: FeatureSet) -> list[ResultRow]:
     extra = {**_search_extra(model), **_solver_extra(model),
              **({"views": data.n_views, "train_samples": int(len(y))} if plan.views else {}),
              "estimate_s": plan.estimate_s, "estimate_total_s": plan.total_s,
-             "selection": plan.build.protocol.describe(), **({"note": plan.note} if plan.note else {})}
+             "selection": plan.build.protocol.describe(), **({"note": plan.note} if plan.note else {}),
+             **({"class_weight": plan.build.class_weight} if plan.build.class_weight else {})}
     params = {**chosen_params(model), **({"note": plan.note} if plan.note else {})}
     cv, folds = {}, None
     if plan.select == "cv":

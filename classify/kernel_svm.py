@@ -27,17 +27,19 @@ def rbf_kernel(A: np.ndarray, B: np.ndarray, gamma: float) -> np.ndarray:
 class RBFSVC(ClassifierMixin, BaseEstimator):
     """``SVC(kernel="rbf", C, gamma)`` on a precomputed kernel; keeps the train rows to predict."""
 
-    def __init__(self, C: float = 1.0, gamma: float = 1.0, random_state: int | None = None):
+    def __init__(self, C: float = 1.0, gamma: float = 1.0, random_state: int | None = None,
+                 class_weight: str | None = None):
         self.C = C
         self.gamma = gamma
         self.random_state = random_state
+        self.class_weight = class_weight
 
     def fit(self, X, y, groups=None) -> RBFSVC:  # noqa: ANN001
         """``groups`` is accepted (and unused) so that a sweep passes the image groups through to
         the calibrated SVC it refits."""
         X, y = validate_data(self, X, y, dtype=np.float64)
         self.X_fit_ = X
-        self.svc_ = SVC(kernel="precomputed", C=self.C, random_state=self.random_state)
+        self.svc_ = SVC(kernel="precomputed", C=self.C, random_state=self.random_state, class_weight=self.class_weight)
         self.svc_.fit(rbf_kernel(X, X, self.gamma), y)
         self.classes_ = self.svc_.classes_
         return self

@@ -16,6 +16,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from classify import progress
 from classify.splits import SmallDataKFold
 from classify.torch_heads import torch_threads
+from classify.weights import class_weights
 from featcache.common.errors import BadInput
 
 QUERY_CHUNK = 1024
@@ -33,10 +34,12 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
     5,000 rows against 45,000 takes a second and memory bounded by the chunk.
     """
 
-    def __init__(self, n_neighbors: int = 5, *, weights: str = "distance", temperature: float = DINO_TEMPERATURE):
+    def __init__(self, n_neighbors: int = 5, *, weights: str = "distance", temperature: float = DINO_TEMPERATURE,
+                 class_weight: str | None = None):
         self.n_neighbors = n_neighbors
         self.weights = weights
         self.temperature = temperature
+        self.class_weight = class_weight  # "balanced": each neighbour's vote times its class's weight
 
     def fit(self, X, y) -> CosineKNN:
         if self.weights not in WEIGHTINGS:
@@ -51,6 +54,7 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         X, y = validate_data(self, X, y, dtype=[np.float32, np.float64])
         check_classification_targets(y)
         self.classes_, self.codes_ = np.unique(y, return_inverse=True)
+        self.class_weight_ = class_weights(self.class_weight, self.classes_, self.codes_)
         self.n_neighbors_ = int(min(self.n_neighbors, len(y)))
         self.ref_ = np.asarray(X, dtype=np.float32)
         return self
@@ -59,7 +63,8 @@ class CosineKNN(ClassifierMixin, BaseEstimator):
         check_is_fitted(self, "ref_")
         X = validate_data(self, X, reset=False, dtype=[np.float32, np.float64])
         sims, idx = neighbours(self.ref_, X, self.n_neighbors_)
-        votes = vote(sims, self.codes_[idx], self.n_neighbors_, self.weights, len(self.classes_), self.temperature)
+        votes = vote(sims, self.codes_[idx], self.n_neighbors_, self.weights, len(self.classes_), self.temperature,
+                     getattr(self, "class_weight_", None))
         return votes / votes.sum(axis=1, keepdims=True)
 
     def predict(self, X) -> np.ndarray:
@@ -87,8 +92,9 @@ def neighbours(ref: np.ndarray, query: np.ndarray, k: int) -> tuple[np.ndarray, 
 
 
 def vote(sims: np.ndarray, labels: np.ndarray, k: int, weights: str, n_classes: int,
-         temperature: float = DINO_TEMPERATURE) -> np.ndarray:
-    """(n, n_classes) votes of the first k neighbours (labels: their class codes).
+         temperature: float = DINO_TEMPERATURE, class_weight: np.ndarray | None = None) -> np.ndarray:
+    """(n, n_classes) votes of the first k neighbours (labels: their class codes), each class's
+    votes times its ``class_weight`` when given (balanced votes).
 
     ``dino``: DINO's protocol (Caron et al. 2021, eval_knn.py), each vote exp(cosine / T); the
     largest similarity is subtracted first, which changes no ratio and keeps exp finite."""
@@ -104,13 +110,17 @@ def vote(sims: np.ndarray, labels: np.ndarray, k: int, weights: str, n_classes: 
         w = np.ones_like(s, dtype=np.float64)
     votes = np.zeros((len(s), n_classes))
     np.add.at(votes, (np.repeat(np.arange(len(s)), k), lab.ravel()), w.ravel())
-    return votes
+    return votes if class_weight is None else votes * class_weight[None, :]
 
 
 def vote_accuracy(sims: np.ndarray, labels: np.ndarray, truth: np.ndarray, k: int, weights: str,
-                  n_classes: int) -> float:
-    """Accuracy of k-NN votes from precomputed neighbours."""
-    return float((vote(sims, labels, k, weights, n_classes).argmax(1) == truth).mean())
+                  n_classes: int, class_weight: np.ndarray | None = None) -> float:
+    """Accuracy of k-NN votes from precomputed neighbours (balanced accuracy when the votes are
+    balanced: what a balanced model is chosen for)."""
+    pred = vote(sims, labels, k, weights, n_classes, class_weight=class_weight).argmax(1)
+    if class_weight is None:
+        return float((pred == truth).mean())
+    return float(np.mean([np.mean(pred[truth == c] == c) for c in np.unique(truth)]))
 
 
 class SweptKNN(ClassifierMixin, BaseEstimator):
@@ -118,8 +128,10 @@ class SweptKNN(ClassifierMixin, BaseEstimator):
     search per fold; ties go to the first grid point (the largest k, the smoothest vote)."""
 
     def __init__(self, ks: tuple[int, ...] = (21, 15, 11, 7, 5, 3, 1), weightings: tuple[str, ...] = ("uniform", "distance"),
-                 *, cv: object | None = None, n_jobs: int | None = None, random_state: int = 0):
+                 *, cv: object | None = None, n_jobs: int | None = None, random_state: int = 0,
+                 class_weight: str | None = None):
         self.ks = ks
+        self.class_weight = class_weight
         self.weightings = weightings
         self.cv = cv
         self.n_jobs = n_jobs  # torch threads for the searches (None: as set)
@@ -141,8 +153,9 @@ class SweptKNN(ClassifierMixin, BaseEstimator):
             with torch_threads(self.n_jobs):
                 sims, idx = neighbours(X[fit_rows], X[held], kmax)
             labels = codes[fit_rows][idx]
+            cw = class_weights(self.class_weight, self.classes_, codes[fit_rows])
             for g, (k, w) in enumerate(grid):
-                scores[g, f] = vote_accuracy(sims, labels, codes[held], min(k, kmax), w, len(self.classes_))
+                scores[g, f] = vote_accuracy(sims, labels, codes[held], min(k, kmax), w, len(self.classes_), cw)
             progress.advance()
         mean = scores.mean(axis=1)
         best = int(np.argmax(mean))
@@ -151,7 +164,8 @@ class SweptKNN(ClassifierMixin, BaseEstimator):
         self.best_params_ = self.cv_results_["params"][best]
         self.best_score_ = float(mean[best])
         self.chosen_params_ = dict(self.best_params_)
-        self.best_estimator_ = CosineKNN(**self.best_params_).fit(np.asarray(X, dtype=np.float32), y)
+        self.best_estimator_ = CosineKNN(**self.best_params_, class_weight=self.class_weight).fit(
+            np.asarray(X, dtype=np.float32), y)
         progress.advance()
         return self
 

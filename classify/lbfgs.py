@@ -48,6 +48,7 @@ class Rows:
     fmap: FeatureMap | None = None
     chunk: int = CHUNK_ROWS
     block: object | None = None  # torch tensor of every mapped row, when materialized
+    class_weight: np.ndarray | None = None  # a weight per class code (balanced classes), or None
 
     def __post_init__(self) -> None:
         self.affine = None
@@ -110,7 +111,7 @@ class Rows:
         if len(self) * width * 4 > limit:
             return self
         block = torch.cat([x for _, x in self.chunks()])  # chunks() gathers and maps: never masked or folded
-        return Rows(self.X, self.y, self.index, self.fmap, self.chunk, block.contiguous())
+        return Rows(self.X, self.y, self.index, self.fmap, self.chunk, block.contiguous(), self.class_weight)
 
 
 def fold_affine(W, b, affine):
@@ -152,6 +153,9 @@ def objective(W, b, data: Rows, lam: float, loss: str) -> tuple[float, object, o
     gW, gb = torch.zeros_like(W), torch.zeros_like(b)
     total = 0.0
     for y, x, w in data.labelled_chunks():
+        if data.class_weight is not None:  # each row weighs its class's weight (mean 1 over balanced rows)
+            cw = data.class_weight[y].astype(np.float32)
+            w = cw if w is None else w * cw
         value, g = _chunk_loss(torch, torch.addmm(be, x, We.T), torch.from_numpy(y), loss, w)
         total += value
         gW.addmm_(g.T, x)

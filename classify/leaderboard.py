@@ -61,7 +61,8 @@ class Leaderboard:
     def best(self) -> Any:
         """The fitted estimator of the best-ranked row that has one in memory (``predict``,
         ``predict_proba``); None when no row was fitted in this process (a board read from disk:
-        ``classify.persist.load_model(row.model_path)`` loads one)."""
+        ``classify.persist.load_model(row.model_path)`` loads a row's model; ``featcache predict``
+        runs any row's file, a soft vote's included)."""
         return next((r.fitted.estimator for r in self.rows if r.fitted is not None), None)
 
     @property

@@ -43,6 +43,7 @@ def settings(data: FeatureSet, plan: ModelPlan) -> dict:
         "tta": [t or "none" for t in plan.tta], "seed": int(plan.build.seed),
         "preprocess": None if plan.preprocess is None else list(parse_preprocess(plan.preprocess)),
         "protocol": plan.build.protocol.to_dict(), "select": plan.select, "approximate": bool(plan.build.approximate),
+        "class_weight": plan.build.class_weight,
         "final_fit": plan.final_fit,
         "counts": data.counts(), "val_source": data.val_source, "complete": bool(data.complete),
     })

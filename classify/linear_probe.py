@@ -26,6 +26,7 @@ from classify.chunkmap import ChunkMap, check_steps
 from classify.lbfgs import CHUNK_ROWS, LOSSES, Rows, fit_linear, fold_affine, scores
 from classify.splits import SmallDataKFold
 from classify.torch_heads import torch_threads
+from classify.weights import class_weights
 from featcache.common.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,10 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
     def __init__(self, *, loss: str = "log", C: float | None = None, Cs: tuple[float, ...] = COARSE_CS,
                  refine: bool = True, patience: int = 2, cv: object | None = None,
                  preprocess: tuple[str, ...] = ("standardize",), max_iter: int = 100, refit_max_iter: int = 500,
-                 tol: float = 1e-4, path_tol: float = 2e-5, n_jobs: int | None = 1, chunk_rows: int = CHUNK_ROWS, random_state: int = 0):
+                 tol: float = 1e-4, path_tol: float = 2e-5, n_jobs: int | None = 1, chunk_rows: int = CHUNK_ROWS,
+                 random_state: int = 0, class_weight: str | None = None):
         self.loss = loss
+        self.class_weight = class_weight
         self.C = C
         self.Cs = Cs
         self.refine = refine
@@ -78,6 +81,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         if len(self.classes_) < 2:
             raise BadInput(f"LinearProbe needs at least 2 classes in y; got 1 class: {self.classes_.tolist()}")
         self.fit_stats_ = {"path": [], "refit": None}
+        self.class_weight_ = class_weights(self.class_weight, self.classes_, codes)
         with torch_threads(self.n_jobs):
             warm = None
             if self.C is None:
@@ -86,7 +90,7 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
                 self.best_params_, self.best_score_ = {"C": float(self.C)}, math.nan
             C = self.best_params_["C"]
             self.map_ = ChunkMap(self.preprocess, random_state=self.random_state).fit(X, chunk=self.chunk_rows)
-            data = Rows(X, codes, None, self.map_, self.chunk_rows).materialize()
+            data = Rows(X, codes, None, self.map_, self.chunk_rows, class_weight=self.class_weight_).materialize()
             W, b, info = fit_linear(data, len(self.classes_), C, loss=self.loss, W0=None if warm is None else warm[0],
                                     b0=None if warm is None else warm[1], max_iter=self.refit_max_iter, tol=self.tol)
             progress.advance()
@@ -106,7 +110,8 @@ class LinearProbe(ClassifierMixin, BaseEstimator):
         prepared = []
         for fit_rows, held_rows in folds:
             fmap = ChunkMap(self.preprocess, random_state=self.random_state).fit(X, fit_rows, self.chunk_rows)
-            prepared.append((Rows(X, codes[fit_rows], fit_rows, fmap, self.chunk_rows).materialize(),
+            prepared.append((Rows(X, codes[fit_rows], fit_rows, fmap, self.chunk_rows,
+                                  class_weight=self.class_weight_).materialize(),
                              Rows(X, codes[held_rows], held_rows, fmap, self.chunk_rows).materialize()))
         coarse = sorted(float(c) for c in self.Cs)
         total = len(folds) * (len(coarse) + (2 if self.refine else 0)) + 1

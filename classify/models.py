@@ -48,6 +48,7 @@ class Build:
     jobs: int = 1
     protocol: protocols.Protocol = field(default_factory=lambda: protocols.choose(250, 1280, 2))
     approximate: bool = False  # the budget asks for the cheap variant
+    class_weight: str | None = None  # "balanced": every model weighs each class alike (imbalanced train classes)
 
     @property
     def threads(self) -> int:
@@ -238,7 +239,7 @@ def _probe(b: Build, loss: str, cs: Sequence[float], preprocess: tuple[str, ...]
     return LinearProbe(loss=loss, Cs=tuple(float(c) for c in cs), cv=b.protocol.splitter(b.seed), preprocess=preprocess,
                        path_tol=2e-3 if hinge else 2e-5, tol=5e-4 if hinge else 1e-4,
                        max_iter=50 if b.approximate else 100, refine=not b.approximate, n_jobs=b.threads,
-                       random_state=b.seed)
+                       random_state=b.seed, class_weight=b.class_weight)
 
 
 @register_model("logreg", preprocess="standardize",
@@ -267,12 +268,13 @@ def _head(b: Build, hidden: tuple[int, ...], **kw: Any) -> TorchHead:
     if not b.protocol.large:
         # patience 10: on dtd10 every head's best epoch came within 10 of the one before it
         # (linear and mlp at epoch 3, mlp-bn 13); 20 ran twice the epochs for the same weights.
-        return TorchHead(hidden, lr=3e-3 if not hidden else 1e-3, patience=10, random_state=b.seed, n_jobs=1, **kw)
+        return TorchHead(hidden, lr=3e-3 if not hidden else 1e-3, patience=10, random_state=b.seed, n_jobs=1,
+                         class_weight=b.class_weight, **kw)
     # MLPs peak within ~30 epochs here and overfit after; the linear head creeps on for longer.
     epochs = int(np.clip((1e6 if not hidden else 2e6) / b.protocol.n_rows, 10, 60 if not hidden else 100))
     return TorchHead(hidden, lr=5e-3 if not hidden else 2e-3, batch_size=512,
                      max_epochs=max(epochs // (2 if b.approximate else 1), 5), patience=8 if not hidden else 5,
-                     val_fraction=0.1, random_state=b.seed, n_jobs=b.threads, **kw)
+                     val_fraction=0.1, random_state=b.seed, n_jobs=b.threads, class_weight=b.class_weight, **kw)
 
 
 @register_model("mlp", preprocess="standardize", uses_torch=True,
@@ -308,7 +310,7 @@ def _svm_rbf(b: Build) -> Candidate:
     if p.n_rows <= EXACT_RBF_ROWS and not b.approximate:
         # Rows are unit vectors after l2, so one gamma grid fits any feature dimension.
         # SVC(probability=True) is deprecated in sklearn 1.9.
-        svc = RBFSVC(random_state=b.seed)  # SVC(kernel="rbf") with its kernel from one BLAS product
+        svc = RBFSVC(random_state=b.seed, class_weight=b.class_weight)  # SVC(kernel="rbf"), kernel from one BLAS product
         clf = GroupedCalibratedClassifierCV(svc, method="sigmoid", cv=SmallDataKFold(3, random_state=b.seed),
                                             ensemble=False)
         # The grid is searched on the bare SVC (accuracy of its own decision), and only the chosen
@@ -316,7 +318,8 @@ def _svm_rbf(b: Build) -> Candidate:
         # 6 s of dtd10's 8 s for this model.
         grid = {"C": [0.3, 1.0, 3.0, 10.0, 30.0], "gamma": [0.1, 0.3, 1.0, 3.0]}
         one = _rbf_fit_work(p)  # a calibrated fit (3 calibration folds, the kernel predictions) ran ~8 of them
-        return Candidate(clf, grid, cost=(20 * p.n_fits + 4) * one, fit_cost=8 * one, search=RBFSVC(random_state=b.seed),
+        return Candidate(clf, grid, cost=(20 * p.n_fits + 4) * one, fit_cost=8 * one,
+                         search=RBFSVC(random_state=b.seed, class_weight=b.class_weight),
                          search_key="estimator__")
     m = min(NYSTROEM_LANDMARKS // (2 if b.approximate else 1), max(64, p.n_rows // 4))
     cs = np.logspace(-4, -1, 3) if b.approximate else np.logspace(-5, 0, 6)
@@ -336,7 +339,8 @@ def _knn(b: Build) -> Candidate:
     p = b.protocol
     held = p.holdout if p.selection == "holdout" else 1.0 / p.folds
     work = 2.0 * p.n_rows ** 2 * held * (1 - held) * p.n_dims * p.n_fits / 1e9 * 3.0
-    return Candidate(SweptKNN(cv=p.splitter(b.seed), n_jobs=b.threads, random_state=b.seed), cost=work,
+    return Candidate(SweptKNN(cv=p.splitter(b.seed), n_jobs=b.threads, random_state=b.seed, class_weight=b.class_weight),
+                     cost=work,
                      fit_cost=2.0 * p.n_rows ** 2 * 0.2 * p.n_dims / 1e9 * 3.0)
 
 
@@ -344,7 +348,8 @@ def _knn(b: Build) -> Candidate:
                 summary="DINO's weighted k-NN: cosine, 20 neighbours, votes exp(similarity / 0.07), no sweep")
 def _knn_dino(b: Build) -> Candidate:
     p = b.protocol
-    return Candidate(CosineKNN(20, weights="dino"), cost=2.0 * p.n_rows * p.n_rows * 0.2 * p.n_dims / 1e9 * 3.0)
+    return Candidate(CosineKNN(20, weights="dino", class_weight=b.class_weight),
+                     cost=2.0 * p.n_rows * p.n_rows * 0.2 * p.n_dims / 1e9 * 3.0)
 
 
 def _forest(cls: type, b: Build, **kw: Any) -> Candidate:
@@ -353,13 +358,13 @@ def _forest(cls: type, b: Build, **kw: Any) -> Candidate:
     grown on at most ``max_rows`` bootstrap rows, the trees built on every core."""
     p = b.protocol
     if not p.large and not b.approximate:
-        clf = cls(n_estimators=200, max_features="sqrt", random_state=b.seed, n_jobs=1, **kw)
+        clf = cls(n_estimators=200, max_features="sqrt", random_state=b.seed, n_jobs=1, class_weight=b.class_weight, **kw)
         return Candidate(clf, cost=200 * (_tree_work(cls, p.n_rows, p) + TREE_S * GFLOPS_REF))
     max_rows = 1_000 if cls is RandomForestClassifier else 5_000
     trees = (20 if b.approximate else 40) if cls is RandomForestClassifier else (50 if b.approximate else 100)
     rows = min(p.n_rows, max_rows)
     clf = cls(n_estimators=trees, max_features="sqrt", bootstrap=True, max_samples=rows if rows < p.n_rows else None,
-              random_state=b.seed, n_jobs=b.threads, **kw)
+              random_state=b.seed, n_jobs=b.threads, class_weight=b.class_weight, **kw)
     return Candidate(clf, cost=trees * _tree_work(cls, rows, p), note=f"bounded: {trees} trees on <= {rows:,} rows each")
 
 
@@ -394,11 +399,12 @@ def _hgb(b: Build) -> Candidate:
     p = b.protocol
     work = p.n_rows * 64 * p.n_classes * 1e-7
     if not p.large and not b.approximate:
-        clf = HistGradientBoostingClassifier(max_iter=200, early_stopping=False, random_state=b.seed)
+        clf = HistGradientBoostingClassifier(max_iter=200, early_stopping=False, random_state=b.seed,
+                                             class_weight=b.class_weight)
         return Candidate(clf, {"learning_rate": [0.05, 0.2]}, cost=work * 200 * (2 * p.n_fits + 1), fit_cost=work * 200)
     iters = 50 if b.approximate else 100
     clf = HistGradientBoostingClassifier(max_iter=iters, learning_rate=0.1, early_stopping=True, validation_fraction=0.1,
-                                         n_iter_no_change=5, random_state=b.seed)
+                                         n_iter_no_change=5, random_state=b.seed, class_weight=b.class_weight)
     return Candidate(clf, cost=work * iters, note=f"bounded: early stopping, <= {iters} iterations")
 
 

@@ -41,6 +41,7 @@ ZIP_MAGIC = b"PK\x03\x04"  # a skops file is a zip archive
 # test_every_zoo_model_round_trips_through_skops fails when a new model needs another.
 TRUSTED = (
     "classify.persist.SavedModel",
+    "classify.persist.SavedVote",
     "classify.chunkmap.ChunkMap",
     "classify.kernel_svm.RBFSVC",
     "classify.knn.CosineKNN",
@@ -80,11 +81,38 @@ class SavedModel:
     format_version: int = FORMAT_VERSION
 
 
+@dataclass
+class SavedVote:
+    """A soft vote as one model file: its members' models inside it (not references to their
+    files), so the one file is all ``predict`` needs, is checked by one sidecar and one type list,
+    and cannot change behind its checksum when a member's file is refitted or edited."""
+
+    members: list[SavedModel]  # each with its own feature, spec and TTA; all on the same classes
+    labels: list[str]  # each member's leaderboard label, e.g. "logreg on efficientnet_lite0 _fc:in/none"
+    class_names: list[str]
+    name: str = "soft-vote"  # the row's model, e.g. "soft-vote of 3"
+    feature: str = ""  # what the vote combines: "tied group", "best of each backbone"
+    versions: dict = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+
+def vote_of(members: list[SavedModel], labels: list[str], name: str = "soft-vote", feature: str = "") -> SavedVote:
+    """A :class:`SavedVote`, or BadInput when its members could not be averaged class by class."""
+    if len(members) < 2 or len(members) != len(labels):
+        raise BadInput(f"a soft vote needs 2 or more members with one label each, got {len(members)} and {len(labels)}")
+    first = members[0]
+    for m, label in zip(members[1:], labels[1:]):
+        if m.class_names != first.class_names or list(m.model.classes_) != list(first.model.classes_):
+            raise BadInput(f"soft-vote member {label} was trained on other classes than {labels[0]}")
+    return SavedVote(members=list(members), labels=list(labels), class_names=list(first.class_names), name=name,
+                     feature=feature)
+
+
 def sidecar_path(path: str | os.PathLike) -> Path:
     return Path(str(path) + SIDECAR_SUFFIX)
 
 
-def save_model(saved: SavedModel, path: str | os.PathLike) -> Path:
+def save_model(saved: SavedModel | SavedVote, path: str | os.PathLike) -> Path:
     """Write ``path`` (skops) and ``path.sha256`` (``sha256sum -c`` format), each atomically."""
     path = Path(path)
     if not path.parent.is_dir():
@@ -114,7 +142,17 @@ def sidecar_digest(path: str | os.PathLike) -> str:
 
 
 def load_model(path: str | os.PathLike, trust_pickle: bool = False) -> SavedModel:
-    """Verify ``path`` against its sidecar, check every type it names, then build it.
+    """One model saved by classify (:func:`load_saved`); a soft vote is refused here, as the
+    callers (ensembles, warm starts) need one estimator."""
+    saved = load_saved(path, trust_pickle)
+    if not isinstance(saved, SavedModel):
+        raise BadInput(f"{path}: a soft vote of {len(saved.members)} models, not one model; `predict` runs it")
+    return saved
+
+
+def load_saved(path: str | os.PathLike, trust_pickle: bool = False) -> SavedModel | SavedVote:
+    """Verify ``path`` against its sidecar, check every type it names, then build it: one model
+    or a soft vote of several.
 
     A pickle (an older ``.joblib`` model, or any file that is not a skops archive) is refused
     unless ``trust_pickle``: unpickling runs whatever code the file names."""
@@ -137,7 +175,11 @@ def load_model(path: str | os.PathLike, trust_pickle: bool = False) -> SavedMode
     else:
         log.warning("%s: unpickling a model file (--trust-pickle)", path)
         saved = joblib.load(path)
-    if not isinstance(saved, SavedModel):
+    if isinstance(saved, SavedVote):
+        if (len(saved.members) < 2 or len(saved.labels) != len(saved.members)
+                or not all(isinstance(m, SavedModel) for m in saved.members)):
+            raise BadInput(f"{path}: a soft vote whose members are not all models saved by classify")
+    elif not isinstance(saved, SavedModel):
         raise BadInput(f"{path}: holds a {type(saved).__name__}, not a model saved by classify")
     if saved.versions.get("sklearn") not in (None, sklearn.__version__):
         log.warning("%s was saved with scikit-learn %s; this is %s, predictions may differ",

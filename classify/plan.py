@@ -14,6 +14,8 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+import numpy as np
+
 from classify import budget as budgets
 from classify import protocol as protocols
 from classify import selection
@@ -21,6 +23,7 @@ from classify.config import ClassifyOptions
 from classify.models import GFLOPS_REF, Build, Candidate, candidate, get_entry, resolve_models
 
 REFERENCE_CORES = 2  # the reference machine's cores (classify.models.GFLOPS_REF is its rate)
+IMBALANCED = 1.5  # largest over smallest train class from which --metric auto and --class-weight auto balance
 VIEW_MODES = {"on": (True,), "off": (False,), "both": (False, True)}
 TTA_MODES = {"none": (None,), "flip": ("flip",), "both": (None, "flip")}
 
@@ -79,11 +82,14 @@ class ZooPlan:
     seed: int = 0
     jobs: int = 1
     preprocess: str | None = None
+    class_weight: str | None = None  # "balanced" or None, resolved
+    imbalance: float = 1.0  # largest over smallest train class
 
     def to_meta(self) -> dict:
         """The plan as metrics.json records it."""
         first = next(iter(self.protocols.values()))  # of the first view mode
         return {"select": self.select, "final_fit": self.final_fit, "metric": self.metric,
+                "class_weight": self.class_weight or "none", "imbalance": self.imbalance,
                 "protocol": first.to_dict(), "budget_s": self.budget.seconds,
                 **({"protocol_views": self.protocols[True].to_dict()} if len(self.protocols) > 1 else {}),
                 **({"auto_allowance_s": self.budget.allowance_s} if self.budget.allowance_s is not None else {})}
@@ -175,11 +181,33 @@ class Shape:
     dim: int
     n_classes: int
     n_views: int = 0  # augmented views per train image (0: none loaded)
+    imbalance: float = 1.0  # rows of the largest train class over the smallest's
 
     @classmethod
     def of(cls, data: object) -> Shape:
         """The shape of a :class:`~classify.features.FeatureSet`."""
-        return cls(len(data.train), len(data.val), data.dim, len(set(data.train.y.tolist())), data.n_views)
+        counts = np.unique(data.train.y, return_counts=True)[1]
+        return cls(len(data.train), len(data.val), data.dim, len(counts), data.n_views,
+                   float(counts.max() / counts.min()))
+
+    @property
+    def imbalanced(self) -> bool:
+        return self.imbalance >= IMBALANCED
+
+
+def resolve_metric(metric: str, shape: Shape) -> str:
+    """``auto``: balanced accuracy on imbalanced train classes (accuracy would reward learning
+    the prior), else accuracy."""
+    if metric != "auto":
+        return metric
+    return "balanced_accuracy" if shape.imbalanced else "accuracy"
+
+
+def resolve_class_weight(class_weight: str, shape: Shape) -> str | None:
+    """``auto``: balanced on imbalanced train classes; None: unweighted."""
+    if class_weight == "auto":
+        return "balanced" if shape.imbalanced else None
+    return None if class_weight == "none" else class_weight
 
 
 def plan_zoo(shape: Shape, options: ClassifyOptions, *, views: str = "off", budget: Budget | None = None) -> ZooPlan:
@@ -190,12 +218,13 @@ def plan_zoo(shape: Shape, options: ClassifyOptions, *, views: str = "off", budg
     budget = budget or Budget()
     select = selection.choose_select(o.select, shape.n_val, shape.n_train + shape.n_val)
     final_fit = selection.choose_final_fit(o.final_fit, select)
+    weight = resolve_class_weight(o.class_weight, shape)
     view_modes = VIEW_MODES[views]
     protos = {on: protocols.choose(shape.n_train * (1 + (shape.n_views if on else 0)), shape.dim, shape.n_classes,
                                    o.protocol) for on in view_modes}
 
     def planned(name: str, on: bool) -> ModelPlan:
-        return estimated(ModelPlan(name, Build(seed=o.seed, jobs=o.jobs, protocol=protos[on]), views=on,
+        return estimated(ModelPlan(name, Build(seed=o.seed, jobs=o.jobs, protocol=protos[on], class_weight=weight), views=on,
                                    tta=TTA_MODES[o.tta], select=select, final_fit=final_fit, preprocess=o.preprocess,
                                    tensorboard=o.tensorboard))
 
@@ -208,8 +237,8 @@ def plan_zoo(shape: Shape, options: ClassifyOptions, *, views: str = "off", budg
     models = tuple(planned(n, on) for n in names for on in view_modes)
     warm = any(fold_s(candidate(m.name, m.build)) >= selection.PARALLEL_FOLD_S for m in models
                if m.views == view_modes[0])
-    return ZooPlan(models, tuple(requested), select, final_fit, o.metric, protos, budget, tuple(skipped),
-                   bool(o.few_shot), warm, o.seed, o.jobs, o.preprocess)
+    return ZooPlan(models, tuple(requested), select, final_fit, resolve_metric(o.metric, shape), protos, budget,
+                   tuple(skipped), bool(o.few_shot), warm, o.seed, o.jobs, o.preprocess, weight, shape.imbalance)
 
 
 def plan_one(name: str, shape: Shape, options: ClassifyOptions | None = None, **changes: object) -> ModelPlan:

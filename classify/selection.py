@@ -96,12 +96,12 @@ def frozen(model: object) -> object:
         if isinstance(final, LinearProbe):
             steps.append((name, clone(final).set_params(C=float(final.best_params_["C"]))))
         elif isinstance(final, SweptKNN):
-            steps.append((name, CosineKNN(**final.best_params_)))
+            steps.append((name, CosineKNN(**final.best_params_, class_weight=final.class_weight)))
         else:
             steps.append((name, clone(final)))
         return Pipeline(steps)
     if isinstance(model, SweptKNN):
-        return CosineKNN(**model.best_params_)
+        return CosineKNN(**model.best_params_, class_weight=model.class_weight)
     return clone(model)
 
 

@@ -479,7 +479,8 @@ def _paired_n(rows: Sequence[ResultRow]) -> Any:
 
 
 def _predictor(rows: Sequence[ResultRow]) -> ResultRow | None:
-    """The row whose model file predicts for rank 1: rank 1's own, or a soft vote's best member's."""
+    """The row whose model file predicts for rank 1: rank 1's own (a soft vote's is one file too), or,
+    for a vote saved without one (an older run, a member file that failed its check), its best member's."""
     best = rows[0]
     if best.model_path or best.kind != "soft-vote":
         return best if best.model_path else None
@@ -516,7 +517,7 @@ def _answer_lines(rows: Sequence[ResultRow], tags: dict, prog: str, width: int) 
     row = _predictor(rows)
     if row is not None:
         out += _wrap("Predict with it:" if row is best else f"Predict with its best member, {row.model} on "
-                     f"{feature_text(row, tags)} (a soft vote is not one model file yet):", width)
+                     f"{feature_text(row, tags)} (the vote has no model file):", width)
         out += predict_command(str(row.model_path), prog, width)
     return out
 
@@ -560,7 +561,7 @@ def summary_lines(rows: Sequence[ResultRow], skipped: Sequence[dict] = (), total
                   out: str | os.PathLike | None = None, prog: str = PROG, width: int = WIDTH) -> list[str]:
     """The answer in a few plain lines, at most ``width`` wide: rank 1 with its score and
     interval, how many rows are tied with it, its test score, the command that predicts with it
-    (a soft vote: its best member's, said so), the ranking metric when it is not accuracy, the
+    (a soft vote's own file; its best member's, said so, when it has none), the ranking metric when it is not accuracy, the
     time and what was skipped, and where the report is. Of several datasets, one answer each."""
     if not rows:
         return ["No classifier results."]
@@ -570,9 +571,12 @@ def summary_lines(rows: Sequence[ResultRow], skipped: Sequence[dict] = (), total
     for n in names:
         part = [r for r in rows if r.dataset == n]
         lines += (_short_answer_lines if len(names) > 1 else _answer_lines)(part, tags, prog, width)
-    if rows[0].metric == "balanced_accuracy":
-        lines += _wrap("Ranked by balanced accuracy (the mean of the per-class recalls), as --metric asked: "
-                       "each class counts the same, however many images it has.", width)
+    weighted = any(r.extra.get("class_weight") == "balanced" for r in rows)
+    if rows[0].metric == "balanced_accuracy" or weighted:
+        ranked = ("ranked by balanced accuracy (the mean of the per-class recalls)" if rows[0].metric ==
+                  "balanced_accuracy" else "ranked by accuracy")
+        fitted = ", models fitted with balanced class weights" if weighted else ""
+        lines += _wrap(f"Each class counts the same: {ranked}{fitted} (--metric, --class-weight).", width)
     took = f"Took {seconds(total_s)}; " if total_s is not None else ""
     said = took + _skipped_text(skipped, rows) + (" (see the report)." if skipped else ".")
     lines += _wrap(said[0].upper() + said[1:], width)

@@ -19,6 +19,7 @@ from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from classify.splits import group_centers, grouped, stratified_holdout
+from classify.weights import class_weights
 from featcache.common.errors import BadInput
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "random_state": (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool), "an int"),
     "n_jobs": (lambda v: v is None or (isinstance(v, int) and (v >= 1 or v == -1)), "None, -1 or an int >= 1"),
     "log_dir": (lambda v: v is None or isinstance(v, (str, os.PathLike)), "None or a directory path"),
+    "class_weight": (lambda v: v is None or v == "balanced" or isinstance(v, dict), "None, 'balanced' or a dict"),
 }
 
 
@@ -61,8 +63,9 @@ class TorchHead(ClassifierMixin, BaseEstimator):
     def __init__(self, hidden: tuple[int, ...] = (), *, dropout: float = 0.0, batchnorm: bool = False,
                  lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64, max_epochs: int = 300,
                  patience: int = 20, val_fraction: float = 0.15, random_state: int = 0, n_jobs: int | None = 1,
-                 log_dir: str | os.PathLike | None = None):
+                 log_dir: str | os.PathLike | None = None, class_weight: str | None = None):
         self.hidden = hidden
+        self.class_weight = class_weight  # "balanced": a weighted cross-entropy, each class weighing alike
         self.dropout = dropout
         self.batchnorm = batchnorm
         self.lr = lr
@@ -119,6 +122,8 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         F = torch.nn.functional
         Xt, yt = torch.from_numpy(X[train]), torch.from_numpy(y[train])
         Xv, yv = torch.from_numpy(X[val]), torch.from_numpy(y[val])
+        cw = class_weights(self.class_weight, self.classes_, y[train])
+        weight = None if cw is None else torch.from_numpy(cw.astype(np.float32))
         # fused: one kernel for every parameter's update instead of a Python loop of ~10 ops per
         # tensor, which was 40% of a small MLP's fit (dtd10, 600 rows: mlp + mlp-bn + linear 3.1 s ->
         # 2.1 s; probabilities within 1e-5 of the loop's, the same best epochs).
@@ -132,14 +137,14 @@ class TorchHead(ClassifierMixin, BaseEstimator):
                 total = 0.0
                 for idx in _batches(torch, len(yt), self.batch_size, gen):
                     opt.zero_grad()
-                    loss = F.cross_entropy(net(Xt[idx]), yt[idx])
+                    loss = F.cross_entropy(net(Xt[idx]), yt[idx], weight=weight)
                     loss.backward()
                     opt.step()
                     total += loss.item() * len(idx)
                 net.eval()
                 with torch.no_grad():
                     logits = net(Xv)
-                    val_loss = F.cross_entropy(logits, yv).item()
+                    val_loss = F.cross_entropy(logits, yv, weight=weight).item()
                     val_acc = (logits.argmax(1) == yv).double().mean().item()
                 row = {"epoch": epoch, "train_loss": total / len(yt), "val_loss": val_loss, "val_accuracy": val_acc}
                 history.append(row)

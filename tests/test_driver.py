@@ -215,7 +215,7 @@ def test_default_run_ranks_three_backbones_and_their_vote(tmp_path):
     data = small(tmp_path, n=4)
     cfg = resolve({"models": ["logreg", "knn"], "few_shot": False}, {"data": str(data), "out": str(tmp_path / "run")})
     assert cfg.backbones == ("efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2")
-    assert cfg.classify.final_fit == "auto" and cfg.classify.metric == "accuracy"
+    assert cfg.classify.final_fit == "auto" and cfg.classify.metric == "auto"
     out = run(cfg, progress=False).to_results()
     assert [r["backbone"] for r in out["extraction"]] == list(cfg.backbones)
     singles = [r for r in out["results"] if r.get("kind", "model") == "model"]

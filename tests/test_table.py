@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import shlex
 from dataclasses import dataclass, field
+from dataclasses import replace as dataclass_replace
 from html.parser import HTMLParser
 
 import pytest
@@ -35,6 +36,7 @@ class FakeRow:
     estimate_s: float | None = 0.2
     model_path: str | None = None
     dataset: str = ""
+    extra: dict = field(default_factory=dict)
 
     @property
     def layer(self) -> str:
@@ -178,7 +180,7 @@ def test_summary_names_rank_1_its_interval_ties_and_a_command_that_parses(tmp_pa
     assert text.startswith("Best: soft vote of 3 models (logreg on lite2, logreg on lite1, knn-dino on lite0), "
                                "val accuracy 0.970 (95% CI 0.89-0.99).")
     assert "3 other rows are tied with it" in text
-    assert "Predict with its best member, logreg on lite2 (a soft vote is not one model file yet):" in text
+    assert "Predict with its best member, logreg on lite2 (the vote has no model file):" in text
     assert "Took 3 min; skipped 4 model fits (2 models on 2 feature sets) and fine-tuning" in text
     assert "Ranked by balanced accuracy" not in text and lines[-1] == "Results: run"  # relative to where we are
     assert max(map(len, lines)) <= T.WIDTH
@@ -188,6 +190,18 @@ def test_summary_names_rank_1_its_interval_ties_and_a_command_that_parses(tmp_pa
     args = build_parser().parse_args(shlex.split(command)[2:])  # what `predict --help` accepts
     assert (args.command, args.model, args.out, args.images) == (
         "predict", "/elsewhere/run/models/lite2__logreg.skops", "predictions.csv", ["IMAGES"])
+
+
+def test_summary_of_a_saved_vote_predicts_with_the_vote_itself(tmp_path, monkeypatch):
+    """A soft vote saved as one file (issue 37): rank 1's own command, no member stands in for it."""
+    monkeypatch.chdir(tmp_path)
+    rows = demo_rows()
+    rows[0].model_path = str(tmp_path / "run" / "classify" / "ensembles" / "best_of_each_backbone.skops")
+    text = "\n".join(T.summary_lines(rows, [], 10.0, "run"))
+    assert "Predict with it:" in text and "best member" not in text
+    assert "  run/classify/ensembles/best_of_each_backbone.skops" in text.splitlines()  # relative, on its own line
+    multi = [dataclass_replace(r, dataset=d) for d in ("a", "b") for r in rows]
+    assert "predict with it:" in "\n".join(T.summary_lines(multi, [], 10.0, "run"))
 
 
 def test_summary_of_a_single_model_with_test_and_balanced_metric(tmp_path, monkeypatch):
@@ -201,7 +215,7 @@ def test_summary_of_a_single_model_with_test_and_balanced_metric(tmp_path, monke
     assert lines[1] == "It is significantly better than the other row (exact McNemar on the same 50 images, p < 0.05)."
     assert lines[2] == "Test accuracy: 0.750 (95% CI 0.69-0.80) on 200 images."
     assert lines[4] == "  python pipeline.py predict --model run/models/m.skops --out predictions.csv IMAGES"  # relative
-    assert any(x.startswith("Ranked by balanced accuracy") for x in lines) and lines[-2:] == ["Nothing skipped.",
+    assert any(x.startswith("Each class counts the same: ranked by balanced accuracy") for x in lines) and lines[-2:] == ["Nothing skipped.",
                                                                                             "Results: run"]
 
 

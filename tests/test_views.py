@@ -274,6 +274,30 @@ def test_predict_with_flip_tta_reproduces_classify(view_stores, tmp_path):
     assert plain["rows"] == 8
 
 
+def test_vote_of_a_flip_and_a_plain_model_applies_each_ones_tta(view_stores, tmp_path):
+    """A soft-vote file (issue 37) whose members differ in TTA: one extraction with mirrored crops,
+    the +flip member averaging them and the other reading center crops only, as each predicts alone."""
+    from classify.persist import load_model, save_model, vote_of
+    from featcache.driver.predict import predict
+
+    data, _, viewed, _ = view_stores
+    [flip] = run_classify(viewed, models=["logreg"], out_dir=tmp_path / "a", views="off", tta="flip")
+    [plain] = run_classify(viewed, models=["knn-dino"], out_dir=tmp_path / "b", views="off")
+    members = [load_model(flip.model_path), load_model(plain.model_path)]
+    assert [m.tta for m in members] == ["flip", "none"]
+    vote = save_model(vote_of(members, ["flip", "plain"]), tmp_path / "vote.skops")
+    images = [str(data / "val")]
+    got = predict(vote, images, str(tmp_path / "v.csv"))
+    assert got["extractions"] == 1 and got["rows"] == 4
+
+    def proba(path: Path) -> np.ndarray:
+        return np.loadtxt(path, delimiter=",", skiprows=1, usecols=(2, 3))
+
+    each = [proba(Path(predict(r.model_path, images, str(tmp_path / f"{i}.csv"))["out"]))
+            for i, r in enumerate((flip, plain))]
+    np.testing.assert_allclose(proba(tmp_path / "v.csv"), np.mean(each, axis=0), atol=2e-6)
+
+
 def test_interrupted_view_extraction_resumes_to_the_same_store(view_stores, tmp_path, monkeypatch):
     from featcache import store
 

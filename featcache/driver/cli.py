@@ -71,8 +71,9 @@ def add_predict_subcommand(sub: argparse._SubParsersAction, parents: list[argpar
                                    "were made (backbone, weights, layer, pooling, transform), then predict. "
                                    "A .skops model file runs no code when loaded: every type it names is checked "
                                    "against a list before anything is built.")
-    p.add_argument("--model", required=True, help="a .skops model saved by classify (checked against its .sha256; older .joblib pickles "
-                        "need --trust-pickle), or a fine-tuned .pt")
+    p.add_argument("--model", required=True, help="a .skops model saved by classify or run, or a soft vote run saved "
+                        "(RUN/classify/ensembles/*.skops); checked against its .sha256 (older .joblib pickles "
+                        "need --trust-pickle); or a fine-tuned .pt")
     p.add_argument("images", nargs="*", help="image files and/or folders")
     p.add_argument("--features", help="predict on a feature store instead of images (must match the model's spec)")
     p.add_argument("--weights", help="the backbone weights FILE, when the model was trained on one")

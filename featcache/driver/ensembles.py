@@ -2,19 +2,24 @@
 group's soft vote (:mod:`classify.ensembles`). Ranked by :mod:`classify.ranking`, as the report
 ranks, so "best" and "tied" mean the same here as there. Everything comes from the rows in
 memory: the members' probabilities and out-of-fold predictions their fits left, and the public
-plan and fit for the concatenated feature sets."""
+plan and fit for the concatenated feature sets. Each soft vote is saved as one model file holding
+its members' models (``RUN/classify/ensembles/<what>.skops``), which ``predict`` runs."""
 
 from __future__ import annotations
 
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from classify import ranking
-from classify.ensembles import concat_features, has_proba, soft_vote
+from classify.ensembles import concat_features, has_proba, soft_vote, vote_model
 from classify.features import load_features
 from classify.fit import fit
+from classify.persist import MODEL_SUFFIX, save_model
 from classify.plan import Shape, plan_one
 from classify.table import short_backbone
+from featcache.common.errors import BadInput
+from featcache.common.files import safe_name
 from featcache.driver.budget import RunBudget
 from featcache.driver.config import RunConfig
 from featcache.store.rows import ResultRow
@@ -32,7 +37,21 @@ def best_of_each_backbone(ranked: list[ResultRow], by_key: dict) -> list[ResultR
     return list(firsts.values())
 
 
-def _vote(members: list[ResultRow], dataset: str, feature: str, what: str) -> list[ResultRow]:
+def save_vote(vote: ResultRow, members: list[ResultRow], folder: Path) -> ResultRow:
+    """``vote`` with its model file, ``folder/<feature>.skops``: its members' models in one file
+    that ``predict`` runs, so rank 1 is usable as ranked even when it is a vote. A member whose
+    file cannot be verified leaves the row without a file (a warning), as before."""
+    try:
+        saved = vote_model(vote, members)
+    except BadInput as e:
+        log.warning("soft vote %s not saved as a model file: %s", vote.feature, e)
+        return vote
+    folder.mkdir(parents=True, exist_ok=True)
+    return replace(vote, model_path=str(save_model(saved, folder / f"{safe_name(vote.feature)}{MODEL_SUFFIX}")))
+
+
+def _vote(members: list[ResultRow], dataset: str, feature: str, what: str, out: Path | None = None
+          ) -> list[ResultRow]:
     try:
         vote = soft_vote(members, feature=feature)
     except (ValueError, OSError) as e:
@@ -41,22 +60,26 @@ def _vote(members: list[ResultRow], dataset: str, feature: str, what: str) -> li
     if vote is None:
         return []
     log.info("soft vote of %s (%s): val %.3f", what, short_backbone(vote.backbone), vote.val["accuracy"])
-    return [replace(vote, dataset=dataset)]
+    vote = replace(vote, dataset=dataset)
+    return [vote if out is None else save_vote(vote, members, out)]
 
 
-def ensemble_rows(cfg: RunConfig, rows: list[ResultRow], dataset: str) -> list[ResultRow]:
+def ensemble_rows(cfg: RunConfig, rows: list[ResultRow], dataset: str, metric: str, out: Path | None = None
+                  ) -> list[ResultRow]:
+    """The soft votes (the tied group; each backbone's best) and the concatenated feature sets, ranked by ``metric``;
+    each vote saved as one model file under ``out`` (None: not saved)."""
     if not rows:
         return []
-    ranked = ranking.rank_rows(rows, cfg.classify.metric)
+    ranked = ranking.rank_rows(rows, metric)
     by_key = {r.key: r for r in rows}
     tied = [by_key[e.key] for e in ranking.tied_group(ranked)]
-    extra_rows = _vote(tied, dataset, "tied group", f"{len(tied)} tied rows")
+    extra_rows = _vote(tied, dataset, "tied group", f"{len(tied)} tied rows", out)
     # The tied group often comes from one backbone; backbones trained at other resolutions and
     # depths err on other images, and their vote is what moved dtd10's test accuracy most
     # (bench/heldout_study.py).
     firsts = best_of_each_backbone(ranked, by_key)
     if len(firsts) >= 2 and {r.key for r in firsts} != {r.key for r in tied}:
-        extra_rows += _vote(firsts, dataset, "best of each backbone", "each backbone's best")
+        extra_rows += _vote(firsts, dataset, "best of each backbone", "each backbone's best", out)
     return extra_rows + concat_rows(cfg, ranked, dataset)
 
 

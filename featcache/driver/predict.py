@@ -2,13 +2,16 @@
 
 The model file records the store spec it was trained on; the backbone, weights (by
 sha256), layer, pooling, transform, precision and decoding options are rebuilt from it
-and checked, so a model is never fed features made another way.
+and checked, so a model is never fed features made another way. A soft-vote file
+(:class:`classify.persist.SavedVote`) holds several such models: each backbone's images go
+through one forward pass for all its members, and their probabilities are averaged.
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
 import tempfile
 from pathlib import Path
@@ -16,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from classify.evaluate import predict_tta
-from classify.persist import SavedModel, load_model
+from classify.persist import SavedModel, SavedVote, load_saved
 from extract.images import DEFAULT_MAX_PIXELS
 from extract.rows import ImageRows, collate
 from extract.runner import ExtractConfig, execute, plan
@@ -51,19 +54,26 @@ def check_store_matches(saved: SavedModel, store: str) -> str:
     return resolve_feature(info, saved.feature)
 
 
-def _extract_for(saved: SavedModel, files: list[str], work: Path, weights_file: str | None, progress: bool,
+def _extract_for(group: list[SavedModel], files: list[str], out: Path, weights_file: str | None, progress: bool,
                  flip: bool) -> Path:
+    """One forward pass over ``files`` for every model of ``group`` (models of one store spec):
+    all their layers and poolings, written to ``out``."""
     from extract.hooks import Tap  # torch: only when images are extracted (not for --features F.h5)
 
-    layer, pool = saved.feature.rsplit("/", 1)
+    saved = group[0]
+    layers, pools = {}, {}
+    for m in group:
+        layer, pool = m.feature.rsplit("/", 1)
+        layers[Tap.parse(layer).name] = None
+        pools["avg" if pool == "none" else pool] = None
     spec = saved.spec
     wid = spec.get("weights", "DEFAULT")
     if wid.startswith("file:") and not weights_file:
         raise MismatchError(f"the model was trained on features from weights file {wid[5:]!r}; pass it with --weights")
     precision = spec.get("precision", "fp32")
     cfg = ExtractConfig(
-        data="-", backbone=spec["backbone"], out=str(work / "predict.h5"), layers=(Tap.parse(layer).name,),
-        pools=("avg",) if pool == "none" else (pool,), weights="DEFAULT" if wid.startswith("file:") else wid,
+        data="-", backbone=spec["backbone"], out=str(out), layers=tuple(layers), pools=tuple(pools),
+        weights="DEFAULT" if wid.startswith("file:") else wid,
         weights_file=weights_file, precision=precision, dtype=spec.get("dtype", "float32"),
         # fp32 rows agree across runtimes (so the spec leaves the runtime out): the fastest one here will do;
         # other precisions run on the runtime the store recorded (absent: torch, as before runtimes existed).
@@ -95,7 +105,7 @@ def feature_store(saved: SavedModel, inputs: list[str], features: str | None, wo
         return features, key, []
     if not inputs:
         raise BadInput("predict: give IMAGES or a DIR, or --features F.h5")
-    store = str(_extract_for(saved, inputs, work, weights_file, progress, flip))
+    store = str(_extract_for([saved], inputs, work / "predict.h5", weights_file, progress, flip))
     return store, saved.feature, read_info(store).errors
 
 
@@ -112,7 +122,7 @@ def classify_rows(saved: SavedModel, store: str, key: str, flip: bool) -> tuple[
     return data, pred, proba
 
 
-def predictions_csv(saved: SavedModel | _Finetuned, paths: list[str], pred: np.ndarray, proba: np.ndarray | None,
+def predictions_csv(saved: SavedModel | _Classes, paths: list[str], pred: np.ndarray, proba: np.ndarray | None,
                     errors: list) -> str:
     """``path, predicted, p_<class>..., error``: one row per image, then one per unreadable file."""
     classes, names = list(np.asarray(saved.model.classes_)), saved.class_names
@@ -138,11 +148,14 @@ def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str |
     scored in classify, unless ``tta`` is False."""
     if str(model_path).endswith(".pt"):
         return predict_finetuned(model_path, inputs, out_csv, features=features)
-    saved = load_model(model_path)
-    flip = tta and getattr(saved, "tta", "none") == "flip"
+    saved = load_saved(model_path)
     out = Path(out_csv)
     if not out.parent.is_dir():
         raise BadInput(f"--out {out}: directory {out.parent} does not exist")
+    if isinstance(saved, SavedVote):
+        return predict_vote(saved, inputs, out, features=features, weights_file=weights_file, progress=progress,
+                            tta=tta)
+    flip = tta and getattr(saved, "tta", "none") == "flip"
     with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
         store, key, errors = feature_store(saved, inputs, features, Path(tmp), weights_file=weights_file,
                                            progress=progress, flip=flip)
@@ -153,12 +166,94 @@ def predict(model_path: str, inputs: list[str], out_csv: str, *, features: str |
             "predicted": [names[int(c)] for c in pred], "paths": list(data["paths"])}
 
 
-class _Finetuned:
+def _extraction_key(saved: SavedModel) -> str:
+    """Models with equal keys read features of one forward pass: the same store spec (backbone,
+    weights, transform, precision...; an int8 model also its calibration store)."""
+    return json.dumps([saved.spec, saved.store if saved.spec.get("precision") == "int8" else ""], sort_keys=True,
+                      default=str)
+
+
+def _member_rows(vote: SavedVote, i: int, store: str, key: str, flip: bool) -> tuple[list[str], np.ndarray]:
+    """(paths, probabilities) of member ``i`` on every row of ``store``."""
+    try:
+        data, _, proba = classify_rows(vote.members[i], store, key, flip)
+    except MismatchError as e:
+        raise MismatchError(f"soft-vote member {vote.labels[i]}: {e}") from None
+    if proba is None and len(data["paths"]):
+        raise BadInput(f"soft-vote member {vote.labels[i]}: gives no probabilities to average")
+    return [str(p) for p in data["paths"]], proba if proba is not None else np.empty((0, len(vote.class_names)))
+
+
+def _group_store(vote: SavedVote, members: list[int], flips: dict[int, bool], inputs: list[str],
+                 features: str | None, out: Path, weights_file: str | None, progress: bool
+                 ) -> tuple[str, dict[int, str], list]:
+    """(store, feature key of each member, unreadable images) for members of one store spec: the
+    given store checked against each of them, or ``inputs`` extracted once for them all."""
+    if features:
+        keys = {}
+        for i in members:
+            try:
+                store, keys[i], _ = feature_store(vote.members[i], inputs, features, out.parent,
+                                                  weights_file=weights_file, progress=progress, flip=flips[i])
+            except MismatchError as e:
+                raise MismatchError(f"soft-vote member {vote.labels[i]}: {e}") from None
+        return store, keys, []
+    if not inputs:
+        raise BadInput("predict: give IMAGES or a DIR, or --features F.h5")
+    group = [vote.members[i] for i in members]
+    try:
+        store = str(_extract_for(group, inputs, out, weights_file, progress, any(flips.values())))
+    except MismatchError as e:
+        raise MismatchError(f"soft-vote members on {group[0].spec.get('backbone')}: {e}") from None
+    return store, {i: vote.members[i].feature for i in members}, read_info(store).errors
+
+
+def predict_vote(vote: SavedVote, inputs: list[str], out: Path, *, features: str | None = None,
+                 weights_file: str | None = None, progress: bool = False, tta: bool = True) -> dict:
+    """The soft vote's CSV: members grouped by store spec, each group's features extracted once
+    (one forward pass per backbone, all its members' layers), each member applied with its own TTA,
+    the probabilities averaged as the vote's row averaged them when it was scored."""
+    groups: dict[str, list[int]] = {}
+    for i, m in enumerate(vote.members):
+        groups.setdefault(_extraction_key(m), []).append(i)
+    got: dict[int, tuple[list[str], np.ndarray]] = {}
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory(prefix="predict-") as tmp:
+        for g, members in enumerate(groups.values()):
+            flips = {i: tta and vote.members[i].tta == "flip" for i in members}
+            store, keys, bad = _group_store(vote, members, flips, inputs, features, Path(tmp) / f"predict-{g}.h5",
+                                            weights_file, progress)
+            errors.update((str(p), msg) for p, msg in bad)
+            for i in members:
+                got[i] = _member_rows(vote, i, store, keys[i], flips[i])
+    # An image one backbone could not read (decoding options differ) is an error row, not a partial vote.
+    ref = got[0][0]
+    shared = set(ref).intersection(*(set(p) for p, _ in got.values()))
+    paths = [p for p in ref if p in shared]
+    classes = np.asarray(vote.members[0].model.classes_)  # every member's (checked when the vote was saved)
+    total = np.zeros((len(paths), len(classes)), dtype=np.float64)
+    for member_paths, proba in got.values():
+        if paths:
+            at = {p: j for j, p in enumerate(member_paths)}
+            total += proba[[at[p] for p in paths]]
+    avg = total / len(got)
+    pred = classes[avg.argmax(axis=1)] if paths else np.empty(0, int)
+    for p in {p for member_paths, _ in got.values() for p in member_paths} - shared:
+        errors.setdefault(p, "not readable by every member's backbone")
+    listed = sorted(errors.items())
+    atomic_write(out, predictions_csv(_Classes(vote.class_names, classes), paths, pred, avg if len(paths) else None,
+                                      listed))
+    names = vote.class_names
+    return {"rows": len(paths), "errors": len(listed), "out": str(out), "predicted": [names[int(c)] for c in pred],
+            "paths": paths, "members": len(vote.members), "extractions": 0 if features else len(groups)}
+
+
+class _Classes:
     """What :func:`predictions_csv` reads of a model: its class indices and names."""
 
-    def __init__(self, class_names: list[str]):
+    def __init__(self, class_names: list[str], classes: np.ndarray | None = None):
         self.class_names = list(class_names)
-        self.model = type("Classes", (), {"classes_": np.arange(len(class_names))})()
+        self.model = type("Classes", (), {"classes_": np.arange(len(class_names)) if classes is None else classes})()
 
 
 def predict_finetuned(model_path: str, inputs: list[str], out_csv: str, *, features: str | None = None,
@@ -193,6 +288,6 @@ def predict_finetuned(model_path: str, inputs: list[str], out_csv: str, *, featu
     proba = softmax(np.concatenate(logits)) if logits else np.empty((0, len(names)))
     pred = proba.argmax(axis=1)
     paths = [manifest.paths[r] for r in done]
-    atomic_write(out, predictions_csv(_Finetuned(names), paths, pred, proba if len(paths) else None, errors))
+    atomic_write(out, predictions_csv(_Classes(names), paths, pred, proba if len(paths) else None, errors))
     return {"rows": len(paths), "errors": len(errors), "out": str(out), "predicted": [names[int(c)] for c in pred],
             "paths": paths}

@@ -119,13 +119,21 @@ class Classified:
     skipped: list[dict] = field(default_factory=list)
     few_shot: list[dict] = field(default_factory=list)
     recorded: dict = field(default_factory=dict)  # classify folder name -> rows by ledger key (Pass.reuse)
+    metrics: set = field(default_factory=set)  # what ranked each feature set (--metric auto, resolved)
 
     def __iadd__(self, other: Classified) -> Classified:
         self.rows += other.rows
         self.skipped += other.skipped
         self.few_shot += other.few_shot
         self.recorded.update(other.recorded)
+        self.metrics |= other.metrics
         return self
+
+    def metric(self, asked: str) -> str:
+        """The dataset's ranking metric: balanced accuracy when any of its feature sets' zoo chose it."""
+        if asked != "auto":
+            return asked
+        return "balanced_accuracy" if "balanced_accuracy" in self.metrics else "accuracy"
 
 
 def zoo_budget(budget: RunBudget | None, rec: dict, cls: ClassifyOptions, todo: int) -> Budget:
@@ -169,6 +177,7 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str, bu
             got.skipped += [{**tag, "backbone": rec["backbone"], "feature": key, **s} for s in board.skipped]
             got.few_shot += [{**c, **tag} for c in board.few_shot]
             got.recorded[name] = writer.recorded
+            got.metrics.add(zoo.metric)
             todo -= 1
             if step.first:
                 budget.classify_s.append(time.perf_counter() - started)
@@ -217,10 +226,10 @@ def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, bu
     return recs, got
 
 
-def run_audit(rows: list[ResultRow], cfg: RunConfig, out: Path) -> dict | None:
+def run_audit(rows: list[ResultRow], config: dict, out: Path) -> dict | None:
     """The best model's audit; one that cannot be made is a warning, never the run's failure."""
     try:
-        return audit_best(rows, cfg.to_dict(), out)
+        return audit_best(rows, config, out)
     except (ValueError, OSError, MemoryError) as e:
         log.warning("audit left out: %s", e)
         return None
@@ -241,6 +250,7 @@ def run(cfg: RunConfig, progress: bool = True) -> Leaderboard:
     phases = {"extract_and_classify_s": 0.0, "ensembles_s": 0.0, "finetune_s": 0.0, "audit_s": 0.0}  # bench/small_n.py
     audits: dict[str, dict] = {}
     budget = RunBudget.parse(cfg.classify.budget)
+    metrics: set[str] = set()  # each dataset's ranking metric (--metric auto, resolved)
     for i, (data, name) in enumerate(groups):
         cls_dir = out / "classify" / safe_name(name) if multi else out / "classify"
         t = time.perf_counter()
@@ -248,12 +258,14 @@ def run(cfg: RunConfig, progress: bool = True) -> Leaderboard:
                                   {"dataset": name, "data": data} if multi else {},
                                   given=cfg.features if i == 0 else ())
         rows, skip = got.rows, got.skipped
+        metric = got.metric(cfg.classify.metric)
+        metrics.add(metric)
         phases["extract_and_classify_s"] += time.perf_counter() - t
         stores += recs
         write_json(out / "extraction.json", stores)
         t = time.perf_counter()
         if cfg.ensembles:
-            rows += ensemble_rows(cfg, rows, name)
+            rows += ensemble_rows(cfg, rows, name, metric, out=cls_dir / "ensembles")
         phases["ensembles_s"] += time.perf_counter() - t
         t = time.perf_counter()
         tuned, why = finetune_row(cfg, data, name, rows, recs, cls_dir / "finetune", budget)
@@ -262,15 +274,16 @@ def run(cfg: RunConfig, progress: bool = True) -> Leaderboard:
         skip += why
         t = time.perf_counter()
         if cfg.audit:
-            found = run_audit(rows, cfg, out)
+            found = run_audit(rows, {**cfg.to_dict(), "metric": metric}, out)
             if found:
                 audits[name] = found
         phases["audit_s"] += time.perf_counter() - t
         results += rows
         skipped += skip
         few_shot += got.few_shot
+    metric = "balanced_accuracy" if "balanced_accuracy" in metrics else "accuracy"
     board = Leaderboard.ranked(
-        [dataclasses.replace(r, producer="run") for r in results], cfg.classify.metric, config=cfg.to_dict(),
+        [dataclasses.replace(r, producer="run") for r in results], metric, config=cfg.to_dict(),
         extraction=stores, skipped=skipped, few_shot=few_shot, seconds=time.perf_counter() - t0, dir=out,
         more={"budget_s": budget.total_s, **({"datasets": dict(zip(names, cfg.data))} if multi else {}),
               "phases": phases})

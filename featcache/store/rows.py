@@ -52,7 +52,7 @@ class ResultRow:
     params: dict = field(default_factory=dict)  # what the sweep or early stopping chose
     val_source: str = ""  # "val split" or "holdout from train"
     test: dict | None = None  # evaluate() on test, computed once
-    model_path: str | None = None  # the saved model (None: not saved, e.g. a soft vote)
+    model_path: str | None = None  # the saved model (a soft vote: its members' models in one file; None: not saved)
     extra: dict = field(default_factory=dict)  # the producer's details: estimate_s, cv, tta, final_fit...
     kind: str = "model"  # one of KINDS
     members: list = field(default_factory=list)  # what an ensemble combines (not written when empty)
