@@ -43,6 +43,7 @@ def test_auto_balances_from_1_5(imbalance, metric, weight):
     assert forced.metric == "accuracy" and forced.models[0].build.class_weight is None  # today's behaviour
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", DEFAULT_MODELS)
 def test_class_weights_balance_every_model(name, single_threaded):
     """Weighted, each default model finds more of the minority class than unweighted. Fully grown
