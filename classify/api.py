@@ -18,14 +18,14 @@ import numpy as np
 
 from classify.budget import parse_budget
 from classify.config import ClassifyOptions
-from classify.features import FeatureSet, Split, load_features, nonfinite_rows
-from classify.job import default_budget
+from classify.features import FeatureSet, Split, nonfinite_rows
+from classify.job import prepare
 from classify.leaderboard import Leaderboard
 from classify.models import resolve_models
-from classify.plan import Budget, Shape, plan_zoo, views_mode
+from classify.plan import Budget, Shape, plan_zoo
 from classify.zoo import compare_zoo
 from featcache.common.errors import BadInput
-from featcache.store import read_info, splits
+from featcache.store import splits
 from featcache.store.splits import HOLDOUT_FRACTION, HOLDOUT_SEED
 
 ARRAYS = "embeddings"  # the backbone and feature names of rows fitted on plain arrays
@@ -75,22 +75,13 @@ def compare(data: str | os.PathLike | np.ndarray, y: Any = None, *, models: str 
                            "models=[...]")
         if splits is not None:
             raise BadInput("compare: splits= applies to arrays; a store holds its own splits")
-        return _compare_store(os.fspath(data), feature, opts)
+        # as `classify` compares a store (the same views, budget and plan), without its files
+        return compare_zoo(*prepare(opts.job(features=os.fspath(data), out="-", feature=feature)))
     if feature is not None:
         raise BadInput("compare: feature= names a store's feature set; arrays are one feature set")
     fs = feature_set(data, y, splits)
     seconds = None if opts.budget.strip().lower() in ("auto", "none") else parse_budget(opts.budget)
     return compare_zoo(fs, plan_zoo(Shape.of(fs), opts, budget=Budget(seconds=seconds)))
-
-
-def _compare_store(path: str, feature: str | None, opts: ClassifyOptions) -> Leaderboard:
-    """As ``classify`` compares a store (the same views, budget and plan), without its files."""
-    info = read_info(path, allow_partial=opts.allow_partial)
-    views = views_mode(opts.train_on_views, bool(info.views))
-    data = load_features(path, feature, allow_partial=opts.allow_partial, views=views != "off",
-                         flip=opts.tta != "none")
-    budget = default_budget(opts.job(features=path, out="-"))
-    return compare_zoo(data, plan_zoo(Shape.of(data), opts, views=views, budget=budget))
 
 
 def feature_set(X: Any, y: Any, row_splits: Any = None) -> FeatureSet:

@@ -27,6 +27,7 @@ from classify.models import build_model, get_entry
 from classify.persist import SavedModel
 from classify.plan import ModelPlan, variant_name
 from classify.preprocess import parse_preprocess
+from classify.table import param_text
 from classify.torch_heads import TorchHead
 from featcache.common.files import safe_name
 from featcache.store.rows import ResultRow
@@ -66,11 +67,6 @@ def backbone_of(data: FeatureSet) -> str:
 def stem(feature: str, label: str) -> str:
     """The file stem of one model's outputs (model file, out-of-fold file, ledger record)."""
     return f"{safe_name(feature)}__{safe_name(label)}"
-
-
-def params_text(params: dict) -> str:
-    """Parameters as people write them: ``C=0.0316, k=10``."""
-    return ", ".join(f"{k}={v:.3g}" if isinstance(v, float) else f"{k}={v}" for k, v in params.items()) or "-"
 
 
 def _search_extra(model: object) -> dict:
@@ -184,5 +180,5 @@ def fit(plan: ModelPlan, data: FeatureSet) -> list[ResultRow]:
             test=test, extra=to_jsonable({**extra, **({"tta": t} if t else {}), **({"cv": cv[t][0]} if t in cv else {})}),
             fitted=fitted))
         log.info("%-16s val acc %.3f  fit %.2fs (estimate %s)  %s", full, val["accuracy"], fit_s,
-                 budgets.fmt_seconds(plan.estimate_s), params_text(params))
+                 budgets.fmt_seconds(plan.estimate_s), param_text(params))
     return rows

@@ -131,9 +131,13 @@ class Classified:
 
     def metric(self, asked: str) -> str:
         """The dataset's ranking metric: balanced accuracy when any of its feature sets' zoo chose it."""
-        if asked != "auto":
-            return asked
-        return "balanced_accuracy" if "balanced_accuracy" in self.metrics else "accuracy"
+        return asked if asked != "auto" else joint_metric(self.metrics)
+
+
+def joint_metric(metrics: set[str]) -> str:
+    """One ranking metric for rows ranked by several: balanced accuracy when any chose it (on
+    balanced classes it is close to accuracy; on imbalanced ones accuracy rewards the prior)."""
+    return "balanced_accuracy" if "balanced_accuracy" in metrics else "accuracy"
 
 
 def zoo_budget(budget: RunBudget | None, rec: dict, cls: ClassifyOptions, todo: int) -> Budget:
@@ -281,7 +285,7 @@ def run(cfg: RunConfig, progress: bool = True) -> Leaderboard:
         results += rows
         skipped += skip
         few_shot += got.few_shot
-    metric = "balanced_accuracy" if "balanced_accuracy" in metrics else "accuracy"
+    metric = joint_metric(metrics)
     board = Leaderboard.ranked(
         [dataclasses.replace(r, producer="run") for r in results], metric, config=cfg.to_dict(),
         extraction=stores, skipped=skipped, few_shot=few_shot, seconds=time.perf_counter() - t0, dir=out,
