@@ -41,15 +41,23 @@ def parse_budget(text: str | float | int | None) -> float | None:
     return seconds
 
 
-# Under a budget, every backbone first gets these (each cost <= 3 s per 800-row feature set on dtd10,
-# and logreg was each backbone's best there), so the cross-backbone vote exists before any slow
-# model runs; the second pass spends what is left on the rest of the zoo, reusing the first.
+# Under a time budget (run --budget 10m), every backbone first gets these (each cost <= 3 s per
+# 800-row feature set on dtd10, and logreg was each backbone's best there), so the cross-backbone
+# vote exists before any slow model runs; the second pass spends what is left on the rest of the
+# zoo, reusing the first.
 FIRST_PASS = ("logreg", "knn", "knn-dino")
 
 # --budget auto: each feature set's zoo may cost this share of its backbone's extraction. At 1/3,
 # dtd10's default run (3 backbones) kept logreg, the kNNs and Lite1/2's linear head: 53 s, 0.82x
 # the tutorial script (bench/small_n.py), rank 1 test 0.915 (0.920 with every model).
 AUTO_SHARE = 1 / 3
+
+# --budget auto keeps each classifier family's one model unless it alone costs more than the
+# feature set's whole extraction, counted as at least this many (reference) seconds: at 10^2
+# images an extraction takes under a second at 169 img/s, while a model's fixed costs (the MLP's
+# ~50 early-stopping epochs, 200 trees, the C path's evaluations) make it 1-3 s, small beside the
+# run's own start-up (~4 s), so without the floor the smallest sets would lose every family but kNN.
+FAMILY_FLOOR_S = 3.0
 
 # Extraction seconds relative to Lite0 at each one's native resolution: 169 / 92 / 90 img/s on
 # dtd10's 1,200 photos on a 2-core CPU (a default run, OpenVINO bf16). Other backbones count as 1.

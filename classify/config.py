@@ -96,9 +96,9 @@ class ClassifyOptions:
                                 "5,000, else one stratified holdout and one refit; repeated 5-fold below 100), "
                                 "cv[:K], repeated-cv[:KxR], holdout[:FRACTION]")
     budget: str = option("auto", check=_budget, metavar="TIME",
-                         help="auto: the default zoo sized to the store's extraction (logreg and the kNNs always, "
-                              "then the other models cheapest first while their estimated cost stays within a "
-                              "third of the extraction's; models named in --models all run); none: every model; "
+                         help="auto: the default zoo sized to the store's extraction (one model of each family "
+                              "unless it alone costs more than the whole extraction, then second variants cheapest "
+                              "first within a third of it; models named in --models all run); none: every model; "
                               "or a time (90s, 10m, 1h): a model whose estimate does not fit in what is left is "
                               "approximated or skipped (run: the whole run's time). The report says which and why")
     select: str = option("auto", choices=SELECT_CHOICES,

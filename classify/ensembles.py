@@ -158,16 +158,17 @@ def _vote_cv(members: list[ResultRow]) -> dict | None:
     if any(z is None for z in loaded):
         return None
     ref = loaded[0]
-    paths, y, fold = ref["paths"], ref["y"], ref["fold"]
-    total = np.zeros(ref["proba"].shape, dtype=np.float64)
+    repeats = min(len(z["fold"]) for z in loaded)  # a member scored by one repeat (--budget auto) votes on it
+    paths, y, fold = ref["paths"], ref["y"], ref["fold"][:repeats]
+    total = np.zeros((repeats, *ref["proba"].shape[1:]), dtype=np.float64)
     for z in loaded:
         at = _align(z["paths"], paths, "oof")
-        if not np.array_equal(z["fold"][:, at], fold) or not np.array_equal(z["classes"], ref["classes"]):
+        if not np.array_equal(z["fold"][:repeats, at], fold) or not np.array_equal(z["classes"], ref["classes"]):
             log.warning("soft vote: members' CV folds differ; no CV score for the soft vote")
             return None
-        total += z["proba"][:, at]
+        total += z["proba"][:repeats, at]
     pred = ref["classes"][total.argmax(axis=2)]  # (repeats, n)
-    k, repeats = int(fold.max()) + 1, fold.shape[0]
+    k = int(fold.max()) + 1
     scores = np.array([np.mean(pred[r][fold[r] == f] == y[fold[r] == f]) for r in range(repeats) for f in range(k)])
     balanced = np.array([balanced_accuracy_score(y[fold[r] == f], pred[r][fold[r] == f]) for r in range(repeats)
                          for f in range(k)])

@@ -143,15 +143,19 @@ def fit(plan: ModelPlan, data: FeatureSet) -> list[ResultRow]:
              "selection": plan.build.protocol.describe(), **({"note": plan.note} if plan.note else {}),
              **({"class_weight": plan.build.class_weight} if plan.build.class_weight else {})}
     params = {**chosen_params(model), **({"note": plan.note} if plan.note else {})}
-    cv, folds = {}, None
+    cv, folds, pooled = {}, None, None
     if plan.select == "cv":
         with threadpool_limits(limits=1), progress.model_bar(f"{label} CV [{data.feature}]"):
-            cv, folds = selection.cross_validate(model, data, views=plan.views, ttas=plan.tta, seed=plan.build.seed,
-                                                 n_jobs=plan.build.jobs)
+            cv, folds, pooled = selection.cross_validate(model, data, views=plan.views, ttas=plan.tta,
+                                                         seed=plan.build.seed, repeats=plan.repeats,
+                                                         n_jobs=plan.build.jobs)
         log.info("%-16s CV %s", label, "  ".join(f"{variant_name(plan.name, plan.views, t)} {rec['mean']:.3f} "
                                                  f"± {rec['sd']:.3f}" for t, (rec, _) in cv.items()))
     final = model
-    if plan.final_fit == "train+val":
+    if plan.final_fit == "train+val" and pooled is not None:  # the out-of-fold shortcut fitted it
+        final, extra["refit_s"], extra["final_fit"] = pooled, 0.0, "train+val"
+        log.info("%-16s refit on train+val: made by its %s", label, next(iter(cv.values()))[0]["method"])
+    elif plan.final_fit == "train+val":
         with progress.model_bar(f"{label} refit on train+val [{data.feature}]"):
             start = time.perf_counter()
             final = selection.refit_on_pool(model, data, views=plan.views)

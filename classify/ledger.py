@@ -30,7 +30,9 @@ from featcache.store.rows import ResultRow
 
 log = logging.getLogger(__name__)
 
-RESUME_FORMAT = 4  # 2: final_fit; 3: models saved as skops; 4: records hold whole result rows. Bump when a result's meaning changes, so that older records are refitted
+# 2: final_fit; 3: models saved as skops; 4: records hold whole result rows; 5: out-of-bag forests, batched
+# linear heads, the heads' early-stopping tol. Bump when a result's meaning changes, so older records are refitted.
+RESUME_FORMAT = 5
 FINISHED_DIR = "finished"
 
 
@@ -43,7 +45,7 @@ def settings(data: FeatureSet, plan: ModelPlan) -> dict:
         "tta": [t or "none" for t in plan.tta], "seed": int(plan.build.seed),
         "preprocess": None if plan.preprocess is None else list(parse_preprocess(plan.preprocess)),
         "protocol": plan.build.protocol.to_dict(), "select": plan.select, "approximate": bool(plan.build.approximate),
-        "class_weight": plan.build.class_weight,
+        "class_weight": plan.build.class_weight, "repeats": int(plan.repeats),
         "final_fit": plan.final_fit,
         "counts": data.counts(), "val_source": data.val_source, "complete": bool(data.complete),
     })

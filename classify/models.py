@@ -68,6 +68,8 @@ class Candidate:
     fit_cost: float | None = None  # work of ONE fit of the chosen configuration (a CV fold, the refit); None: cost
     search: BaseEstimator | None = None  # scores the grid instead of ``estimator`` (cheaper: no calibration)
     search_key: str = ""  # the grid's params inside ``estimator``: "estimator__" for a calibrated ``search``
+    oof_fits: float | None = None  # what its out-of-fold shortcut (classify.oof) costs, in fits of the chosen
+    # configuration, its train+val refit included; None: no shortcut (one fit per fold, then the refit)
 
 
 @dataclass(frozen=True)
@@ -78,19 +80,33 @@ class ModelEntry:
     default: bool  # part of DEFAULT_MODELS
     uses_torch: bool  # accepts log_dir (TensorBoard)
     summary: str  # one line for --help and the docs
+    family: str = ""  # what the default comparison promises one model of: "MLP", "tree ensemble", ...
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
 def register_model(name: str, *, preprocess: str, summary: str, default: bool = True,
-                   uses_torch: bool = False) -> Callable:
+                   uses_torch: bool = False, family: str = "") -> Callable:
+    """Register a builder under ``name``; ``family`` groups models the default comparison keeps
+    one of (the first registered default of each family; default: its own family)."""
     def decorate(builder: Callable[[Build], Candidate]) -> Callable[[Build], Candidate]:
         if name in _REGISTRY:
             raise BadInput(f"model {name!r} is already registered")
-        _REGISTRY[name] = ModelEntry(name, builder, preprocess, default, uses_torch, summary)
+        _REGISTRY[name] = ModelEntry(name, builder, preprocess, default, uses_torch, summary, family or name)
         return builder
     return decorate
+
+
+def family_of(name: str) -> str:
+    return get_entry(name).family
+
+
+def first_of_family(name: str) -> bool:
+    """Whether ``name`` is its family's one model in the default comparison (the first registered
+    default one; the others are second variants the budget trims first)."""
+    fam = family_of(name)
+    return next((e.name for e in _REGISTRY.values() if e.family == fam and e.default), name) == name
 
 
 def list_models() -> list[str]:
@@ -184,10 +200,18 @@ class GroupedCalibratedClassifierCV(CalibratedClassifierCV):
 
 # Fitted to fit, CV and refit seconds measured on the sample (81 rows), dtd10 (600) and
 # imagenette (4,000), Lite0 1280-d, on the 2-core VM (bench/small_n.py prints both):
-PROBE_EVAL_S = 2e-4  # torch L-BFGS's fixed cost per function evaluation (op dispatch), at any size
+PROBE_EVAL_S = 1e-3  # torch L-BFGS's fixed cost per function evaluation (op dispatch, the line search), at any size:
+# 1.5-1.9 ms an evaluation on 64 rows, 2.1-2.7 ms on 480 (dtd10, 10 classes; bench/family_costs.py, 2026-12-07)
 STEP_S = 8e-4  # a torch head's fixed cost per minibatch step (Adam, autograd), besides the matmuls
 TREE_S = 1e-3  # a tree's fixed cost, however few rows
 SVC_FIT_S = 3e-3  # a libsvm fit's fixed cost (setup, the kernel's copy)
+# Out-of-fold shortcuts (classify.oof), in fits of the chosen configuration, the train+val refit
+# included (bench/family_costs.py): the batched linear head's 10 folds + refit ran ~LINEAR_OOF_FITS
+# fits' time; the out-of-bag forest is one fit on train+val (1.25x train's rows) and its trees'
+# out-of-bag votes.
+LINEAR_OOF_FITS = 6.0
+KNN_SEARCH = 2.0  # a chunked float32 search ran at ~1/2 of machine_gflops' peak (0.3-0.5 s for 5,000-10,000 rows)
+FOREST_OOF_FITS = 1.5
 GFLOPS_REF = 170.0  # classify.budget.machine_gflops() on that VM: fixed costs are stated in its GFLOP
 SMALL_MATMUL = 6.0  # small products on one thread ran at ~1/6 of machine_gflops' peak
 
@@ -213,16 +237,17 @@ def _head_cost(p: protocols.Protocol, hidden: tuple[int, ...], epochs: float, ba
     sizes = (p.n_dims, *hidden, p.n_classes)
     params = sum(a * b for a, b in zip(sizes, sizes[1:]))
     steps = max(p.n_rows / batch, 1.0)
-    matmuls = 6.0 * p.n_rows * params / 1e9 * (SMALL_MATMUL * 0.7 if hidden else SMALL_MATMUL)
+    # batches of 512 on every core (large stores) ran their matmuls at ~2/3 of peak (10^4 rows, bench/family_costs.py)
+    matmuls = 6.0 * p.n_rows * params / 1e9 * (1.5 if batch >= 512 else SMALL_MATMUL * 0.7 if hidden else SMALL_MATMUL)
     return epochs * (matmuls + (steps * STEP_S * (1.5 if hidden else 1.0) + 1e-3) * GFLOPS_REF)
 
 
 def _small_head_epochs(p: protocols.Protocol, hidden: tuple[int, ...]) -> float:
-    """Epochs early stopping ran (patience 10): tiny stores' noisy val loss ran MLPs long (~75 at 81
-    rows), ~15 from 600 rows; the linear head ~15-40, growing with rows."""
+    """Epochs early stopping ran (patience 10, HEAD_TOL): MLPs ~22 at 100 rows, ~15 at 600, 11 at
+    4,000; the linear head ~20-25, 31 at 4,000 (imagenette)."""
     if hidden:
-        return float(np.clip(6000 / max(p.n_rows, 1), 15, 100))
-    return float(min(10 + p.n_rows / 100, 40))
+        return float(np.clip(2000 / max(p.n_rows, 1), 12, 40))
+    return float(min(20 + p.n_rows / 400, 35))
 
 
 # --------------------------------------------------------------------------- the zoo
@@ -242,7 +267,7 @@ def _probe(b: Build, loss: str, cs: Sequence[float], preprocess: tuple[str, ...]
                        random_state=b.seed, class_weight=b.class_weight)
 
 
-@register_model("logreg", preprocess="standardize",
+@register_model("logreg", preprocess="standardize", family="logistic regression",
                 summary="multinomial L2 logistic regression, torch L-BFGS, warm-started C path (log loss)")
 def _logreg(b: Build) -> Candidate:
     cs = np.logspace(-3, 3, 4) if b.approximate else np.logspace(-4, 4, 9)
@@ -250,7 +275,7 @@ def _logreg(b: Build) -> Candidate:
                      fit_cost=_probe_cost(b.protocol, 1, single=True, evals=40))
 
 
-@register_model("linear", preprocess="standardize", uses_torch=True,
+@register_model("linear", preprocess="standardize", uses_torch=True, family="linear head",
                 summary="torch nn.Linear head, Adam, early stopping")
 def _linear(b: Build) -> Candidate:
     # One torch thread whatever --jobs says: on a (1280 x classes) head a second thread made
@@ -258,7 +283,15 @@ def _linear(b: Build) -> Candidate:
     # lr 3e-3: at 1e-3 the head was still improving at epoch 300 on the bundled sample.
     head = _head(b, ())
     epochs = min(head.max_epochs, 60) if b.protocol.large else _small_head_epochs(b.protocol, ())
-    return Candidate(head, cost=_head_cost(b.protocol, (), epochs, head.batch_size))
+    # out-of-fold: the folds and the refit as one batched model (classify.head_folds)
+    return Candidate(head, cost=_head_cost(b.protocol, (), epochs, head.batch_size), oof_fits=LINEAR_OOF_FITS)
+
+
+# Early stopping counts an epoch as better only when its val loss is lower by more than this:
+# on the bundled sample the heads' val loss crept down ~3e-4 an epoch for 100+ epochs (the linear
+# head 129 epochs a fold on Lite2). With it, 10-fold CV on the sample and dtd10 (Lite0, Lite2) ran
+# 1.1-4.5x faster (linear) and 1.1-1.7x (MLPs), CV accuracy within 0.4 points (/tmp bench, 2026-12-07).
+HEAD_TOL = 1e-3
 
 
 def _head(b: Build, hidden: tuple[int, ...], **kw: Any) -> TorchHead:
@@ -268,32 +301,33 @@ def _head(b: Build, hidden: tuple[int, ...], **kw: Any) -> TorchHead:
     if not b.protocol.large:
         # patience 10: on dtd10 every head's best epoch came within 10 of the one before it
         # (linear and mlp at epoch 3, mlp-bn 13); 20 ran twice the epochs for the same weights.
-        return TorchHead(hidden, lr=3e-3 if not hidden else 1e-3, patience=10, random_state=b.seed, n_jobs=1,
-                         class_weight=b.class_weight, **kw)
+        return TorchHead(hidden, lr=3e-3 if not hidden else 1e-3, patience=10, tol=HEAD_TOL, random_state=b.seed,
+                         n_jobs=1, class_weight=b.class_weight, **kw)
     # MLPs peak within ~30 epochs here and overfit after; the linear head creeps on for longer.
     epochs = int(np.clip((1e6 if not hidden else 2e6) / b.protocol.n_rows, 10, 60 if not hidden else 100))
     return TorchHead(hidden, lr=5e-3 if not hidden else 2e-3, batch_size=512,
                      max_epochs=max(epochs // (2 if b.approximate else 1), 5), patience=8 if not hidden else 5,
-                     val_fraction=0.1, random_state=b.seed, n_jobs=b.threads, class_weight=b.class_weight, **kw)
+                     val_fraction=0.1, tol=HEAD_TOL, random_state=b.seed, n_jobs=b.threads, class_weight=b.class_weight,
+                     **kw)
 
 
-@register_model("mlp", preprocess="standardize", uses_torch=True,
+@register_model("mlp", preprocess="standardize", uses_torch=True, family="MLP head",
                 summary="torch MLP head 512-256, ReLU, dropout 0.5, early stopping")
 def _mlp(b: Build) -> Candidate:
     head = _head(b, (512, 256), dropout=0.5)
-    epochs = min(head.max_epochs, 40) if b.protocol.large else _small_head_epochs(b.protocol, (512, 256))
+    epochs = min(head.max_epochs, 20) if b.protocol.large else _small_head_epochs(b.protocol, (512, 256))
     return Candidate(head, cost=_head_cost(b.protocol, (512, 256), epochs, head.batch_size))
 
 
-@register_model("mlp-bn", preprocess="standardize", uses_torch=True,
+@register_model("mlp-bn", preprocess="standardize", uses_torch=True, family="MLP head",
                 summary="torch MLP head 512-256 with BatchNorm and dropout 0.5")
 def _mlp_bn(b: Build) -> Candidate:
     head = _head(b, (512, 256), dropout=0.5, batchnorm=True)
-    epochs = min(head.max_epochs, 40) if b.protocol.large else _small_head_epochs(b.protocol, (512, 256))
+    epochs = min(head.max_epochs, 20) if b.protocol.large else _small_head_epochs(b.protocol, (512, 256))
     return Candidate(head, cost=_head_cost(b.protocol, (512, 256), epochs, head.batch_size))
 
 
-@register_model("svm-linear", preprocess="standardize",
+@register_model("svm-linear", preprocess="standardize", family="linear SVM",
                 summary="linear SVM (squared hinge, one-vs-rest), torch L-BFGS, warm-started C path")
 def _svm_linear(b: Build) -> Candidate:
     cs = np.logspace(-4, -1, 2) if b.approximate else np.logspace(-5, 0, 6)
@@ -302,7 +336,7 @@ def _svm_linear(b: Build) -> Candidate:
                      fit_cost=_probe_cost(b.protocol, 1, single=True, evals=_hinge_evals(b.protocol)))
 
 
-@register_model("svm-rbf", preprocess="standardize,l2",
+@register_model("svm-rbf", preprocess="standardize,l2", family="RBF SVM",
                 summary=f"RBF SVC, C and gamma swept, sigmoid-calibrated; above {EXACT_RBF_ROWS:,} rows Nystroem "
                         f"({NYSTROEM_LANDMARKS}) + linear SVM")
 def _svm_rbf(b: Build) -> Candidate:
@@ -334,22 +368,23 @@ def _svm_rbf(b: Build) -> Candidate:
                      note=f"Nystroem approximation: {m} landmarks (gamma {RBF_GAMMA}) + linear SVM")
 
 
-@register_model("knn", preprocess="none", summary="k nearest neighbours, cosine, k and weighting from one search per fold")
+@register_model("knn", preprocess="none", family="kNN",
+                summary="k nearest neighbours, cosine, k and weighting from one search per fold")
 def _knn(b: Build) -> Candidate:
     p = b.protocol
     held = p.holdout if p.selection == "holdout" else 1.0 / p.folds
-    work = 2.0 * p.n_rows ** 2 * held * (1 - held) * p.n_dims * p.n_fits / 1e9 * 3.0
+    work = 2.0 * p.n_rows ** 2 * held * (1 - held) * p.n_dims * p.n_fits / 1e9 * KNN_SEARCH
     return Candidate(SweptKNN(cv=p.splitter(b.seed), n_jobs=b.threads, random_state=b.seed, class_weight=b.class_weight),
-                     cost=work,
-                     fit_cost=2.0 * p.n_rows ** 2 * 0.2 * p.n_dims / 1e9 * 3.0)
+                     cost=work, fit_cost=2.0 * p.n_rows ** 2 * 0.2 * p.n_dims / 1e9 * KNN_SEARCH)
 
 
-@register_model("knn-dino", preprocess="none",
+@register_model("knn-dino", preprocess="none", family="kNN",
                 summary="DINO's weighted k-NN: cosine, 20 neighbours, votes exp(similarity / 0.07), no sweep")
 def _knn_dino(b: Build) -> Candidate:
     p = b.protocol
-    return Candidate(CosineKNN(20, weights="dino", class_weight=b.class_weight),
-                     cost=2.0 * p.n_rows * p.n_rows * 0.2 * p.n_dims / 1e9 * 3.0)
+    # fitting stores the rows; a CV fold's fit and scoring is one search of its held-out rows
+    return Candidate(CosineKNN(20, weights="dino", class_weight=b.class_weight), cost=0.0,
+                     fit_cost=2.0 * p.n_rows * p.n_rows * 0.2 * p.n_dims / 1e9 * KNN_SEARCH)
 
 
 def _forest(cls: type, b: Build, **kw: Any) -> Candidate:
@@ -359,13 +394,16 @@ def _forest(cls: type, b: Build, **kw: Any) -> Candidate:
     p = b.protocol
     if not p.large and not b.approximate:
         clf = cls(n_estimators=200, max_features="sqrt", random_state=b.seed, n_jobs=1, class_weight=b.class_weight, **kw)
-        return Candidate(clf, cost=200 * (_tree_work(cls, p.n_rows, p) + TREE_S * GFLOPS_REF))
+        return Candidate(clf, cost=200 * (_tree_work(cls, p.n_rows, p) + TREE_S * GFLOPS_REF),
+                         oof_fits=FOREST_OOF_FITS if clf.bootstrap else None)
     max_rows = 1_000 if cls is RandomForestClassifier else 5_000
     trees = (20 if b.approximate else 40) if cls is RandomForestClassifier else (50 if b.approximate else 100)
     rows = min(p.n_rows, max_rows)
     clf = cls(n_estimators=trees, max_features="sqrt", bootstrap=True, max_samples=rows if rows < p.n_rows else None,
               random_state=b.seed, n_jobs=b.threads, class_weight=b.class_weight, **kw)
-    return Candidate(clf, cost=trees * _tree_work(cls, rows, p), note=f"bounded: {trees} trees on <= {rows:,} rows each")
+    work = trees * _tree_work(cls, rows, p) / max(1.0, 0.8 * b.threads)  # the trees on every core
+    return Candidate(clf, cost=work, note=f"bounded: {trees} trees on <= {rows:,} rows each",
+                     oof_fits=FOREST_OOF_FITS if clf.bootstrap else None)
 
 
 def _rbf_fit_work(p: protocols.Protocol) -> float:
@@ -380,12 +418,13 @@ def _tree_work(cls: type, n: float, p: protocols.Protocol) -> float:
     return per * (p.n_classes * 0.5 + 2) * 8.5e-7 if cls is RandomForestClassifier else per * 2.4e-6
 
 
-@register_model("rf", preprocess="none", summary="random forest, 200 trees, max_features sqrt (bounded at scale)")
+@register_model("rf", preprocess="none", family="tree ensemble",
+                summary="random forest, 200 trees, max_features sqrt (bounded at scale)")
 def _rf(b: Build) -> Candidate:
     return _forest(RandomForestClassifier, b)
 
 
-@register_model("extratrees", preprocess="none",
+@register_model("extratrees", preprocess="none", family="tree ensemble",
                 summary="extremely randomized trees, 200, max_features sqrt (bounded at scale)")
 def _extratrees(b: Build) -> Candidate:
     return _forest(ExtraTreesClassifier, b)
@@ -393,11 +432,13 @@ def _extratrees(b: Build) -> Candidate:
 
 # Not in the default zoo: one tree per class per iteration made it the slowest model on a
 # 10-class store (17 s of a 56 s zoo on 250 x 1280), and trees trail linear models on CNN features.
-@register_model("hgb", preprocess="pca:64", default=False,
+@register_model("hgb", preprocess="pca:64", default=False, family="tree ensemble",
                 summary="histogram gradient boosting on 64 PCA components (early stopping at scale)")
 def _hgb(b: Build) -> Candidate:
     p = b.protocol
-    work = p.n_rows * 64 * p.n_classes * 1e-7
+    # one tree per class per iteration: ~0.4 ms each, and 1 us per row (5 and 12 ms an iteration on
+    # 80 and 800 rows x 10 classes, bench/family_costs.py)
+    work = p.n_classes * (4e-4 + p.n_rows * 1e-6) * GFLOPS_REF
     if not p.large and not b.approximate:
         clf = HistGradientBoostingClassifier(max_iter=200, early_stopping=False, random_state=b.seed,
                                              class_weight=b.class_weight)

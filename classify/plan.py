@@ -20,7 +20,17 @@ from classify import budget as budgets
 from classify import protocol as protocols
 from classify import selection
 from classify.config import ClassifyOptions
-from classify.models import GFLOPS_REF, Build, Candidate, candidate, get_entry, resolve_models
+from classify.models import (
+    DEFAULT_MODELS,
+    GFLOPS_REF,
+    Build,
+    Candidate,
+    candidate,
+    family_of,
+    first_of_family,
+    get_entry,
+    resolve_models,
+)
 
 REFERENCE_CORES = 2  # the reference machine's cores (classify.models.GFLOPS_REF is its rate)
 IMBALANCED = 1.5  # largest over smallest train class from which --metric auto and --class-weight auto balance
@@ -49,6 +59,7 @@ class ModelPlan:
     total_s: float = 0.0  # the fit, the CV of the chosen configuration and the refit: what a budget spends
     note: str = ""  # what the protocol or the budget changed
     skip: str = ""  # why it is not fitted at all
+    repeats: int = selection.REPEATS  # of the K-fold scoring its chosen configuration under select="cv"
 
     @property
     def label(self) -> str:
@@ -62,7 +73,6 @@ class Budget:
 
     seconds: float | None = None
     allowance_s: float | None = None
-    always: tuple[str, ...] = budgets.FIRST_PASS  # the models --budget auto always keeps
 
 
 @dataclass(frozen=True)
@@ -110,18 +120,22 @@ def fold_s(cand: Candidate, gflops: float | None = None) -> float:
 
 def total_s(cand: Candidate, fit_s: float, rows: int, plan: ModelPlan, gflops: float | None = None,
             cores: int | None = None) -> float:
-    """Seconds of the fit, the repeated CV of the chosen configuration and the train+val refit
-    (on this machine, or at a given rate and core count)."""
+    """Seconds of the fit, the out-of-fold predictions of the chosen configuration and the
+    train+val refit (on this machine, or at a given rate and core count)."""
     one = fold_s(cand, gflops)
-    folds = selection.FOLDS * selection.REPEATS if plan.select == "cv" else 0
+    refit = 1 if plan.final_fit == "train+val" else 0
+    if plan.select != "cv":
+        return fit_s + refit * one
+    if cand.oof_fits is not None and not plan.views:  # its family's shortcut (classify.oof), the refit in it
+        return fit_s + cand.oof_fits * one
+    folds = selection.FOLDS * plan.repeats
     jobs = plan.build.jobs
     cores = cores or (max(1, os.cpu_count() or 1) if jobs == -1 else jobs)
-    if folds and cores > 1:  # folds on the workers ran ~0.8 of linear
+    if cores > 1:  # folds on the workers ran ~0.8 of linear
         if rows * 1.25 >= selection.PARALLEL_FROM:  # the pool (train and val) sends every fold there
             folds = folds / (0.8 * cores)
         elif one >= selection.PARALLEL_FOLD_S:  # the first two run here and time the rest
             folds = 2 + (folds - 2) / (0.8 * cores)
-    refit = 1 if plan.final_fit == "train+val" else 0
     return fit_s + (folds + refit) * one
 
 
@@ -130,7 +144,7 @@ def estimated(plan: ModelPlan) -> ModelPlan:
     cand = candidate(plan.name, plan.build)
     est = budgets.estimate_seconds(cand.cost)
     return replace(plan, estimate_s=est, total_s=total_s(cand, est, plan.build.protocol.n_rows, plan),
-                   note=plan.note or cand.note)
+                   note="; ".join(dict.fromkeys(filter(None, [plan.note, cand.note]))))
 
 
 def reference_total_s(plan: ModelPlan) -> float:
@@ -142,21 +156,51 @@ def reference_total_s(plan: ModelPlan) -> float:
                    GFLOPS_REF, cores)
 
 
-def auto_zoo(names: list[str], allowance_s: float, always: Sequence[str], cost: Callable[[str], float]
-             ) -> tuple[list[str], list[dict]]:
-    """``--budget auto``: the ``always`` models, then the others cheapest first while the
-    estimated total stays within ``allowance_s`` -> (kept names in zoo order, skipped records)."""
-    kept = [n for n in names if n in always] or names[:1]
-    spent = sum(cost(n) for n in kept)
-    for n in sorted((n for n in names if n not in kept), key=cost):
+# What --budget auto may trim of a family's one model before dropping the family, in order:
+# the second CV repeat, then the model's own cheap variant (fewer grid points, trees or landmarks).
+TRIMS = ({"repeats": 1}, {"repeats": 1, "approximate": True})
+
+
+def _family(name: str) -> dict:
+    """What a skipped record says of its model's family, so a report can merge a family dropped everywhere."""
+    return {"family": family_of(name), "family_models": [m for m in DEFAULT_MODELS if family_of(m) == family_of(name)]}
+
+
+def auto_zoo(names: list[str], allowance_s: float, cost: Callable[..., float]
+             ) -> tuple[list[str], dict[str, dict], list[dict]]:
+    """``--budget auto`` -> (kept names in zoo order, {name: the trim it runs with}, skipped records).
+
+    ``cost(name, **trim)``: a model's reference seconds, trimmed as in :data:`TRIMS`. Each family's
+    one model (:func:`~classify.models.first_of_family`) runs unless, trimmed as far as it goes, it
+    alone is estimated to cost more than the feature set's whole extraction (``allowance_s`` is
+    :data:`~classify.budget.AUTO_SHARE` of it; never less than :data:`~classify.budget.FAMILY_FLOOR_S`).
+    The second variants share the allowance, cheapest first."""
+    extraction = max(allowance_s / budgets.AUTO_SHARE, budgets.FAMILY_FLOOR_S)
+    firsts = [n for n in names if first_of_family(n)]
+    kept, trims, skipped = [], {}, []
+    for n in firsts:
+        fits = [t for t in ({}, *TRIMS) if cost(n, **t) <= extraction]
+        if fits:
+            kept.append(n)
+            trims.update({n: fits[0]} if fits[0] else {})
+        else:
+            cheapest = cost(n, **TRIMS[-1])
+            skipped.append({"model": n, "estimate_s": cheapest, **_family(n), "reason": (
+                f"--budget auto: estimated {budgets.fmt_seconds(cheapest)} at its cheapest, more than this feature "
+                f"set's whole extraction ({budgets.fmt_seconds(extraction)}); the one {family_of(n)} "
+                "(--budget none runs it)")})
+    spent = 0.0
+    for n in sorted((n for n in names if n not in firsts), key=cost):
         if spent + cost(n) <= allowance_s:
             kept.append(n)
             spent += cost(n)
-    skipped = [{"model": n, "estimate_s": cost(n),
-                "reason": f"--budget auto: estimated {budgets.fmt_seconds(cost(n))} beyond this feature set's "
-                          f"{budgets.fmt_seconds(allowance_s)} (a third of its extraction's estimate; --budget none runs it)"}
-               for n in names if n not in kept]
-    return [n for n in names if n in kept], skipped
+        else:
+            skipped.append({"model": n, "estimate_s": cost(n), **_family(n), "reason": (
+                f"--budget auto: a second {family_of(n)}; estimated {budgets.fmt_seconds(cost(n))}, beyond the "
+                f"{budgets.fmt_seconds(allowance_s)} (a third of the extraction's estimate) that models past one "
+                "per family share (--budget none runs it)")})
+    order = {n: i for i, n in enumerate(names)}
+    return sorted(kept, key=order.get), trims, sorted(skipped, key=lambda r: order[r["model"]])
 
 
 def within(plan: ModelPlan, left_s: float | None) -> ModelPlan:
@@ -223,18 +267,22 @@ def plan_zoo(shape: Shape, options: ClassifyOptions, *, views: str = "off", budg
     protos = {on: protocols.choose(shape.n_train * (1 + (shape.n_views if on else 0)), shape.dim, shape.n_classes,
                                    o.protocol) for on in view_modes}
 
-    def planned(name: str, on: bool) -> ModelPlan:
-        return estimated(ModelPlan(name, Build(seed=o.seed, jobs=o.jobs, protocol=protos[on], class_weight=weight), views=on,
-                                   tta=TTA_MODES[o.tta], select=select, final_fit=final_fit, preprocess=o.preprocess,
-                                   tensorboard=o.tensorboard))
+    def planned(name: str, on: bool, repeats: int = selection.REPEATS, approximate: bool = False) -> ModelPlan:
+        what = [f"one CV repeat of {selection.REPEATS}"] * (repeats < selection.REPEATS) + ["its cheap variant"] * approximate
+        note = (f"approximated: {' and '.join(what)} (--budget auto: in full it costs more than the extraction)"
+                if what else "")
+        build = Build(seed=o.seed, jobs=o.jobs, protocol=protos[on], class_weight=weight, approximate=approximate)
+        return estimated(ModelPlan(name, build, views=on, tta=TTA_MODES[o.tta], select=select, final_fit=final_fit,
+                                   preprocess=o.preprocess, tensorboard=o.tensorboard, repeats=repeats, note=note))
 
     skipped: list[dict] = []
-    if budget.allowance_s is not None:  # --budget auto: (reference seconds, the models always run)
-        names, skipped = auto_zoo(names, budget.allowance_s, budget.always,
-                                  lambda n: reference_total_s(planned(n, view_modes[0])))
+    trims: dict[str, dict] = {}
+    if budget.allowance_s is not None:  # --budget auto, in reference seconds
+        names, trims, skipped = auto_zoo(names, budget.allowance_s,
+                                         lambda n, **trim: reference_total_s(planned(n, view_modes[0], **trim)))
     if budget.seconds is not None:  # the cheapest first, so that a budget spent early costs the dearest models
         names = sorted(names, key=lambda n: planned(n, view_modes[0]).total_s)
-    models = tuple(planned(n, on) for n in names for on in view_modes)
+    models = tuple(planned(n, on, **trims.get(n, {})) for n in names for on in view_modes)
     warm = any(fold_s(candidate(m.name, m.build)) >= selection.PARALLEL_FOLD_S for m in models
                if m.views == view_modes[0])
     return ZooPlan(models, tuple(requested), select, final_fit, resolve_metric(o.metric, shape), protos, budget,

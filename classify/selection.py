@@ -31,7 +31,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from classify import progress, stats
+from classify import oof, progress, stats
 from classify.config import FINAL_FIT_CHOICES, SELECT_CHOICES
 from classify.evaluate import predict_tta
 from classify.features import FeatureSet
@@ -48,7 +48,11 @@ CV_BELOW = 1_000  # val images under which --select auto scores by CV
 CV_POOL_MAX = 5_000  # ... unless train+val is bigger: at 10,500 rows CV made the zoo 7.3x slower (bench/selection_cost.py)
 FOLDS, REPEATS = 5, 2
 PARALLEL_FROM = 2_000  # pool images from which the folds run on --jobs processes
-PARALLEL_FOLD_S = 0.3  # below that, a fold of at least this many seconds sends the other folds to them
+# Below PARALLEL_FROM, a fold of at least this many seconds sends the other folds to the workers.
+# At 0.3 s the bundled sample's MLP folds (0.3-0.4 s) started the workers while the first models fit,
+# whose imports then slowed those fits on 2 cores (8.5 s before the first fit instead of ~3), and
+# its folds still ran here; dtd10's (~0.75 s a fold) go to the workers either way.
+PARALLEL_FOLD_S = 0.5
 
 
 def choose_select(select: str, n_val: int, n_pool: int = 0) -> str:
@@ -166,10 +170,14 @@ def warm_workers(n_jobs: int) -> None:
 
 def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequence[str | None], seed: int,
                    folds: int = FOLDS, repeats: int = REPEATS, n_jobs: int = 1
-                   ) -> tuple[dict[str | None, tuple[dict, np.ndarray | None]], np.ndarray]:
+                   ) -> tuple[dict[str | None, tuple[dict, np.ndarray | None]], np.ndarray, object | None]:
     """Repeated stratified CV of ``frozen(model)`` over train+val, one fit per fold scored under each
-    TTA setting -> {tta: (the ``cv`` record, out-of-fold probabilities (repeats, n, classes) in
-    pool order, or None for a model without predict_proba)}, and each image's fold per repeat."""
+    TTA setting -> ({tta: (the ``cv`` record, out-of-fold probabilities (repeats, n, classes) in
+    pool order, or None for a model without predict_proba)}, each image's fold per repeat, the
+    train+val refit when the out-of-fold shortcut made it, else None).
+
+    Families with a cheaper way to the same predictions (:mod:`classify.oof`: the batched linear
+    head, out-of-bag forests, leave-one-out kNN) take it; the record's ``method`` says which."""
     start = time.perf_counter()
     p = pool(data)
     classes = np.unique(p.y)
@@ -191,14 +199,16 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
     # workers, which joblib keeps alive from model to model, so their start-up is paid once a run.
     # The second fold is the one timed: the first pays one-off costs (torch's first step on one
     # thread took 1.3 s of a linear head's 0.15 s folds), and sent cheap models to the workers.
-    wide, done = len(p) >= PARALLEL_FROM, []
-    if n_jobs != 1 and not wide and len(splits) > 3:
+    fast = oof.shortcut(frozen(model), p.X, p.y, p.flip, splits, ttas, n_jobs) if not views or p.views is None else None
+    wide, done = len(p) >= PARALLEL_FROM, list(fast.done) if fast else []
+    if fast is None and n_jobs != 1 and not wide and len(splits) > 3:
         done.append(_fold(model, p, *splits[0], views, ttas))
         t = time.perf_counter()
         done.append(_fold(model, p, *splits[1], views, ttas))
         wide = time.perf_counter() - t >= PARALLEL_FOLD_S
-    done += Parallel(n_jobs=n_jobs if wide else 1)(
-        delayed(_fold)(model, p, fit_idx, held, views, ttas) for fit_idx, held in splits[len(done):])
+    if fast is None:
+        done += Parallel(n_jobs=n_jobs if wide else 1)(
+            delayed(_fold)(model, p, fit_idx, held, views, ttas) for fit_idx, held in splits[len(done):])
     for f, ((_, held), (est_classes, per_tta)) in enumerate(zip(splits, done)):
         r = f // k
         fold_of[r, held] = f % k
@@ -225,8 +235,9 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
             "repeat_accuracy": [float(np.mean(oof_pred[t][i] == p.y)) for i in range(repeats)],
             **stats.correctness(oof_pred[t][0], p.y, [str(x) for x in p.paths]),
             "groups": "image" if views and p.views is not None else "none", "seconds": seconds,
+            "method": fast.method if fast else "k-fold",
         }, proba[t])
-    return out, fold_of
+    return out, fold_of, (fast.refit if fast else None)
 
 
 def _fold(model: object, p: Pool, fit_idx: np.ndarray, held: np.ndarray, views: bool,

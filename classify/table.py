@@ -627,7 +627,35 @@ def skipped_table(skipped: Sequence[dict], rows: Sequence[ResultRow] = ()) -> tu
     grid = {(m, c): f"{seconds(est) if est is not None else 'approx.' if 'approximated' in why else 'skipped'} "
                     f"[{number[NUMBER.sub(chr(0), why)]}]"
             for m, c, est, why in items}
-    return ["model"] + cols, [[m] + [grid.get((m, c), "") for c in cols] for m in models], notes
+    families = {str(s["model"]): (str(s["family"]), list(s.get("family_models") or []))
+                for s in skipped if s.get("family")}
+    label = _families_dropped_everywhere(families, [c for c in cols if any(grid.get((m, c)) for m in models
+                                                                           if m not in ("fine-tune", "every model"))],
+                                         grid)
+    rows = []
+    for m in models:
+        if label.get(m, m) is None:
+            continue  # a second variant of a family dropped everywhere: in its family's row
+        rows.append([label.get(m, m)] + [grid.get((m, c), "") for c in cols])
+    used = {int(x) for r in rows for cell in r[1:] for x in re.findall(r"\[(\d+)\]", cell)}
+    keep = [i for i in range(1, len(notes) + 1) if i in used]
+    renumber = {old: new for new, old in enumerate(keep, 1)}
+    rows = [[r[0]] + [re.sub(r"\[(\d+)\]", lambda x: f"[{renumber[int(x.group(1))]}]", c) for c in r[1:]] for r in rows]
+    return ["model"] + cols, rows, [notes[i - 1] for i in keep]
+
+
+def _families_dropped_everywhere(families: dict[str, tuple[str, list[str]]], cols: list[str], grid: dict
+                                 ) -> dict[str, str | None]:
+    """{model: its row's label}: a family (as the skipped records name it) whose every model is skipped
+    on every feature set gets one row, named for the family and its models, in its first model's
+    place (the others map to None)."""
+    out: dict[str, str | None] = {}
+    for fam, members in dict(families.values()).items():
+        everywhere = cols and all(grid.get((m, c)) and "approx." not in grid[(m, c)] for m in members for c in cols)
+        if len(members) > 1 and everywhere:
+            out.update({m: None for m in members})
+            out[members[0]] = f"{fam} ({', '.join(members)})"
+    return out
 
 
 NUMBER = re.compile(r"\d+(?:\.\d+)?")

@@ -44,6 +44,7 @@ _CONSTRAINTS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "batch_size": (_positive_int, "an int >= 1"),
     "max_epochs": (_positive_int, "an int >= 1"),
     "patience": (_positive_int, "an int >= 1"),
+    "tol": (_non_negative, "a float >= 0"),
     "val_fraction": (lambda v: _non_negative(v) and 0 < v < 1, "a float in (0, 1)"),
     "random_state": (lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, bool), "an int"),
     "n_jobs": (lambda v: v is None or (isinstance(v, int) and (v >= 1 or v == -1)), "None, -1 or an int >= 1"),
@@ -56,14 +57,14 @@ class TorchHead(ClassifierMixin, BaseEstimator):
     """Softmax head (``hidden=()``) or MLP, Adam on minibatches, early stopping on a val fold.
 
     The val fold (``val_fraction`` of each class, seeded) is carved from the training rows;
-    training stops ``patience`` epochs after the best val loss and that epoch's weights are
-    restored. ``log_dir`` writes TensorBoard scalars per epoch.
+    training stops ``patience`` epochs after the best val loss (an epoch beats it by more than
+    ``tol``, as scikit-learn's MLP counts) and that epoch's weights are restored. ``log_dir`` writes TensorBoard scalars per epoch.
     """
 
     def __init__(self, hidden: tuple[int, ...] = (), *, dropout: float = 0.0, batchnorm: bool = False,
                  lr: float = 1e-3, weight_decay: float = 1e-4, batch_size: int = 64, max_epochs: int = 300,
                  patience: int = 20, val_fraction: float = 0.15, random_state: int = 0, n_jobs: int | None = 1,
-                 log_dir: str | os.PathLike | None = None, class_weight: str | None = None):
+                 log_dir: str | os.PathLike | None = None, class_weight: str | None = None, tol: float = 0.0):
         self.hidden = hidden
         self.class_weight = class_weight  # "balanced": a weighted cross-entropy, each class weighing alike
         self.dropout = dropout
@@ -73,6 +74,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
         self.batch_size = batch_size
         self.max_epochs = max_epochs
         self.patience = patience
+        self.tol = tol  # an epoch improves on the best only when its val loss is lower by more than this
         self.val_fraction = val_fraction
         self.random_state = random_state
         self.n_jobs = n_jobs
@@ -152,7 +154,7 @@ class TorchHead(ClassifierMixin, BaseEstimator):
                     for tag, key in (("loss/train", "train_loss"), ("loss/val", "val_loss"),
                                      ("accuracy/val", "val_accuracy")):
                         writer.add_scalar(tag, row[key], epoch)
-                if val_loss < best_loss:
+                if val_loss < best_loss - self.tol:
                     best_loss, best_epoch = val_loss, epoch
                     best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
                 elif epoch - best_epoch >= self.patience:

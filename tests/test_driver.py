@@ -300,11 +300,29 @@ def test_budget_auto_keeps_every_backbone_and_sizes_each_zoo_to_its_extraction(m
     monkeypatch.setitem(rb.RELATIVE_COST, "efficientnet_lite2", 2.0)
     a0, a2 = rb.RunBudget.allowance("efficientnet_lite0", 1000, 1), rb.RunBudget.allowance("efficientnet_lite2", 1000, 2)
     assert a0 == pytest.approx(rb.AUTO_SHARE * 1000 * rb.DEFAULT_S_PER_IMAGE) and a2 == pytest.approx(a0)  # 2x, 2 sets
-    cost = {"logreg": 3.0, "svm-linear": 1.0, "mlp": 5.0, "rf": 2.0, "knn": 0.1}.__getitem__
-    kept, skipped = auto_zoo(["logreg", "svm-linear", "mlp", "rf", "knn"], 6.5, ("logreg", "knn"), cost)
-    assert kept == ["logreg", "svm-linear", "rf", "knn"]  # always logreg and knn; then cheapest first while it fits
-    assert [s["model"] for s in skipped] == ["mlp"] and "--budget none runs it" in skipped[0]["reason"]
-    assert auto_zoo(["mlp", "rf"], 0.0, ("logreg",), cost)[0] == ["mlp"]  # nothing always-run chosen: the first
+    # Each family's one model runs unless it alone costs more than the whole extraction (3x the
+    # allowance, at least FAMILY_FLOOR_S); second variants share the allowance, cheapest first.
+    monkeypatch.setattr("classify.budget.FAMILY_FLOOR_S", 0.0)
+    base = {"logreg": 3.0, "svm-linear": 1.0, "mlp": 25.0, "mlp-bn": 1.5, "rf": 2.0, "extratrees": 1.0, "knn": 0.1,
+            "knn-dino": 0.1}
+
+    def cost(name, repeats=2, approximate=False, mlp_trims=(25.0, 25.0, 25.0)):
+        return base[name] if name != "mlp" else mlp_trims[(repeats == 1) + approximate]
+
+    names = ["logreg", "mlp", "mlp-bn", "svm-linear", "knn", "knn-dino", "rf", "extratrees"]
+    kept, trims, skipped = auto_zoo(names, 1.2, cost)  # a 3.6 s extraction
+    assert kept == ["logreg", "svm-linear", "knn", "knn-dino", "rf", "extratrees"] and trims == {}
+    assert [s["model"] for s in skipped] == ["mlp", "mlp-bn"]  # the MLP family: its one model over the extraction
+    assert "at its cheapest, more than this feature set's whole extraction (3.6 s); the one MLP head" in skipped[0]["reason"]
+    assert "a second MLP head" in skipped[1]["reason"] and all("--budget none runs it" in s["reason"] for s in skipped)
+    for mlp_trims, trim in (((25.0, 3.0, 1.0), {"repeats": 1}), ((25.0, 9.0, 3.0), {"repeats": 1, "approximate": True})):
+        kept, trims, _ = auto_zoo(names, 1.2, lambda n, m=mlp_trims, **t: cost(n, **t, mlp_trims=m))
+        assert "mlp" in kept and trims == {"mlp": trim}  # trimmed as little as fits
+    kept, _, skipped = auto_zoo(names, 0.0, cost)  # no allowance: second variants go first, families stay if they can
+    assert kept == [] and len(skipped) == len(names)
+    monkeypatch.setattr("classify.budget.FAMILY_FLOOR_S", 3.0)  # ... and at 10^2 images the floor keeps them
+    kept, _, _ = auto_zoo(names, 0.0, cost)
+    assert kept == ["logreg", "svm-linear", "knn", "rf"]
 
 
 def test_budget_auto_sizes_the_default_zoo_and_names_what_it_left_out(tmp_path):
@@ -312,11 +330,11 @@ def test_budget_auto_sizes_the_default_zoo_and_names_what_it_left_out(tmp_path):
     cfg = resolve({"few_shot": False, "ensembles": False, "backbones": ["efficientnet_lite0"]},
                   {"data": str(data), "out": str(tmp_path / "run")})
     assert cfg.classify.budget == "auto" and cfg.classify.models == ("default",)
-    out = run(cfg, progress=False).to_results()  # 6 images: a fraction of a second of extraction, so only the fast models
-    assert {r["model"] for r in out["results"]} == {"logreg", "knn", "knn-dino"}
-    left = {s["model"] for s in out["skipped"] if s["reason"].startswith("--budget auto: estimated")}
-    assert {"rf", "mlp", "svm-rbf"} <= left and all("--budget none runs it" in s["reason"] for s in out["skipped"]
-                                                    if s["model"] in left)
+    out = run(cfg, progress=False).to_results()  # 6 images: every family's one model, no second variant
+    assert {r["model"] for r in out["results"]} == {"logreg", "linear", "mlp", "svm-linear", "svm-rbf", "knn", "rf"}
+    left = [s for s in out["skipped"] if s.get("kind") != "finetune"]
+    assert {s["model"] for s in left} == {"mlp-bn", "knn-dino", "extratrees"} and all(
+        "--budget auto: a second" in s["reason"] and "--budget none runs it" in s["reason"] for s in left)
     named = resolve({"few_shot": False, "ensembles": False, "backbones": ["efficientnet_lite0"], "models": ["rf", "mlp"]},
                     {"data": str(data), "out": str(tmp_path / "named")})
     assert {r["model"] for r in run(named, progress=False).to_results()["results"]} == {"rf", "mlp"}  # named models all run

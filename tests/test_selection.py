@@ -76,7 +76,7 @@ def with_views(data, k=2, noise=0.0):
 def test_cv_covers_every_image_once_per_repeat_and_groups_views(make_store):
     # Labels are noise: any CV accuracy well above chance means held-out images leaked into training.
     data = with_views(load_features(make_store({"train": 30, "val": 10}, 2, 8, separable=False)))
-    out, folds = selection.cross_validate(CosineKNN(1), data, views=True, ttas=[None], seed=0)
+    out, folds, _ = selection.cross_validate(CosineKNN(1), data, views=True, ttas=[None], seed=0)
     rec, proba = out[None]
     assert rec["n"] == 80 and rec["folds"] == 5 and rec["repeats"] == 2 and len(rec["scores"]) == 10
     assert folds.shape == (2, 80) and (folds >= 0).all()  # every image held out once in each repeat
@@ -258,9 +258,9 @@ def test_slow_folds_go_to_the_workers_with_the_same_results(make_store, monkeypa
         return real(n_jobs=n_jobs, **kw)
 
     monkeypatch.setattr(selection, "Parallel", spy)
-    serial, folds1 = selection.cross_validate(model, data, views=False, ttas=[None], seed=0)
+    serial, folds1, _ = selection.cross_validate(model, data, views=False, ttas=[None], seed=0)
     monkeypatch.setattr(selection, "PARALLEL_FOLD_S", 0.0)  # every fold counts as slow
-    wide, folds2 = selection.cross_validate(model, data, views=False, ttas=[None], seed=0,
+    wide, folds2, _ = selection.cross_validate(model, data, views=False, ttas=[None], seed=0,
                                             n_jobs=2)
     assert calls == [1, 2]
     assert wide[None][0]["scores"] == serial[None][0]["scores"] and (folds1 == folds2).all()

@@ -254,6 +254,24 @@ def test_skipped_grid_states_each_reason_once():
                      "--finetune auto fine-tunes on a GPU only", "approximated under --budget auto"]
 
 
+def test_a_family_dropped_on_every_feature_set_is_one_row():
+    one = "--budget auto: estimated {e} s, more than this feature set's whole extraction (3.0 s); the one MLP head"
+    second = "--budget auto: a second {f}; estimated {e} s, beyond the 0.3 s (a third of the extraction's estimate)"
+    fams = {"mlp": "MLP head", "mlp-bn": "MLP head", "extratrees": "tree ensemble"}
+    members = {"MLP head": ["mlp", "mlp-bn"], "tree ensemble": ["rf", "extratrees", "hgb"]}
+    skipped = [{"model": m, "backbone": b, "feature": "_fc:in/none", "estimate_s": e, "reason": why.format(e=e, f=f),
+                "family": fams[m], "family_models": members[fams[m]]}
+               for b in ("efficientnet_lite0", "efficientnet_lite1")
+               for m, e, why, f in (("mlp", 8.1, one, ""), ("mlp-bn", 9.0, second, "MLP head"),
+                                    ("extratrees", 3.2, second, "tree ensemble"))]
+    skipped = [s for s in skipped if not (s["model"] == "extratrees" and "lite1" in s["backbone"])]
+    head, grid, notes = T.skipped_table(skipped, [row(1, "logreg", 0.9)])
+    assert head == ["model", "lite0", "lite1"]
+    assert grid == [["MLP head (mlp, mlp-bn)", "8.1 s [1]", "8.1 s [1]"], ["extratrees", "3.2 s [2]", ""]]
+    assert notes[0].startswith("--budget auto: estimated 8.1 s, more than") and "a second tree ensemble" in notes[1]
+    assert len(notes) == 2  # the second MLP's own reason goes with its row
+
+
 def test_no_rows_is_said_not_raised():
     assert T.summary_lines([], [], None, None) == ["No classifier results."]
     assert T.text_table([]).splitlines()[0].startswith("#")

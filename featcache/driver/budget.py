@@ -15,9 +15,10 @@ report (seconds) come after it.
 
 ``--budget auto`` (run's default) keeps every backbone and sizes each feature set's zoo to
 its extraction, the rule that at 10^2-10^4 images the classify stage costs less than the
-extraction before it: the fast models (:data:`FIRST_PASS`) always, then the others, cheapest
-first, while their estimated cost (fit, CV and refit, at the reference machine's rate) stays
-within :data:`AUTO_SHARE` of the backbone's estimated extraction. Estimates, not clocks,
+extraction before it: one model of every classifier family unless it alone is estimated to cost
+more than the feature set's whole extraction, then the second variants, cheapest first, while
+their estimated cost (fit, out-of-fold predictions and refit, at the reference machine's rate)
+stays within :data:`AUTO_SHARE` of it (:func:`classify.plan.auto_zoo`). Estimates, not clocks,
 decide (at the reference machine's rate and cores), so the same data gives the same
 leaderboard on a busy machine or an idle one. It sizes the default zoo only: models named
 with ``--models`` all run. ``--budget none`` runs everything.
