@@ -173,8 +173,9 @@ def auto_zoo(names: list[str], allowance_s: float, cost: Callable[..., float]
     ``cost(name, **trim)``: a model's reference seconds, trimmed as in :data:`TRIMS`. Each family's
     one model (:func:`~classify.models.first_of_family`) runs unless, trimmed as far as it goes, it
     alone is estimated to cost more than the feature set's whole extraction (``allowance_s`` is
-    :data:`~classify.budget.AUTO_SHARE` of it; never less than :data:`~classify.budget.FAMILY_FLOOR_S`).
-    The second variants share the allowance, cheapest first."""
+    :data:`~classify.budget.AUTO_SHARE` of it; never less than :data:`~classify.budget.FAMILY_FLOOR_S`);
+    while they together cost more than that, the dearest are scored by one CV repeat. The second
+    variants share the allowance, cheapest first. A trim may carry ``why`` (for the model's note)."""
     extraction = max(allowance_s / budgets.AUTO_SHARE, budgets.FAMILY_FLOOR_S)
     firsts = [n for n in names if first_of_family(n)]
     kept, trims, skipped = [], {}, []
@@ -189,6 +190,13 @@ def auto_zoo(names: list[str], allowance_s: float, cost: Callable[..., float]
                 f"--budget auto: estimated {budgets.fmt_seconds(cheapest)} at its cheapest, more than this feature "
                 f"set's whole extraction ({budgets.fmt_seconds(extraction)}); the one {family_of(n)} "
                 "(--budget none runs it)")})
+    # Together, the families' models should cost less than the extraction too: the dearest give up
+    # their second CV repeat first (their models stay whole; only the ranking's estimate is noisier).
+    for n in sorted(kept, key=lambda n: -cost(n, **trims.get(n, {}))):
+        if sum(cost(m, **trims.get(m, {})) for m in kept) <= extraction:
+            break
+        if not trims.get(n) and cost(n, **TRIMS[0]) < cost(n):
+            trims[n] = {**TRIMS[0], "why": "the families' models together cost more than the extraction"}
     spent = 0.0
     for n in sorted((n for n in names if n not in firsts), key=cost):
         if spent + cost(n) <= allowance_s:
@@ -267,10 +275,10 @@ def plan_zoo(shape: Shape, options: ClassifyOptions, *, views: str = "off", budg
     protos = {on: protocols.choose(shape.n_train * (1 + (shape.n_views if on else 0)), shape.dim, shape.n_classes,
                                    o.protocol) for on in view_modes}
 
-    def planned(name: str, on: bool, repeats: int = selection.REPEATS, approximate: bool = False) -> ModelPlan:
+    def planned(name: str, on: bool, repeats: int = selection.REPEATS, approximate: bool = False,
+                why: str = "in full it costs more than the extraction") -> ModelPlan:
         what = [f"one CV repeat of {selection.REPEATS}"] * (repeats < selection.REPEATS) + ["its cheap variant"] * approximate
-        note = (f"approximated: {' and '.join(what)} (--budget auto: in full it costs more than the extraction)"
-                if what else "")
+        note = f"approximated: {' and '.join(what)} (--budget auto: {why})" if what else ""
         build = Build(seed=o.seed, jobs=o.jobs, protocol=protos[on], class_weight=weight, approximate=approximate)
         return estimated(ModelPlan(name, build, views=on, tta=TTA_MODES[o.tta], select=select, final_fit=final_fit,
                                    preprocess=o.preprocess, tensorboard=o.tensorboard, repeats=repeats, note=note))

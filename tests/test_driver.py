@@ -306,7 +306,7 @@ def test_budget_auto_keeps_every_backbone_and_sizes_each_zoo_to_its_extraction(m
     base = {"logreg": 3.0, "svm-linear": 1.0, "mlp": 25.0, "mlp-bn": 1.5, "rf": 2.0, "extratrees": 1.0, "knn": 0.1,
             "knn-dino": 0.1}
 
-    def cost(name, repeats=2, approximate=False, mlp_trims=(25.0, 25.0, 25.0)):
+    def cost(name, repeats=2, approximate=False, why="", mlp_trims=(25.0, 25.0, 25.0)):
         return base[name] if name != "mlp" else mlp_trims[(repeats == 1) + approximate]
 
     names = ["logreg", "mlp", "mlp-bn", "svm-linear", "knn", "knn-dino", "rf", "extratrees"]
@@ -318,6 +318,13 @@ def test_budget_auto_keeps_every_backbone_and_sizes_each_zoo_to_its_extraction(m
     for mlp_trims, trim in (((25.0, 3.0, 1.0), {"repeats": 1}), ((25.0, 9.0, 3.0), {"repeats": 1, "approximate": True})):
         kept, trims, _ = auto_zoo(names, 1.2, lambda n, m=mlp_trims, **t: cost(n, **t, mlp_trims=m))
         assert "mlp" in kept and trims == {"mlp": trim}  # trimmed as little as fits
+    def halving(name, repeats=2, approximate=False, why=""):  # one CV repeat halves all but the MLP
+        return 1.0 if name == "mlp" else base[name] / (2 if repeats == 1 else 1)
+
+    kept, trims, _ = auto_zoo(names, 2.0, halving)  # firsts cost 7.1 s against a 6 s extraction
+    assert set(trims) == {"logreg"} and trims["logreg"]["repeats"] == 1 and "together" in trims["logreg"]["why"]
+    kept, trims, _ = auto_zoo(names, 1.2, halving)  # ... against 3.6 s: every one that a repeat less makes cheaper
+    assert set(trims) == {"logreg", "rf", "svm-linear", "knn"} and "mlp" in kept
     kept, _, skipped = auto_zoo(names, 0.0, cost)  # no allowance: second variants go first, families stay if they can
     assert kept == [] and len(skipped) == len(names)
     monkeypatch.setattr("classify.budget.FAMILY_FLOOR_S", 3.0)  # ... and at 10^2 images the floor keeps them

@@ -16,7 +16,8 @@ report (seconds) come after it.
 ``--budget auto`` (run's default) keeps every backbone and sizes each feature set's zoo to
 its extraction, the rule that at 10^2-10^4 images the classify stage costs less than the
 extraction before it: one model of every classifier family unless it alone is estimated to cost
-more than the feature set's whole extraction, then the second variants, cheapest first, while
+more than the feature set's whole extraction (the dearest scored by one CV repeat while together
+they cost more than it), then the second variants, cheapest first, while
 their estimated cost (fit, out-of-fold predictions and refit, at the reference machine's rate)
 stays within :data:`AUTO_SHARE` of it (:func:`classify.plan.auto_zoo`). Estimates, not clocks,
 decide (at the reference machine's rate and cores), so the same data gives the same
