@@ -277,8 +277,11 @@ def plan_zoo(shape: Shape, options: ClassifyOptions, *, views: str = "off", budg
 
     def planned(name: str, on: bool, repeats: int = selection.REPEATS, approximate: bool = False,
                 why: str = "in full it costs more than the extraction") -> ModelPlan:
-        what = [f"one CV repeat of {selection.REPEATS}"] * (repeats < selection.REPEATS) + ["its cheap variant"] * approximate
-        note = f"approximated: {' and '.join(what)} (--budget auto: {why})" if what else ""
+        # Only a cheap variant approximates the model (the skipped table lists it); one CV repeat
+        # scores the whole model with a noisier estimate, which its note says.
+        one = f"scored by one CV repeat of {selection.REPEATS}"
+        note = (f"approximated: its cheap variant, {one} (--budget auto: {why})" if approximate else
+                f"{one} (--budget auto: {why})" if repeats < selection.REPEATS else "")
         build = Build(seed=o.seed, jobs=o.jobs, protocol=protos[on], class_weight=weight, approximate=approximate)
         return estimated(ModelPlan(name, build, views=on, tta=TTA_MODES[o.tta], select=select, final_fit=final_fit,
                                    preprocess=o.preprocess, tensorboard=o.tensorboard, repeats=repeats, note=note))
