@@ -44,11 +44,8 @@ def fit_folds(head: TorchHead, Xs: list[np.ndarray], ys: list[np.ndarray], n_job
         torch.manual_seed(head.random_state)
         net = _Stacked(torch, len(Xs), Xs[0].shape[1], len(classes), tuple(head.hidden), head.dropout, head.batchnorm)
         histories = _train(torch, head, net, Xs, codes, parts, classes)
-    heads = []
-    for k, history in enumerate(histories):
-        h = _fitted_copy(head, net.module(torch, k), classes, history, Xs[k].shape[1])
-        heads.append(h)
-    return heads
+    return [_fitted_copy(head, net.module(torch, k), classes, history, Xs[k].shape[1])
+            for k, history in enumerate(histories)]
 
 
 class _Stacked:

@@ -102,11 +102,16 @@ def family_of(name: str) -> str:
     return get_entry(name).family
 
 
+def family_models(name: str) -> list[str]:
+    """The default models of ``name``'s family, in registration order."""
+    fam = family_of(name)
+    return [e.name for e in _REGISTRY.values() if e.family == fam and e.default]
+
+
 def first_of_family(name: str) -> bool:
     """Whether ``name`` is its family's one model in the default comparison (the first registered
     default one; the others are second variants the budget trims first)."""
-    fam = family_of(name)
-    return next((e.name for e in _REGISTRY.values() if e.family == fam and e.default), name) == name
+    return (family_models(name) or [name])[0] == name
 
 
 def list_models() -> list[str]:

@@ -21,11 +21,11 @@ from classify import protocol as protocols
 from classify import selection
 from classify.config import ClassifyOptions
 from classify.models import (
-    DEFAULT_MODELS,
     GFLOPS_REF,
     Build,
     Candidate,
     candidate,
+    family_models,
     family_of,
     first_of_family,
     get_entry,
@@ -163,7 +163,7 @@ TRIMS = ({"repeats": 1}, {"repeats": 1, "approximate": True})
 
 def _family(name: str) -> dict:
     """What a skipped record says of its model's family, so a report can merge a family dropped everywhere."""
-    return {"family": family_of(name), "family_models": [m for m in DEFAULT_MODELS if family_of(m) == family_of(name)]}
+    return {"family": family_of(name), "family_models": family_models(name)}
 
 
 def auto_zoo(names: list[str], allowance_s: float, cost: Callable[..., float]
