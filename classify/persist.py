@@ -17,9 +17,12 @@ pickles load only with ``trust_pickle=True`` (``--trust-pickle``).
 from __future__ import annotations
 
 import hmac
+import io
+import json
 import logging
 import os
 import sys
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,7 +123,7 @@ def save_model(saved: SavedModel | SavedVote, path: str | os.PathLike) -> Path:
     if not saved.versions:
         saved.versions = _versions()
     saved.format_version = FORMAT_VERSION
-    data = _sio().dumps(saved)
+    data = _dumps(saved)
     digest = replace_atomically(path, lambda f: f.write(data), size=len(data))
     # Model first, sidecar second: a crash in between leaves a mismatch, which load refuses.
     atomic_write(sidecar_path(path), f"{digest}  {path.name}\n")
@@ -225,6 +228,26 @@ def _sio() -> Any:
         if guard is not None:
             sys.meta_path.remove(guard)
     return sio
+
+
+def _dumps(obj: Any) -> bytes:
+    """``skops.io.dumps(obj)`` without the indented schema: skops writes ``json.dumps(state,
+    indent=2)``, which runs json's pure-Python encoder (0.2 of a 200-tree forest's 0.34 s); the
+    compact schema is the same JSON to its loader. Falls back to skops's own when its internals move."""
+    sio = _sio()
+    try:
+        from skops.io._utils import SaveContext, get_state
+    except ImportError:
+        return sio.dumps(obj)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
+        context = SaveContext(zip_file=archive)
+        state = get_state(obj, context)
+        context.clear_memo()
+        state["protocol"] = context.protocol
+        state["_skops_version"] = sys.modules["skops"].__version__
+        archive.writestr("schema.json", json.dumps(state))
+    return buffer.getvalue()
 
 
 def _load_skops(path: Path) -> Any:

@@ -20,6 +20,10 @@ def set_enabled(enabled: bool | None) -> None:
     _ENABLED[0] = enabled
 
 
+def enabled() -> bool | None:
+    return _ENABLED[0]
+
+
 @contextmanager
 def model_bar(desc: str, total: int | None = None, unit: str = "fit") -> Iterator[object]:
     from tqdm.auto import tqdm

@@ -99,7 +99,7 @@ SLOW_MODULES = {
     "test_faults", "test_families", "test_fetch", "test_finetune", "test_fuse", "test_hooks", "test_hymenoptera",
     "test_images", "test_loader", "test_openvino", "test_packaging", "test_ray", "test_reliability", "test_shards",
     "test_tarsource", "test_views", "test_zoo_resume", "test_report_compare", "test_lint", "test_sources",
-    "test_transforms", "test_export",
+    "test_transforms", "test_export", "test_classify_sets",
 }
 
 

@@ -7,21 +7,16 @@ backbone come from one forward pass, so comparing layers costs no extra backbone
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from classify.config import ClassifyOptions
-from classify.job import prepare
 from classify.leaderboard import Leaderboard
-from classify.models import resolve_models
-from classify.outputs import Writer
-from classify.plan import Budget
-from classify.zoo import compare_zoo
+from classify.models import get_entry, resolve_models
 from extract.plan import ExtractPlan
 from extract.ray_engine import extract_ray
 from extract.runner import execute, plan
@@ -30,6 +25,7 @@ from featcache.common.files import atomic_write, safe_name
 from featcache.driver.audit import audit_best, write_run_audit
 from featcache.driver.budget import RunBudget
 from featcache.driver.budget import first_pass as first_pass_models
+from featcache.driver.classify_sets import Classified, Pass, SetPool, classify_all, joint_metric, workers_for
 from featcache.driver.config import RunConfig, dataset_names
 from featcache.driver.ensembles import ensemble_rows
 from featcache.driver.finetune_rows import finetune_row
@@ -99,110 +95,46 @@ def extract_all(cfg: RunConfig, data: str, progress: bool) -> list[dict]:
     return [extract_one(name, p, store) for name, p, store in plan_stores(cfg, data, progress)]
 
 
-@dataclass(frozen=True)
-class Pass:
-    """Which zoo a pass of :func:`classify_all` runs: ``models`` (None: the run's), whether it is
-    the first pass of a time budget (fast models only, no few-shot curve, its seconds recorded),
-    how many feature sets come after these stores, and what an earlier pass fitted (by folder)."""
-
-    models: tuple[str, ...] | None = None
-    first: bool = False
-    sets_after: int = 0
-    reuse: dict = field(default_factory=dict)  # classify folder name -> its Writer's recorded rows
-
-
-@dataclass
-class Classified:
-    """What :func:`classify_all` returns, all in memory."""
-
-    rows: list[ResultRow] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)
-    few_shot: list[dict] = field(default_factory=list)
-    recorded: dict = field(default_factory=dict)  # classify folder name -> rows by ledger key (Pass.reuse)
-    metrics: set = field(default_factory=set)  # what ranked each feature set (--metric auto, resolved)
-
-    def __iadd__(self, other: Classified) -> Classified:
-        self.rows += other.rows
-        self.skipped += other.skipped
-        self.few_shot += other.few_shot
-        self.recorded.update(other.recorded)
-        self.metrics |= other.metrics
-        return self
-
-    def metric(self, asked: str) -> str:
-        """The dataset's ranking metric: balanced accuracy when any of its feature sets' zoo chose it."""
-        return asked if asked != "auto" else joint_metric(self.metrics)
-
-
-def joint_metric(metrics: set[str]) -> str:
-    """One ranking metric for rows ranked by several: balanced accuracy when any chose it (on
-    balanced classes it is close to accuracy; on imbalanced ones accuracy rewards the prior)."""
-    return "balanced_accuracy" if "balanced_accuracy" in metrics else "accuracy"
-
-
-def zoo_budget(budget: RunBudget | None, rec: dict, cls: ClassifyOptions, todo: int) -> Budget:
-    """One feature set's budget: an equal share of what is left of a time budget, or under
-    ``--budget auto`` its backbone's allowance (sizing the default zoo only: models named on the
-    command line all run)."""
-    if budget is None:
-        return Budget()
-    auto = budget.auto and "all" not in cls.models and "default" in cls.models
-    return Budget(seconds=budget.share(todo),
-                  allowance_s=budget.allowance(rec["backbone"], rec["rows"] or 0, len(rec["features"])) if auto else None)
-
-
-def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str, budget: RunBudget | None = None,
-                 step: Pass = Pass()) -> Classified:
-    """Every feature set of every store through the zoo -> its rows, skipped models and few-shot
-    curves, in memory (each feature set's files are written under ``out`` as it goes).
-
-    With a run ``budget``, each feature set's zoo gets an equal share of what is left, counting
-    ``step.sets_after`` feature sets still to come after these stores."""
-    cls = cfg.classify
-    got = Classified()
-    tag = {"dataset": dataset} if dataset else {}
-    todo = sum(len(rec["features"]) for rec in stores) + step.sets_after
-    for rec in stores:
-        for key in rec["features"]:
-            started = time.perf_counter()
-            name = safe_name(f"{rec['backbone']}__{key}")
-            log.info("classifying %s%s %s with %s", f"{dataset}: " if dataset else "", rec["backbone"], key,
-                     ",".join(cls.models))
-            tb = str(Path(cls.tensorboard) / (f"{dataset}__" if dataset else "") / name) if cls.tensorboard else None
-            job = cls.job(features=rec["store"], out=str(out / name), feature=key, tensorboard=tb,
-                          models=tuple(step.models or cls.models), few_shot=cls.few_shot and not step.first,
-                          allow_partial=cls.allow_partial and rec["status"] == "given")
-            data, zoo = prepare(job, zoo_budget(budget, rec, cls, todo))
-            writer = Writer(out / name, data, resume=cls.resume, reuse=step.reuse.get(name))
-            (out / name / "models").mkdir(parents=True, exist_ok=True)
-            board = compare_zoo(data, zoo, writer)
-            got.rows += [dataclasses.replace(r, backbone=rec["backbone"], store=rec["store"], dataset=dataset)
-                         for r in board.rows]
-            got.skipped += [{**tag, "backbone": rec["backbone"], "feature": key, **s} for s in board.skipped]
-            got.few_shot += [{**c, **tag} for c in board.few_shot]
-            got.recorded[name] = writer.recorded
-            got.metrics.add(zoo.metric)
-            todo -= 1
-            if step.first:
-                budget.classify_s.append(time.perf_counter() - started)
-    return got
-
-
 def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, budget: RunBudget, progress: bool,
                   extra: dict, given: tuple[str, ...] = ()) -> tuple[list[dict], Classified]:
     """Extract and classify backbone by backbone, in ``--backbones`` order, then the ``given``
     stores (``--features``) -> (store records, what the zoo gave). Under a budget, the two passes
-    of :mod:`driver.budget`."""
+    of :mod:`driver.budget`; otherwise the feature sets may be classified on worker processes
+    while the next backbone extracts (:class:`~featcache.driver.classify_sets.SetPool`)."""
     planned = plan_stores(cfg, data, progress) if data is not None else []
     sets_per_backbone = max(len(cfg.extract.layers) * len(cfg.extract.pools), 1)  # until the first store says
     fast = first_pass_models(cfg.classify.models) if budget.total_s is not None else None
+    given_recs = [{**extra, **given_store(path, cfg.classify.allow_partial)} for path in given]
+    workers = 0 if fast is not None else workers_for(
+        cfg, sets_per_backbone * len(planned) + sum(len(r["features"]) for r in given_recs),
+        max([len(p.manifest) for _, p, _ in planned] + [r["rows"] or 0 for r in given_recs] + [0]))
+    with SetPool(workers, torch=any(get_entry(m).uses_torch for m in resolve_models(list(cfg.classify.models)))) \
+            if workers else contextlib.nullcontext() as pool:
+        recs, got = _extract_and_classify(cfg, planned, given_recs, name, cls_dir, budget, fast, pool, extra)
+        if pool is not None:
+            got += pool.results()
+    return recs, got
+
+
+def _extract_and_classify(cfg: RunConfig, planned: list, given_recs: list[dict], name: str, cls_dir: Path,
+                          budget: RunBudget, fast: list[str] | None, pool: SetPool | None, extra: dict
+                          ) -> tuple[list[dict], Classified]:
+    """The stores in order: each extracted (or reused), then classified here or handed to ``pool``."""
+    sets_per_backbone = max(len(cfg.extract.layers) * len(cfg.extract.pools), 1)
     recs, got, first = [], Classified(), Classified()
     auto = budget if budget.auto else None
-    for path in given:
-        rec = {**extra, **given_store(path, cfg.classify.allow_partial)}
+
+    def classify(rec: dict) -> None:
+        nonlocal got
+        if pool is not None:
+            pool.submit(cfg, rec, cls_dir, name, auto)
+        else:
+            got += classify_all(cfg, [rec], cls_dir, name, auto)
+
+    for rec in given_recs:
         recs.append(rec)
         if fast is None:
-            got += classify_all(cfg, [rec], cls_dir, name, auto)
+            classify(rec)
         else:  # its second pass comes with the extracted stores' below
             first += classify_all(cfg, [rec], cls_dir, name, budget, Pass(tuple(fast), first=True))
     for i, (backbone, p, store) in enumerate(planned):
@@ -218,7 +150,7 @@ def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, bu
         sets_per_backbone = max(len(rec["features"]), 1)
         recs.append(rec)
         if fast is None:
-            got += classify_all(cfg, [rec], cls_dir, name, auto)
+            classify(rec)
         else:
             log.info("first pass on %s under the budget: %s", backbone, ",".join(fast))
             first += classify_all(cfg, [rec], cls_dir, name, budget,
