@@ -47,8 +47,7 @@ def _step_params(params: dict, step: str) -> dict | None:
     return {k[len(head):]: v for k, v in params.items()}
 
 
-def _fold_scores(estimator, X, y, train, test, candidates: list[dict], scoring: str, scorer,
-                 fit_params: dict) -> list[float]:
+def _fold_scores(estimator, X, y, train, test, candidates: list[dict], scoring: str, fit_params: dict) -> list[float]:
     """Every candidate scored on one fold, the steps before the last fitted once (the grid sets
     only the last step: :func:`_last_step_grid`)."""
     ignore_sigint_in_worker()
@@ -65,7 +64,7 @@ def _fold_scores(estimator, X, y, train, test, candidates: list[dict], scoring: 
         score = LABEL_SCORES[scoring]
         return [float(score(y[test], pred))
                 for pred in last.grid_predictions(X_fit, y[train], X_held, params, **step_fp)]
-    out = []
+    scorer, out = check_scoring(estimator, scoring), []
     for c in params:
         est = clone(last).set_params(**c).fit(X_fit, y[train], **step_fp)
         out.append(float(scorer(est, X_held, y[test])))
@@ -118,7 +117,7 @@ class Sweep(MetaEstimatorMixin, ClassifierMixin, BaseEstimator):
         scores = np.empty((len(candidates), len(folds)))
         if _last_step_grid(self.estimator, candidates, fit_params):
             out = Parallel(n_jobs=self.n_jobs, return_as="generator")(
-                delayed(_fold_scores)(self.estimator, X, y, *fold, candidates, self.scoring, scorer, fit_params)
+                delayed(_fold_scores)(self.estimator, X, y, *fold, candidates, self.scoring, fit_params)
                 for fold in folds)
             for f, column in enumerate(out):
                 scores[:, f] = column

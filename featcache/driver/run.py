@@ -110,16 +110,16 @@ def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, bu
         max([len(p.manifest) for _, p, _ in planned] + [r["rows"] or 0 for r in given_recs] + [0]))
     with SetPool(workers, torch=any(get_entry(m).uses_torch for m in resolve_models(list(cfg.classify.models)))) \
             if workers else contextlib.nullcontext() as pool:
-        recs, got = _extract_and_classify(cfg, planned, given_recs, name, cls_dir, budget, fast, pool, extra)
+        recs, got = _extract_and_classify(cfg, planned, given_recs, name, cls_dir, budget, pool, extra)
         if pool is not None:
             got += pool.results()
     return recs, got
 
 
 def _extract_and_classify(cfg: RunConfig, planned: list, given_recs: list[dict], name: str, cls_dir: Path,
-                          budget: RunBudget, fast: list[str] | None, pool: SetPool | None, extra: dict
-                          ) -> tuple[list[dict], Classified]:
+                          budget: RunBudget, pool: SetPool | None, extra: dict) -> tuple[list[dict], Classified]:
     """The stores in order: each extracted (or reused), then classified here or handed to ``pool``."""
+    fast = first_pass_models(cfg.classify.models) if budget.total_s is not None else None
     sets_per_backbone = max(len(cfg.extract.layers) * len(cfg.extract.pools), 1)
     recs, got, first = [], Classified(), Classified()
     auto = budget if budget.auto else None
