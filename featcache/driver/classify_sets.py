@@ -12,12 +12,13 @@ leaderboard and console read as they do when the zoos run one after another.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import logging
-import multiprocessing
 import os
 import sys
 import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,7 @@ from classify.outputs import Writer
 from classify.plan import Budget
 from classify.zoo import compare_zoo
 from featcache.common.files import safe_name
+from featcache.driver import worker_server
 from featcache.driver.budget import RunBudget
 from featcache.driver.config import RunConfig
 from featcache.store.rows import ResultRow
@@ -39,9 +41,6 @@ log = logging.getLogger(__name__)
 # Feature sets are classified on workers only while a store is at most this many rows: above it a
 # zoo's sweeps and solvers use every core themselves, and its fitted models are large to send back.
 PARALLEL_MAX_ROWS = 20_000
-# What the worker server imports once, before it forks a worker per zoo (torch: 1.5 s, and the
-# torch._dynamo its optimizers import on first use: 1.2 s more).
-PRELOAD = ("featcache.driver.classify_sets", "classify.models", "classify.torch_heads", "torch", "torch._dynamo")
 
 
 @dataclass(frozen=True)
@@ -147,7 +146,7 @@ def workers_for(cfg: RunConfig, sets: int, rows: int) -> int:
     most: 0 (here, one after another) for one set, one core, ``--jobs 1``, Ray or large stores."""
     cores = os.cpu_count() or 1
     jobs = cfg.classify.jobs
-    if sets < 2 or cores < 2 or jobs == 1 or cfg.classify.engine != "local" or rows > PARALLEL_MAX_ROWS:
+    if not worker_server.likely_needed(sets, jobs, cfg.classify.engine) or rows > PARALLEL_MAX_ROWS:
         return 0
     # One more worker than cores: three sets on two cores then finish together instead of the third
     # starting when the first two are done.
@@ -169,22 +168,20 @@ class _Collect(logging.Handler):
         self.records.append(record)
 
 
-def _in_worker(cfg: RunConfig, rec: dict, key: str, out: Path, dataset: str, budget: RunBudget | None,
-               level: int) -> tuple[Classified | BaseException, list[logging.LogRecord]]:
-    """One feature set on a worker, with one job, its log lines kept -> (what it gave, or the error
-    it raised; its log records)."""
+def _logged(fn: Callable, args: tuple, level: int) -> tuple[object, list[logging.LogRecord]]:
+    """``fn(*args)`` on a worker, on one thread, its log lines kept -> (what it returned, or the
+    error it raised; its log records)."""
     collect = _Collect()
     root = logging.getLogger()
     handlers, old_level, bars = root.handlers[:], root.level, progress.enabled()
     root.handlers = [collect]
     root.setLevel(level)
     progress.set_enabled(False)  # two processes drawing bars on one terminal would garble both
-    cfg = dataclasses.replace(cfg, classify=dataclasses.replace(cfg.classify, jobs=1))
     if "torch" in sys.modules:  # one thread a worker: the workers share the cores, and idle OpenMP threads spin
         sys.modules["torch"].set_num_threads(1)
     try:
         with threadpool_limits(limits=1):
-            return classify_one(cfg, rec, key, out, dataset, budget), collect.records
+            return fn(*args), collect.records
     except BaseException as e:  # noqa: BLE001 - handed back with the lines logged before it
         return e, collect.records
     finally:
@@ -193,51 +190,65 @@ def _in_worker(cfg: RunConfig, rec: dict, key: str, out: Path, dataset: str, bud
         progress.set_enabled(bars)
 
 
+def _classify_with_one_job(cfg: RunConfig, *args: object) -> Classified:
+    return classify_one(dataclasses.replace(cfg, classify=dataclasses.replace(cfg.classify, jobs=1)), *args)
+
+
+def _collected(future: Future) -> object:
+    """A worker's result, after its log lines are logged here; its error raised here."""
+    result, records = future.result()
+    for r in records:
+        logger = logging.getLogger(r.name)
+        if logger.isEnabledFor(r.levelno):
+            logger.handle(r)
+    if isinstance(result, BaseException):
+        raise result
+    return result
+
+
 def _warm() -> int:
     return os.getpid()
 
 
 class SetPool:
     """Feature sets classified on ``workers`` processes as they are submitted; :meth:`results`
-    returns them in submission order. Use as a context manager: the workers end with it."""
+    returns them in submission order. The run keeps it for its ensembles (:meth:`call`), then
+    leaves it: the workers end with it."""
 
     def __init__(self, workers: int, torch: bool = True):
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload([m for m in PRELOAD if torch or "torch" not in m])
-        self.torch = torch
-        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
+        self.executor = ProcessPoolExecutor(max_workers=workers, mp_context=worker_server.context(torch))
         self.futures: list[Future] = []
-        # The server's imports take seconds and the first worker waits for them: start both on a
+        # The server's imports take seconds and the first worker waits for them: start it on a
         # thread, so that this process goes on to extract (or to hand over the cached sets).
         threading.Thread(target=self.executor.submit, args=(_warm,), name="warm-set-workers", daemon=True).start()
+        if torch:  # the votes and the audit need torch here later: import it now, beside the server's imports
+            threading.Thread(target=importlib.import_module, args=("torch",), name="import-torch", daemon=True).start()
 
     def submit(self, cfg: RunConfig, rec: dict, out: Path, dataset: str, budget: RunBudget | None) -> None:
         level = logging.getLogger().getEffectiveLevel()
         for key in rec["features"]:
             log.info("%s %s: classifying on a worker process (its log follows when it is done)", rec["backbone"], key)
-            self.futures.append(self.executor.submit(_in_worker, cfg, rec, key, out, dataset, budget, level))
+            self.futures.append(self.executor.submit(_logged, _classify_with_one_job,
+                                                     (cfg, rec, key, out, dataset, budget), level))
 
     def results(self) -> Classified:
         """Every submitted set's results, in order; each set's log lines are logged here as it is
         collected. The first error a set raised is raised here, after the lines logged before it."""
-        if self.torch:  # the ensembles fit here next: import torch while the workers work, not after them
-            import torch._dynamo  # noqa: F401
         got = Classified()
         for future in self.futures:
-            result, records = future.result()
-            for r in records:
-                logger = logging.getLogger(r.name)
-                if logger.isEnabledFor(r.levelno):
-                    logger.handle(r)
-            if isinstance(result, BaseException):
-                raise result
-            got += result
+            got += _collected(future)
         self.futures = []
         return got
+
+    def call(self, fn: Callable, *args: object) -> Callable[[], object]:
+        """``fn(*args)`` started on a worker -> a function that waits for it, logs its lines here
+        and returns its result (the ensembles' concatenated fits, side by side)."""
+        future = self.executor.submit(_logged, fn, args, logging.getLogger().getEffectiveLevel())
+        return lambda: _collected(future)
 
     def __enter__(self) -> SetPool:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        # Not waiting: a worker's exit (torch's teardown) took ~1 s, which it spends beside the ensembles.
+        # Not waiting: a worker's exit took ~1 s, which it spends beside the report.
         self.executor.shutdown(wait=False, cancel_futures=True)

@@ -12,6 +12,7 @@ from classify.engine import parallel_engine
 from classify.table import shown_path
 from extract.config import ExtractOptions
 from featcache.common import options
+from featcache.driver import worker_server
 from featcache.driver.config import RunConfig, load_file, resolve
 from featcache.report.cli import publish
 
@@ -35,10 +36,13 @@ def flag_values(args: argparse.Namespace) -> dict:
 
 
 def main_run(args: argparse.Namespace) -> int:
-    from featcache.driver.run import run  # every stage, numpy and scikit-learn: not for pipeline.py's parser
-
     file_values = load_file(args.config) if args.config else {}
     cfg = resolve(file_values, flag_values(args), source=args.config or "")
+    sets = len(cfg.backbones) * len(cfg.extract.layers) * len(cfg.extract.pools) + len(cfg.features)
+    if worker_server.likely_needed(sets, cfg.classify.jobs, cfg.classify.engine):
+        worker_server.start()  # its imports go on beside ours
+    from featcache.driver.run import run  # every stage, numpy and scikit-learn: not for pipeline.py's parser
+
     classify_progress.set_enabled(False if args.quiet else None)
     with parallel_engine(cfg.classify.engine, cfg.classify.address):
         board = run(cfg, progress=not args.quiet and sys.stderr.isatty())

@@ -8,8 +8,11 @@ its members' models (``RUN/classify/ensembles/<what>.skops``), which ``predict``
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from classify import ranking
 from classify.ensembles import concat_features, has_proba, soft_vote, vote_model
@@ -23,6 +26,9 @@ from featcache.common.files import safe_name
 from featcache.driver.budget import RunBudget
 from featcache.driver.config import RunConfig
 from featcache.store.rows import ResultRow
+
+if TYPE_CHECKING:
+    from featcache.driver.classify_sets import SetPool
 
 log = logging.getLogger(__name__)
 
@@ -64,13 +70,15 @@ def _vote(members: list[ResultRow], dataset: str, feature: str, what: str, out: 
     return [vote if out is None else save_vote(vote, members, out)]
 
 
-def ensemble_rows(cfg: RunConfig, rows: list[ResultRow], dataset: str, metric: str, out: Path | None = None
-                  ) -> list[ResultRow]:
+def ensemble_rows(cfg: RunConfig, rows: list[ResultRow], dataset: str, metric: str, out: Path | None = None,
+                  pool: SetPool | None = None) -> list[ResultRow]:
     """The soft votes (the tied group; each backbone's best) and the concatenated feature sets, ranked by ``metric``;
-    each vote saved as one model file under ``out`` (None: not saved)."""
+    each vote saved as one model file under ``out`` (None: not saved). ``pool``: the run's workers,
+    which fit the concatenations side by side while the votes are made here."""
     if not rows:
         return []
     ranked = ranking.rank_rows(rows, metric)
+    concat = concat_rows(cfg, ranked, dataset, pool)  # started first: on workers they fit while the votes are made
     by_key = {r.key: r for r in rows}
     tied = [by_key[e.key] for e in ranking.tied_group(ranked)]
     extra_rows = _vote(tied, dataset, "tied group", f"{len(tied)} tied rows", out)
@@ -80,14 +88,16 @@ def ensemble_rows(cfg: RunConfig, rows: list[ResultRow], dataset: str, metric: s
     firsts = best_of_each_backbone(ranked, by_key)
     if len(firsts) >= 2 and {r.key for r in firsts} != {r.key for r in tied}:
         extra_rows += _vote(firsts, dataset, "best of each backbone", "each backbone's best", out)
-    return extra_rows + concat_rows(cfg, ranked, dataset)
+    return extra_rows + concat()
 
 
-def concat_rows(cfg: RunConfig, ranked: list[ResultRow], dataset: str) -> list[ResultRow]:
-    """The two best feature sets side by side, fitted with rank 1's model type and logreg."""
+def concat_rows(cfg: RunConfig, ranked: list[ResultRow], dataset: str, pool: SetPool | None = None
+                ) -> Callable[[], list[ResultRow]]:
+    """The two best feature sets side by side, fitted with rank 1's model type and logreg, on
+    ``pool``'s workers or here -> a function that returns their rows (waiting for the workers)."""
     sets = list(dict.fromkeys((e.backbone, e.feature) for e in ranked))[:2]
     if len(sets) < 2:
-        return []
+        return list
     best = ranked[0]
     flip = best.extra.get("tta") == "flip"
     stores = {(r.backbone, r.feature): r.store for r in ranked}
@@ -99,10 +109,10 @@ def concat_rows(cfg: RunConfig, ranked: list[ResultRow], dataset: str) -> list[R
         cat = concat_features(a, b, feature)
     except (ValueError, OSError) as e:
         log.warning("concatenated feature sets skipped: %s", e)
-        return []
+        return list
     members = [f"{bb} {ff}" for bb, ff in sets]
     auto = RunBudget.parse(cfg.classify.budget).auto
-    out = []
+    fits = []
     for name in dict.fromkeys([best.model.split("+")[0], "logreg"]):
         log.info("concat %s: %s on %s (%d-d)%s", " + ".join(members), name, short_backbone(backbone), cat.dim,
                  "; approximated under --budget auto" if auto else "")
@@ -110,6 +120,12 @@ def concat_rows(cfg: RunConfig, ranked: list[ResultRow], dataset: str) -> list[R
                         tta="flip" if flip else "none", tensorboard=None, preprocess=None, protocol="auto")
         if auto:  # the cheap variant (logreg: 4 Cs, no refinement): 5.1 s -> ~2.5 s on dtd10's 2560-d pair
             plan = replace(plan, build=replace(plan.build, approximate=True), note="approximated under --budget auto")
-        out += [replace(r, backbone=backbone, store=str(a.store), dataset=dataset, feature=feature, kind="concat",
-                        members=members) for r in fit(plan, cat)]
-    return out
+        if pool is not None:  # a worker shares the cores with the other: one job each
+            fits.append(pool.call(fit, replace(plan, build=replace(plan.build, jobs=1)), cat))
+        else:
+            fits.append(partial(fit, plan, cat))
+
+    def rows() -> list[ResultRow]:
+        return [replace(r, backbone=backbone, store=str(a.store), dataset=dataset, feature=feature, kind="concat",
+                        members=members) for wait in fits for r in wait()]
+    return rows

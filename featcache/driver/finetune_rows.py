@@ -62,8 +62,6 @@ def warm_start_row(rows: list[ResultRow], backbone: str) -> ResultRow | None:
 def finetune_row(cfg: RunConfig, data: str, dataset: str, rows: list[ResultRow], stores: list[dict], out_dir: Path,
                  budget: RunBudget) -> tuple[list[ResultRow], list[dict]]:
     """([the fine-tuned row], [why it was skipped]) for the first backbone the run classified."""
-    from featcache.finetune.train import finetune  # torch: only when the run fine-tunes
-
     tag = {"dataset": dataset} if dataset else {}
     if not stores:
         return [], []
@@ -93,6 +91,8 @@ def finetune_row(cfg: RunConfig, data: str, dataset: str, rows: list[ResultRow],
                             image_root=cfg.extract.image_root, resume=True, **RECIPE)
     log.info("fine-tuning %s: last %s blocks, %d epochs (%s)%s", backbone, RECIPE["unfreeze"], RECIPE["epochs"],
              "LP-FT from the run's logreg" if warm else "head trained first", f", estimate {est:.0f} s")
+    from featcache.finetune.train import finetune  # torch and torchvision (~2 s): only when the run fine-tunes
+
     try:
         result = finetune(ft_cfg)
     except ValueError as e:

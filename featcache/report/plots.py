@@ -22,6 +22,9 @@ from featcache.report.images import Tile
 from featcache.store.rows import ResultRow
 
 DPI = 100
+# zlib level of the PNGs: 3 instead of Pillow's 6 took the demo report's figures from 2.4 to 1.8 s
+# for 6% more bytes (most are photos, which barely compress either way).
+PNG_LEVEL = 3
 MAX_BARS = 40
 MAX_ANNOTATED_CLASSES = 25
 BEST_COLOUR = "#d62728"
@@ -40,7 +43,7 @@ class Plot:
 def to_png(fig: Figure) -> bytes:
     buf = io.BytesIO()
     FigureCanvasAgg(fig)
-    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None})
+    fig.savefig(buf, format="png", dpi=DPI, metadata={"Software": None}, pil_kwargs={"compress_level": PNG_LEVEL})
     return buf.getvalue()
 
 
