@@ -96,13 +96,12 @@ def extract_all(cfg: RunConfig, data: str, progress: bool) -> list[dict]:
 
 
 def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, budget: RunBudget, progress: bool,
-                  extra: dict, given: tuple[str, ...] = (), stack: contextlib.ExitStack | None = None
-                  ) -> tuple[list[dict], Classified, SetPool | None]:
+                  extra: dict, given: tuple[str, ...] = ()) -> tuple[list[dict], Classified, SetPool | None]:
     """Extract and classify backbone by backbone, in ``--backbones`` order, then the ``given``
     stores (``--features``) -> (store records, what the zoo gave, the worker pool or None). Under a
     budget, the two passes of :mod:`driver.budget`; otherwise the feature sets may be classified on
     worker processes while the next backbone extracts (:class:`~featcache.driver.classify_sets.SetPool`),
-    a pool left open on ``stack`` for the ensembles (closed here without one)."""
+    a pool returned open for the ensembles: the caller closes it (here, on an error)."""
     planned = plan_stores(cfg, data, progress) if data is not None else []
     sets_per_backbone = max(len(cfg.extract.layers) * len(cfg.extract.pools), 1)  # until the first store says
     fast = first_pass_models(cfg.classify.models) if budget.total_s is not None else None
@@ -110,13 +109,17 @@ def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, bu
     workers = 0 if fast is not None else workers_for(
         cfg, sets_per_backbone * len(planned) + sum(len(r["features"]) for r in given_recs),
         max([len(p.manifest) for _, p, _ in planned] + [r["rows"] or 0 for r in given_recs] + [0]))
-    with contextlib.ExitStack() as own:
-        pool = (stack or own).enter_context(SetPool(workers, torch=any(
-            get_entry(m).uses_torch for m in resolve_models(list(cfg.classify.models))))) if workers else None
+    pool = SetPool(workers, torch=any(get_entry(m).uses_torch for m in resolve_models(list(cfg.classify.models)))) \
+        if workers else None
+    try:
         recs, got = _extract_and_classify(cfg, planned, given_recs, name, cls_dir, budget, pool, extra)
         if pool is not None:
             got += pool.results()
-    return recs, got, pool if stack is not None else None
+    except BaseException:
+        if pool is not None:
+            pool.__exit__(None, None, None)
+        raise
+    return recs, got, pool
 
 
 def _extract_and_classify(cfg: RunConfig, planned: list, given_recs: list[dict], name: str, cls_dir: Path,
@@ -193,10 +196,9 @@ def run(cfg: RunConfig, progress: bool = True) -> Leaderboard:
     for i, (data, name) in enumerate(groups):
         cls_dir = out / "classify" / safe_name(name) if multi else out / "classify"
         t = time.perf_counter()
-        stack = contextlib.ExitStack()  # the workers, kept for the ensembles' fits
         recs, got, pool = run_backbones(cfg, data, name, cls_dir, budget, progress,
                                         {"dataset": name, "data": data} if multi else {},
-                                        given=cfg.features if i == 0 else (), stack=stack)
+                                        given=cfg.features if i == 0 else ())
         rows, skip = got.rows, got.skipped
         metric = got.metric(cfg.classify.metric)
         metrics.add(metric)
@@ -204,7 +206,7 @@ def run(cfg: RunConfig, progress: bool = True) -> Leaderboard:
         stores += recs
         write_json(out / "extraction.json", stores)
         t = time.perf_counter()
-        with stack:
+        with pool if pool is not None else contextlib.nullcontext():  # the workers fit the concatenations
             if cfg.ensembles:
                 rows += ensemble_rows(cfg, rows, name, metric, out=cls_dir / "ensembles", pool=pool)
         phases["ensembles_s"] += time.perf_counter() - t
