@@ -25,6 +25,7 @@ from pathlib import Path
 
 from threadpoolctl import threadpool_limits
 
+from classify import budget as budgets
 from classify import progress
 from classify.job import prepare
 from classify.outputs import Writer
@@ -190,7 +191,8 @@ def _logged(fn: Callable, args: tuple, level: int) -> tuple[object, list[logging
         progress.set_enabled(bars)
 
 
-def _classify_with_one_job(cfg: RunConfig, *args: object) -> Classified:
+def _classify_with_one_job(gflops: float, cfg: RunConfig, *args: object) -> Classified:
+    budgets.adopt_gflops(gflops)  # the run's rate, not this worker's under its siblings' load
     return classify_one(dataclasses.replace(cfg, classify=dataclasses.replace(cfg.classify, jobs=1)), *args)
 
 
@@ -225,11 +227,11 @@ class SetPool:
             threading.Thread(target=importlib.import_module, args=("torch",), name="import-torch", daemon=True).start()
 
     def submit(self, cfg: RunConfig, rec: dict, out: Path, dataset: str, budget: RunBudget | None) -> None:
-        level = logging.getLogger().getEffectiveLevel()
+        level, gflops = logging.getLogger().getEffectiveLevel(), budgets.machine_gflops()
         for key in rec["features"]:
             log.info("%s %s: classifying on a worker process (its log follows when it is done)", rec["backbone"], key)
             self.futures.append(self.executor.submit(_logged, _classify_with_one_job,
-                                                     (cfg, rec, key, out, dataset, budget), level))
+                                                     (gflops, cfg, rec, key, out, dataset, budget), level))
 
     def results(self) -> Classified:
         """Every submitted set's results, in order; each set's log lines are logged here as it is
