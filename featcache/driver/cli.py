@@ -40,6 +40,9 @@ def main_run(args: argparse.Namespace) -> int:
     cfg = resolve(file_values, flag_values(args), source=args.config or "")
     sets = len(cfg.backbones) * len(cfg.extract.layers) * len(cfg.extract.pools) + len(cfg.features)
     if worker_server.likely_needed(sets, cfg.classify.jobs, cfg.classify.engine):
+        from classify.budget import machine_gflops
+
+        machine_gflops()  # the rate the workers' estimates use, measured before the server's imports load the cores
         worker_server.start()  # its imports go on beside ours
     from featcache.driver.run import run  # every stage, numpy and scikit-learn: not for pipeline.py's parser
 
