@@ -25,6 +25,8 @@ def test_workers_only_for_several_small_sets_on_several_cores(tmp_path, monkeypa
     assert C.workers_for(cfg, 3, C.PARALLEL_MAX_ROWS + 1) == 0  # a large zoo uses every core itself
     assert C.workers_for(_cfg(tmp_path, jobs=1), 3, 131) == 0
     assert C.workers_for(_cfg(tmp_path, jobs=2), 6, 131) == 2
+    monkeypatch.setattr(C.os, "cpu_count", lambda: 16)  # 3 zoos of 5,000 rows: each spreads its folds instead
+    assert C.workers_for(cfg, 3, 5_000) == 0 and C.workers_for(cfg, 3, 131) == 3
     monkeypatch.setattr(C.os, "cpu_count", lambda: 1)
     assert C.workers_for(cfg, 3, 131) == 0
 

@@ -26,7 +26,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from classify import budget as budgets
-from classify import progress
+from classify import progress, selection
 from classify.job import prepare
 from classify.outputs import Writer
 from classify.plan import Budget
@@ -144,10 +144,14 @@ def classify_all(cfg: RunConfig, stores: list[dict], out: Path, dataset: str, bu
 
 def workers_for(cfg: RunConfig, sets: int, rows: int) -> int:
     """How many worker processes classify this run's ``sets`` feature sets of ``rows`` rows at
-    most: 0 (here, one after another) for one set, one core, ``--jobs 1``, Ray or large stores."""
+    most: 0 (here, one after another) for one set, one core, ``--jobs 1``, Ray or large stores,
+    and for stores whose zoos spread their own folds (``selection.PARALLEL_FROM`` rows) over more
+    cores than one worker a set would use."""
     cores = os.cpu_count() or 1
     jobs = cfg.classify.jobs
     if not worker_server.likely_needed(sets, jobs, cfg.classify.engine) or rows > PARALLEL_MAX_ROWS:
+        return 0
+    if rows >= selection.PARALLEL_FROM and cores > sets + 1:
         return 0
     # One more worker than cores: three sets on two cores then finish together instead of the third
     # starting when the first two are done.
