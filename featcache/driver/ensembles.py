@@ -97,7 +97,7 @@ def concat_rows(cfg: RunConfig, ranked: list[ResultRow], dataset: str, pool: Set
     ``pool``'s workers or here -> a function that returns their rows (waiting for the workers)."""
     sets = list(dict.fromkeys((e.backbone, e.feature) for e in ranked))[:2]
     if len(sets) < 2:
-        return list
+        return lambda: []
     best = ranked[0]
     flip = best.extra.get("tta") == "flip"
     stores = {(r.backbone, r.feature): r.store for r in ranked}
@@ -109,7 +109,7 @@ def concat_rows(cfg: RunConfig, ranked: list[ResultRow], dataset: str, pool: Set
         cat = concat_features(a, b, feature)
     except (ValueError, OSError) as e:
         log.warning("concatenated feature sets skipped: %s", e)
-        return list
+        return lambda: []
     members = [f"{bb} {ff}" for bb, ff in sets]
     auto = RunBudget.parse(cfg.classify.budget).auto
     fits = []

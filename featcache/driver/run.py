@@ -104,21 +104,17 @@ def run_backbones(cfg: RunConfig, data: str | None, name: str, cls_dir: Path, bu
     a pool returned open for the ensembles: the caller closes it (here, on an error)."""
     planned = plan_stores(cfg, data, progress) if data is not None else []
     sets_per_backbone = max(len(cfg.extract.layers) * len(cfg.extract.pools), 1)  # until the first store says
-    fast = first_pass_models(cfg.classify.models) if budget.total_s is not None else None
     given_recs = [{**extra, **given_store(path, cfg.classify.allow_partial)} for path in given]
-    workers = 0 if fast is not None else workers_for(
+    workers = 0 if budget.total_s is not None else workers_for(  # a time budget's two passes stay here
         cfg, sets_per_backbone * len(planned) + sum(len(r["features"]) for r in given_recs),
         max([len(p.manifest) for _, p, _ in planned] + [r["rows"] or 0 for r in given_recs] + [0]))
-    pool = SetPool(workers, torch=any(get_entry(m).uses_torch for m in resolve_models(list(cfg.classify.models)))) \
-        if workers else None
-    try:
+    with contextlib.ExitStack() as on_error:
+        pool = on_error.enter_context(SetPool(workers, torch=any(
+            get_entry(m).uses_torch for m in resolve_models(list(cfg.classify.models))))) if workers else None
         recs, got = _extract_and_classify(cfg, planned, given_recs, name, cls_dir, budget, pool, extra)
         if pool is not None:
             got += pool.results()
-    except BaseException:
-        if pool is not None:
-            pool.__exit__(None, None, None)
-        raise
+        on_error.pop_all()  # done: the pool stays open for the ensembles
     return recs, got, pool
 
 
