@@ -79,8 +79,8 @@ class ClassifyOptions:
                                           "all, or default")
     jobs: int = option(-1, type=int, check=_jobs,
                        help="parallel jobs for the sweeps and the slow models' CV folds (-1: every core); in "
-                            "`run`, feature sets of up to 20,000 rows are classified side by side on that many "
-                            "worker processes instead (-1: one more than the cores)")
+                            "`run`, the models of feature sets of up to 20,000 rows are fitted side by side on "
+                            "that many worker processes instead (-1: one more than the cores, at most 16)")
     seed: int = option(0, type=int, low=0, help="seed for CV folds, models and torch heads")
     preprocess: str | None = option(None, nullable=True, check=_preprocess, default_text="each model's own",
                                     help="override every model's preprocessing: comma list of standardize, l2, "

@@ -38,16 +38,23 @@ def default_budget(cfg: ClassifyConfig) -> Budget:
     return Budget()
 
 
+def load(cfg: ClassifyConfig) -> tuple[FeatureSet, str]:
+    """(the feature set ``cfg`` compares, its views mode): what :func:`prepare` reads, and what a
+    worker fitting one of its models reads again."""
+    views = views_mode(cfg.train_on_views, bool(read_info(cfg.features, allow_partial=cfg.allow_partial).views)
+                       if cfg.train_on_views == "auto" else False)
+    data = load_features(cfg.features, cfg.feature, allow_partial=cfg.allow_partial, views=views != "off",
+                         flip=cfg.tta != "none")
+    return data, views
+
+
 def prepare(cfg: ClassifyConfig, budget: Budget | None = None) -> tuple[FeatureSet, ZooPlan]:
     """(the feature set, the plan of its comparison); ``budget`` defaults to ``cfg.budget``'s."""
     names = resolve_models(list(cfg.models))  # bad names fail before any data is read
     warning = check_tensorboard(names, cfg.tensorboard)
     if warning:
         log.warning("%s", warning)
-    views = views_mode(cfg.train_on_views, bool(read_info(cfg.features, allow_partial=cfg.allow_partial).views)
-                       if cfg.train_on_views == "auto" else False)
-    data = load_features(cfg.features, cfg.feature, allow_partial=cfg.allow_partial, views=views != "off",
-                         flip=cfg.tta != "none")
+    data, views = load(cfg)
     zoo = plan_zoo(Shape.of(data), cfg, views=views, budget=budget or default_budget(cfg))
     log.info("ranking by %s", "repeated CV over train+val (--select cv)" if zoo.select == "cv" else "val accuracy")
     counts = ", ".join(f"{k} {v}" for k, v in data.counts().items())

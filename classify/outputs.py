@@ -169,5 +169,11 @@ class Writer:
         self.recorded[key] = rows
         return rows
 
+    def adopt(self, plan: ModelPlan, rows: list[ResultRow]) -> list[ResultRow]:
+        """``rows`` that another process fitted and recorded (:meth:`record`) in this folder, kept
+        as recorded here too."""
+        self.recorded[ledger.settings_key(ledger.settings(self.data, plan))] = rows
+        return rows
+
     def report(self, rows: list[ResultRow], meta: dict) -> None:
         write_reports(self.out, rows, meta)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -44,9 +45,16 @@ def comparison_meta(data: FeatureSet, zoo: ZooPlan) -> dict:
     }
 
 
-def compare_zoo(data: FeatureSet, zoo: ZooPlan, writer: Writer | None = None) -> Leaderboard:
+def compare_zoo(data: FeatureSet, zoo: ZooPlan, writer: Writer | None = None, *,
+                fitted: Mapping[str, Callable[[], list[ResultRow]]] | None = None,
+                curve: Callable[[], tuple[dict, float]] | None = None) -> Leaderboard:
     """Fit every model of ``zoo`` on ``data`` -> the ranked leaderboard (rows with their fitted
-    estimators in memory, skipped models and why, the few-shot curve, the seconds it took)."""
+    estimators in memory, skipped models and why, the few-shot curve, the seconds it took).
+
+    ``fitted``: models fitted elsewhere (``run``'s worker processes), by label -> a function that
+    returns their rows, already saved and recorded under ``writer``'s folder; ``curve``: the
+    few-shot curve made elsewhere -> (curve, seconds). Then the reports are written once, at the end."""
+    fitted = fitted or {}
     meta = comparison_meta(data, zoo)
     for rec in zoo.skipped:
         log.info("%-16s skipped: %s", rec["model"], rec["reason"])
@@ -59,30 +67,37 @@ def compare_zoo(data: FeatureSet, zoo: ZooPlan, writer: Writer | None = None) ->
             label = stop.what = full.label
             left = None if zoo.budget.seconds is None else zoo.budget.seconds - (time.perf_counter() - start)
             plan = within(full, left)
-            # A fit an earlier pass finished costs nothing: the budget skips only what it would fit.
-            done, source = writer.recall(full if plan.skip else plan) if writer is not None else (None, "")
-            if done is not None:
-                log.info("%s reused from %s", label, source)
-                rows += done
-                meta["reused"].append(label)
-            elif plan.skip:
-                log.warning("%-16s skipped: %s", label, plan.skip)
-                meta["skipped"].append({"backbone": backbone_of(data), "feature": data.feature, "model": label,
-                                        "reason": plan.skip, "estimate_s": plan.total_s})
+            if label in fitted:  # fitted, saved and recorded on a worker: its files are there
+                got = fitted[label]()
+                rows += writer.adopt(plan, got) if writer is not None else got
             else:
-                got = fit(plan, data)
-                rows += writer.record(plan, got) if writer is not None else got
-            if writer is not None:
-                writer.report(rows, meta)
+                # A fit an earlier pass finished costs nothing: the budget skips only what it would fit.
+                done, source = writer.recall(full if plan.skip else plan) if writer is not None else (None, "")
+                if done is not None:
+                    log.info("%s reused from %s", label, source)
+                    rows += done
+                    meta["reused"].append(label)
+                elif plan.skip:
+                    log.warning("%-16s skipped: %s", label, plan.skip)
+                    meta["skipped"].append({"backbone": backbone_of(data), "feature": data.feature, "model": label,
+                                            "reason": plan.skip, "estimate_s": plan.total_s})
+                else:
+                    got = fit(plan, data)
+                    rows += writer.record(plan, got) if writer is not None else got
+                if writer is not None:
+                    writer.report(rows, meta)
             if stop.requested:
                 log.warning("interrupted after %s: %d results kept; rerun to continue", label, len(rows))
                 raise KeyboardInterrupt
     if zoo.few_shot:
         t = time.perf_counter()
-        meta["few_shot"] = few_shot_curve(data, seed=zoo.seed)
-        meta["few_shot_s"] = time.perf_counter() - t
-        if writer is not None:
-            writer.report(rows, meta)
+        if curve is not None:
+            meta["few_shot"], meta["few_shot_s"] = curve()
+        else:
+            meta["few_shot"] = few_shot_curve(data, seed=zoo.seed)
+            meta["few_shot_s"] = time.perf_counter() - t
+    if writer is not None and (zoo.few_shot or fitted):
+        writer.report(rows, meta)
     few = meta.get("few_shot")
     curves = [{"backbone": backbone_of(data), "feature": data.feature, **few}] if few and few.get("points") else []
     return Leaderboard.ranked(rows, zoo.metric, config={"select": zoo.select}, skipped=list(meta["skipped"]),

@@ -19,14 +19,15 @@ def _cfg(tmp_path: Path, **kw) -> object:
 def test_workers_only_for_several_small_sets_on_several_cores(tmp_path, monkeypatch):
     monkeypatch.setattr(C.os, "cpu_count", lambda: 2)
     cfg = _cfg(tmp_path)
-    assert C.workers_for(cfg, 3, 131) == 3  # one more than the cores: three sets finish together
-    assert C.workers_for(cfg, 2, 131) == 2
-    assert C.workers_for(cfg, 1, 131) == 0  # nothing to overlap
+    assert C.workers_for(cfg, 3, 131) == 3  # one more than the cores: each model of each set is a task
+    assert C.workers_for(cfg, 2, 131) == 3
+    assert C.workers_for(cfg, 1, 131) == 3  # one set's models side by side too
+    assert C.workers_for(cfg, 0, 131) == 0  # nothing to classify
     assert C.workers_for(cfg, 3, C.PARALLEL_MAX_ROWS + 1) == 0  # a large zoo uses every core itself
     assert C.workers_for(_cfg(tmp_path, jobs=1), 3, 131) == 0
     assert C.workers_for(_cfg(tmp_path, jobs=2), 6, 131) == 2
     monkeypatch.setattr(C.os, "cpu_count", lambda: 16)  # 3 zoos of 5,000 rows: each spreads its folds instead
-    assert C.workers_for(cfg, 3, 5_000) == 0 and C.workers_for(cfg, 3, 131) == 3
+    assert C.workers_for(cfg, 3, 5_000) == 0 and C.workers_for(cfg, 3, 131) == C.MAX_WORKERS
     monkeypatch.setattr(C.os, "cpu_count", lambda: 1)
     assert C.workers_for(cfg, 3, 131) == 0
 
@@ -63,12 +64,27 @@ def test_sets_on_workers_come_back_in_order_with_their_log_lines_and_results_as_
     assert len(list((tmp_path / "pool").glob("bb1__*/metrics.json"))) == 1
 
 
-def test_an_error_on_a_worker_is_raised_here_after_its_log_lines(tmp_path, make_store, caplog):
+def test_a_bad_option_fails_when_the_set_is_planned_here(tmp_path, make_store):
     recs = _recs([make_store(12, 3, 16, name="ok.h5")])
     bad = dataclasses.replace(_cfg(tmp_path), classify=dataclasses.replace(_cfg(tmp_path).classify,
                                                                           models=("no-such-model",)))
-    with caplog.at_level(logging.INFO), C.SetPool(1, torch=False) as pool:
+    with C.SetPool(1, torch=False) as pool, pytest.raises(ValueError, match="no-such-model"):
         pool.submit(bad, recs[0], tmp_path / "pool", "", None)
-        with pytest.raises(ValueError, match="no-such-model"):
+
+
+def test_an_error_on_a_worker_is_raised_here_after_the_sets_log_lines(tmp_path, make_store, caplog, monkeypatch):
+    recs = _recs([make_store(12, 3, 16, name="ok.h5")])
+    # The workers read the store again: one that is gone by then fails there, as a fit can.
+    real = C.plan_set
+
+    def planned_then_removed(*args, **kw):
+        p = real(*args, **kw)
+        Path(recs[0]["store"]).unlink()
+        return p
+
+    monkeypatch.setattr(C, "plan_set", planned_then_removed)
+    with caplog.at_level(logging.INFO), C.SetPool(1, torch=False) as pool:
+        pool.submit(_cfg(tmp_path), recs[0], tmp_path / "pool", "", None)
+        with pytest.raises(Exception, match="ok.h5"):
             pool.results()
     assert any(r.getMessage().startswith("classifying bb0") for r in caplog.records)

@@ -32,5 +32,6 @@ def start(torch: bool = True) -> None:
 
 
 def likely_needed(sets: int, jobs: int, engine: str) -> bool:
-    """Before the stores are planned: several feature sets, several cores, local, not --jobs 1."""
-    return sets >= 2 and (os.cpu_count() or 1) >= 2 and jobs != 1 and engine == "local"
+    """Before the stores are planned: a feature set to classify, several cores, local, not --jobs 1
+    (one set's models are fitted side by side as well)."""
+    return sets >= 1 and (os.cpu_count() or 1) >= 2 and jobs != 1 and engine == "local"
