@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import math
-import time
 from typing import Any
 
 import numpy as np
@@ -23,7 +22,7 @@ from sklearn.metrics import (
 )
 from sklearn.pipeline import Pipeline
 
-from classify import stats
+from classify import clock, stats
 from featcache.common.errors import BadInput
 from featcache.store.rows import ResultRow
 
@@ -110,9 +109,9 @@ def evaluate_with_proba(model: Any, X: np.ndarray, y: np.ndarray, *, class_names
                         paths: np.ndarray | None = None, X_flip: np.ndarray | None = None
                         ) -> tuple[dict, np.ndarray | None]:
     """(:func:`evaluate`'s scores, the probabilities they came from): a soft vote reuses them."""
-    start = time.perf_counter()
+    start = clock.now()
     pred, proba, scores = predict_tta(model, X, X_flip)
-    predict_s = time.perf_counter() - start
+    predict_s = clock.now() - start
     classes = np.asarray(model.classes_)
     names = [class_names[int(c)] if 0 <= int(c) < len(class_names) else str(c) for c in classes]
     name_of = dict(zip(classes.tolist(), names))

@@ -9,7 +9,6 @@ out-of-fold file and the reports is :mod:`classify.outputs`'s.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,7 +16,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from classify import budget as budgets
-from classify import progress, selection
+from classify import clock, progress, selection
 from classify.evaluate import chosen_params, evaluate_with_proba, to_jsonable
 from classify.features import FeatureSet, Split
 from classify.knn import SweptKNN
@@ -133,9 +132,9 @@ def fit(plan: ModelPlan, data: FeatureSet) -> list[ResultRow]:
     log.info("%-16s fitting (estimate %s)%s", label, budgets.fmt_seconds(plan.estimate_s),
              f"; {plan.note}" if plan.note else "")
     with threadpool_limits(limits=1), progress.model_bar(f"{label} [{data.feature}]"):
-        start = time.perf_counter()
+        start = clock.now()
         model.fit(X, y, **fit_params(model, groups))
-        fit_s = time.perf_counter() - start
+        fit_s = clock.now() - start
     steps = list(parse_preprocess(entry.preprocess if plan.preprocess is None else plan.preprocess))
     extra = {**_search_extra(model), **_solver_extra(model),
              **({"views": data.n_views, "train_samples": int(len(y))} if plan.views else {}),
@@ -157,9 +156,9 @@ def fit(plan: ModelPlan, data: FeatureSet) -> list[ResultRow]:
         log.info("%-16s refit on train+val: made by its %s", label, next(iter(cv.values()))[0]["method"])
     elif plan.final_fit == "train+val":
         with progress.model_bar(f"{label} refit on train+val [{data.feature}]"):
-            start = time.perf_counter()
+            start = clock.now()
             final = selection.refit_on_pool(model, data, views=plan.views)
-            extra["refit_s"] = time.perf_counter() - start
+            extra["refit_s"] = clock.now() - start
         extra["final_fit"] = "train+val"
         log.info("%-16s refit on train+val (%d images) in %.2fs", label, len(data.train) + len(data.val),
                  extra["refit_s"])

@@ -31,7 +31,7 @@ from sklearn.metrics import balanced_accuracy_score
 from sklearn.pipeline import Pipeline
 from threadpoolctl import threadpool_limits
 
-from classify import oof, progress, stats
+from classify import clock, oof, progress, stats
 from classify.config import FINAL_FIT_CHOICES, SELECT_CHOICES
 from classify.evaluate import predict_tta
 from classify.features import FeatureSet
@@ -178,7 +178,7 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
 
     Families with a cheaper way to the same predictions (:mod:`classify.oof`: the batched linear
     head, out-of-bag forests, leave-one-out kNN) take it; the record's ``method`` says which."""
-    start = time.perf_counter()
+    start = clock.now()
     p = pool(data)
     classes = np.unique(p.y)
     splitter = RepeatedSmallDataKFold(folds, repeats, random_state=seed)
@@ -222,7 +222,7 @@ def cross_validate(model: object, data: FeatureSet, *, views: bool, ttas: Sequen
             else:
                 proba[t][r, held[:, None], cols[None, :]] = prob
         progress.advance()
-    seconds = time.perf_counter() - start
+    seconds = clock.now() - start
     out = {}
     for t in ttas:
         s, b = np.asarray(scores[t]), np.asarray(balanced[t])

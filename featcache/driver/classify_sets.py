@@ -30,7 +30,7 @@ from pathlib import Path
 from threadpoolctl import threadpool_limits
 
 from classify import budget as budgets
-from classify import progress, selection
+from classify import clock, progress, selection
 from classify.config import ClassifyConfig
 from classify.features import FeatureSet
 from classify.fewshot import few_shot_curve
@@ -223,7 +223,7 @@ def _logged(fn: Callable, args: tuple, level: int) -> tuple[object, list[logging
     if "torch" in sys.modules:  # one thread a worker: the workers share the cores, and idle OpenMP threads spin
         sys.modules["torch"].set_num_threads(1)
     try:
-        with threadpool_limits(limits=1):
+        with threadpool_limits(limits=1), clock.cpu_seconds():  # the fits' seconds alone, not the shared cores'
             return fn(*args), collect.records
     except BaseException as e:  # noqa: BLE001 - handed back with the lines logged before it
         return e, collect.records
@@ -254,8 +254,8 @@ def _fit_model(gflops: float, job: ClassifyConfig, plan: ModelPlan, folder: str)
 
 
 def _few_shot(job: ClassifyConfig, seed: int) -> tuple[dict, float]:
-    t = time.perf_counter()
-    return few_shot_curve(_data(job), seed=seed), time.perf_counter() - t
+    t = clock.now()
+    return few_shot_curve(_data(job), seed=seed), clock.now() - t
 
 
 def _log(records: list[logging.LogRecord]) -> None:
