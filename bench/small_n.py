@@ -20,8 +20,8 @@ Where a cold run's wall-clock seconds go, from what it recorded (they add up to 
 the extractions one after another in this process; the classifying that was still running after
 the last extraction (the zoos run on worker processes beside the extractions); ensembles; audit;
 and start-up, the report and exit. Beside them, the zoos' model-seconds (each model's fit, and its
-CV and refit), which overlap the extractions and each other, then every model's estimate beside
-its measured time. ``imagenette`` (7,000 photos) adds ~12 minutes a round, most of it the tutorial
+CV and refit), which overlap the extractions and each other (on run's workers, CPU seconds), then every model's estimate
+beside its measured time. ``imagenette`` (7,000 photos) adds ~12 minutes a round, most of it the tutorial
 script. The machine line says whether the CPU computes bf16 natively: extraction takes about half
 the time there.
 """
@@ -178,8 +178,8 @@ def main() -> None:
                 print(f"- {n}, {label}: fits {med([c['fits'] for c in runs])}, CV and refits "
                       f"{med([c['selection'] for c in runs])}, few-shot {med([c['few_shot'] for c in runs])}")
     print("\nEstimates / measured, per model (median and range over the models of each set's first cold run; the "
-          "estimates are for one job on an idle machine, the fits shared the cores with the other zoos and the "
-          "extractions):")
+          "estimates are for one job on an idle core; fits on run's workers are timed in their thread's CPU seconds, "
+          "in-process ones by the wall clock):")
     print("| set | models | fit: estimate / measured | fit + CV + refit: estimate / measured | outside 2x |")
     print("|---|---|---|---|---|")
     for n, _, cold, _, _ in results:
