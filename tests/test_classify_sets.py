@@ -88,3 +88,20 @@ def test_an_error_on_a_worker_is_raised_here_after_the_sets_log_lines(tmp_path, 
         with pytest.raises(Exception, match="ok.h5"):
             pool.results()
     assert any(r.getMessage().startswith("classifying bb0") for r in caplog.records)
+
+
+def test_fits_on_workers_are_timed_in_cpu_seconds_not_in_the_wait_for_a_shared_core():
+    import time
+
+    from classify import clock
+
+    def waited_then_worked() -> float:
+        t = clock.now()
+        time.sleep(0.3)  # a fit waiting for a core other workers hold: not the fit's cost
+        sum(range(200_000))
+        return clock.now() - t
+
+    assert waited_then_worked() >= 0.3  # in-process: the wall clock
+    with clock.cpu_seconds():
+        assert waited_then_worked() < 0.2
+    assert waited_then_worked() >= 0.3  # the wall clock again after the block
