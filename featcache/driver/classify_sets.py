@@ -51,9 +51,8 @@ log = logging.getLogger(__name__)
 # Feature sets are classified on workers only while a store is at most this many rows: above it a
 # zoo's sweeps and solvers use every core themselves, and its fitted models are large to send back.
 PARALLEL_MAX_ROWS = 20_000
-# Each worker holds up to LOADED feature sets of at most PARALLEL_MAX_ROWS rows (100 MB each at 1280-d).
 MAX_WORKERS = 16
-LOADED = 2
+LOADED = 2  # feature sets a worker keeps read: up to PARALLEL_MAX_ROWS rows each (100 MB at 1280-d)
 
 
 @dataclass(frozen=True)
@@ -197,7 +196,7 @@ def workers_for(cfg: RunConfig, sets: int, rows: int) -> int:
 
 
 class _Collect(logging.Handler):
-    """Keeps a worker's log records, made picklable, for this process to log."""
+    """Keeps log records, made picklable, to be logged later as one block (here, or a worker's here)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -211,26 +210,36 @@ class _Collect(logging.Handler):
         self.records.append(record)
 
 
+@contextlib.contextmanager
+def _collecting() -> Iterator[list[logging.LogRecord]]:
+    """What this process logs meanwhile, kept instead (for the set's block) -> the records."""
+    collect = _Collect()
+    root = logging.getLogger()
+    handlers, root.handlers = root.handlers[:], [collect]
+    try:
+        yield collect.records
+    finally:
+        root.handlers = handlers
+
+
 def _logged(fn: Callable, args: tuple, level: int) -> tuple[object, list[logging.LogRecord]]:
     """``fn(*args)`` on a worker, on one thread, its log lines kept -> (what it returned, or the
     error it raised; its log records)."""
-    collect = _Collect()
     root = logging.getLogger()
-    handlers, old_level, bars = root.handlers[:], root.level, progress.enabled()
-    root.handlers = [collect]
+    old_level, bars = root.level, progress.enabled()
     root.setLevel(level)
     progress.set_enabled(False)  # two processes drawing bars on one terminal would garble both
     if "torch" in sys.modules:  # one thread a worker: the workers share the cores, and idle OpenMP threads spin
         sys.modules["torch"].set_num_threads(1)
-    try:
-        with threadpool_limits(limits=1), clock.cpu_seconds():  # the fits' seconds alone, not the shared cores'
-            return fn(*args), collect.records
-    except BaseException as e:  # noqa: BLE001 - handed back with the lines logged before it
-        return e, collect.records
-    finally:
-        root.handlers = handlers
-        root.setLevel(old_level)
-        progress.set_enabled(bars)
+    with _collecting() as records:
+        try:
+            with threadpool_limits(limits=1), clock.cpu_seconds():  # the fits' seconds alone, not the shared cores'
+                return fn(*args), records
+        except BaseException as e:  # noqa: BLE001 - handed back with the lines logged before it
+            return e, records
+        finally:
+            root.setLevel(old_level)
+            progress.set_enabled(bars)
 
 
 _loaded: dict[tuple, FeatureSet] = {}  # a worker's feature sets, by what they were read with
@@ -263,18 +272,6 @@ def _log(records: list[logging.LogRecord]) -> None:
         logger = logging.getLogger(r.name)
         if logger.isEnabledFor(r.levelno):
             logger.handle(r)
-
-
-@contextlib.contextmanager
-def _collecting() -> Iterator[list[logging.LogRecord]]:
-    """What this process logs meanwhile, kept instead (for the set's block) -> the records."""
-    collect = _Collect()
-    root = logging.getLogger()
-    handlers, root.handlers = root.handlers[:], [collect]
-    try:
-        yield collect.records
-    finally:
-        root.handlers = handlers
 
 
 def _collected(future: Future) -> object:
